@@ -1,0 +1,81 @@
+# restic-orch: set-up, tests, demo on the simulated homelab, and the day-to-day commands.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LAB ?= .lab
+CONFIG ?= $(or $(RESTIC_ORCH_CONFIG),/etc/restic-orch/config.yml)
+APT_PACKAGES := restic postgresql mariadb-server mariadb-client cron zstd borgbackup util-linux
+PYTEST_ARGS ?=
+
+.PHONY: setup apt venv test lint demo backup restore drill bench clean lab-up lab-down
+
+setup: apt venv
+
+# Debian packages, installed only when something is missing (root on a fresh Debian 12 host)
+apt:
+	@missing=""; \
+	command -v restic >/dev/null || missing="$$missing restic"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
+	command -v mariadb >/dev/null || missing="$$missing mariadb-client"; \
+	command -v crontab >/dev/null || missing="$$missing cron"; \
+	command -v zstd >/dev/null || missing="$$missing zstd"; \
+	command -v borg >/dev/null || missing="$$missing borgbackup"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  for svc in postgresql mariadb; do service $$svc stop >/dev/null 2>&1 || true; done; \
+	fi
+	@restic version
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[lab,dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	cd ansible && ../$(BIN)/ansible-lint --offline -q
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# the main job on the embedded simulated homelab: lab up, backup, list, lab down
+demo: setup
+	@$(BIN)/restic-orch lab up --dir $(LAB)
+	@set -o pipefail; rc=0; \
+	$(BIN)/restic-orch --config $(LAB)/config.yml backup || rc=$$?; \
+	$(BIN)/restic-orch --config $(LAB)/config.yml snapshots --repo local; \
+	$(BIN)/restic-orch --config $(LAB)/config.yml snapshots --repo offsite; \
+	$(BIN)/restic-orch lab down --dir $(LAB); \
+	echo; echo "config:   $(LAB)/config.yml"; \
+	echo "run logs: $(LAB)/log/   summaries: $(LAB)/state/last-run.json   metrics: $(LAB)/metrics/"; \
+	echo "local repository: $(LAB)/repo   (restic-orch --config $(LAB)/config.yml env local)"; \
+	exit $$rc
+
+lab-up: setup
+	$(BIN)/restic-orch lab up --dir $(LAB)
+
+lab-down:
+	$(BIN)/restic-orch lab down --dir $(LAB)
+
+backup:
+	$(BIN)/restic-orch --config $(CONFIG) backup
+
+restore:
+	scripts/restore.sh --config $(CONFIG)
+
+drill:
+	$(BIN)/restic-orch --config $(CONFIG) drill
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	-$(BIN)/restic-orch lab down --dir $(LAB) 2>/dev/null
+	rm -rf $(LAB) .pytest_cache

@@ -1,0 +1,134 @@
+"""What every pre-hook is: it dumps its kind of source into staging and restores it from there.
+
+The pipeline only knows this interface; it never names a source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from restic_orch.config import Config
+
+
+def sha256_file(path: Path, chunk: int = 4 * 1024 * 1024) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Artifact:
+    """One file in the day's staging tree, with what a restore needs to verify it."""
+
+    component: str          # what --only selects: ct:101, db:main/appdb, db:main/@globals, tfstate:<key>, vault:<path>
+    kind: str               # the hook kind, also the staging sub-directory
+    source: str             # which configured source produced it
+    path: str               # relative to the day directory, e.g. proxmox/vzdump-lxc-101-....tar
+    size: int
+    sha256: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Artifact:
+        return cls(**{k: data[k] for k in ("component", "kind", "source", "path", "size", "sha256")},
+                   meta=dict(data.get("meta") or {}))
+
+
+@dataclass
+class Failure:
+    kind: str
+    source: str
+    component: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Notice:
+    """A warning that does not fail the run but must be seen (suspend fallback, plaintext vault file)."""
+
+    kind: str
+    source: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DumpOutcome:
+    artifacts: list[Artifact] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+    tools: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DumpContext:
+    config: Config
+    day_dir: Path
+    run_id: str
+    log: logging.Logger
+
+    def out_dir(self, kind: str) -> Path:
+        path = self.day_dir / kind
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    def artifact(self, file: Path, *, component: str, kind: str, source: str,
+                 meta: dict[str, Any] | None = None) -> Artifact:
+        return Artifact(component=component, kind=kind, source=source,
+                        path=str(file.relative_to(self.day_dir)), size=file.stat().st_size,
+                        sha256=sha256_file(file), meta=dict(meta or {}))
+
+
+@dataclass
+class RestoreOptions:
+    force: bool = False
+    target_dir: Path | None = None
+    target_db: str | None = None
+    as_vmid: int | None = None
+    drill: bool = False
+    suffix: str = ""
+
+
+@dataclass
+class RestoreOutcome:
+    component: str
+    ok: bool
+    message: str
+    checks: dict[str, Any] = field(default_factory=dict)
+    restored_to: str = ""
+
+
+Fetch = Callable[[Path], Path]
+
+
+class Hook:
+    """Base class: subclasses set `kind` and implement from_config, dump and restore."""
+
+    kind: ClassVar[str] = ""
+    name: str = ""
+
+    @classmethod
+    def from_config(cls, config: Config) -> list[Hook]:
+        raise NotImplementedError
+
+    def dump(self, ctx: DumpContext) -> DumpOutcome:
+        raise NotImplementedError
+
+    def restore(self, artifact: Artifact, fetch: Fetch, options: RestoreOptions) -> RestoreOutcome:
+        """Bring one artifact back; fetch(dest) writes the artifact's bytes from the snapshot to dest."""
+        raise NotImplementedError

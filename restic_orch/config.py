@@ -1,0 +1,366 @@
+"""The typed configuration: loaded from YAML, every problem reported as FILE:LINE: field.path: message."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .yamlmap import Loc, YamlSyntaxError, line_for, load_with_lines
+
+DEFAULT_CONFIG = Path("/etc/restic-orch/config.yml")
+SECRET = {"secret": True}
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("RESTIC_ORCH_CONFIG") or DEFAULT_CONFIG)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Retention(Strict):
+    """restic forget --keep-* options; durations like 7d, 4w, 1y."""
+
+    keep_last: int | None = Field(None, ge=1)
+    keep_hourly: int | None = Field(None, ge=1)
+    keep_daily: int | None = Field(None, ge=1)
+    keep_weekly: int | None = Field(None, ge=1)
+    keep_monthly: int | None = Field(None, ge=1)
+    keep_yearly: int | None = Field(None, ge=1)
+    keep_within: str | None = Field(None, pattern=r"^(\d+[yMdh])+$")
+    keep_within_daily: str | None = Field(None, pattern=r"^(\d+[yMdh])+$")
+    keep_within_weekly: str | None = Field(None, pattern=r"^(\d+[yMdh])+$")
+    keep_within_monthly: str | None = Field(None, pattern=r"^(\d+[yMdh])+$")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Retention:
+        if not any(v is not None for v in self.model_dump().values()):
+            raise ValueError("a retention policy needs at least one keep_* option")
+        return self
+
+    def restic_args(self) -> list[str]:
+        args: list[str] = []
+        for name, value in self.model_dump().items():
+            if value is not None:
+                args += ["--" + name.replace("_", "-"), str(value)]
+        return args
+
+
+class Repository(Strict):
+    url: str = Field(min_length=1)
+    password_file: Path = Field(json_schema_extra=SECRET)
+    env_file: Path | None = Field(None, json_schema_extra=SECRET)
+    options: dict[str, str] = Field(default_factory=dict)
+    retention: Retention
+    prune_every_days: int = Field(0, ge=0)
+    compression: Literal["auto", "off", "max"] = "auto"
+    upload_limit_kib: int | None = Field(None, ge=1)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3:")
+
+
+class Repositories(Strict):
+    local: Repository | None = None
+    offsite: Repository | None = None
+
+    @model_validator(mode="after")
+    def _one_at_least(self) -> Repositories:
+        if self.local is None and self.offsite is None:
+            raise ValueError("at least one repository (local or offsite) is required")
+        return self
+
+    def items(self) -> Iterator[tuple[str, Repository]]:
+        for name in ("local", "offsite"):
+            repo = getattr(self, name)
+            if repo is not None:
+                yield name, repo
+
+
+class ProxmoxSource(Strict):
+    enabled: bool = True
+    host: str
+    port: int = Field(8006, ge=1, le=65535)
+    user: str = Field(pattern=r"^[^@!\s]+@[^@!\s]+$")
+    token_name: str = Field(min_length=1)
+    token_file: Path = Field(json_schema_extra=SECRET)
+    verify_ssl: bool = True
+    ca_file: Path | None = None
+    node: str | None = None
+    vmids: list[int] | Literal["all"] = "all"
+    exclude: list[int] = Field(default_factory=list)
+    mode: Literal["snapshot", "suspend", "stop"] = "snapshot"
+    require_snapshot: bool = False
+    compress: Literal["0", "gzip", "lzo", "zstd"] = "0"
+    storage: str = "local"
+    dump_dir: Path | None = None
+    delete_after: bool = True
+    lockwait_minutes: int = Field(10, ge=0)
+    timeout_seconds: int = Field(3600, ge=1)
+    restore_storage: str = "local-zfs"
+
+    @field_validator("compress", mode="before")
+    @classmethod
+    def _compress_str(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+class DatabaseSource(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)
+    user: str = "root"
+    password_file: Path | None = Field(None, json_schema_extra=SECRET)
+    databases: list[str] | Literal["all"] = "all"
+    exclude: list[str] = Field(default_factory=list)
+    exec: str | None = Field(None, pattern=r"^pct:\d+$")
+    exec_prefix: list[str] | None = None
+    bin_dir: Path | None = None
+    timeout_seconds: int = Field(3600, ge=1)
+
+    def command_prefix(self) -> list[str]:
+        """argv prefix that runs a client inside a container (`pct exec`), or nothing for local clients."""
+        if self.exec_prefix is not None:
+            return list(self.exec_prefix)
+        if self.exec:
+            return ["pct", "exec", self.exec.split(":", 1)[1], "--"]
+        return []
+
+
+class PostgresSource(DatabaseSource):
+    user: str = "postgres"
+    globals: bool = True
+
+
+class MysqlSource(DatabaseSource):
+    users_and_grants: bool = True
+
+
+class TerraformStateSource(Strict):
+    enabled: bool = True
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    bucket: str = Field(min_length=3)
+    prefix: str = ""
+    env_file: Path | None = Field(None, json_schema_extra=SECRET)
+    verify_ssl: bool = True
+
+
+class AnsibleVaultSource(Strict):
+    enabled: bool = True
+    paths: list[str] = Field(min_length=1)
+    password_file: Path | None = Field(None, json_schema_extra=SECRET)
+    include_password_file: bool = False
+
+
+class Sources(Strict):
+    proxmox: ProxmoxSource | None = None
+    postgres: list[PostgresSource] = Field(default_factory=list)
+    mysql: list[MysqlSource] = Field(default_factory=list)
+    terraform_state: TerraformStateSource | None = None
+    ansible_vault: AnsibleVaultSource | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Sources:
+        for kind in ("postgres", "mysql"):
+            names = [s.name for s in getattr(self, kind)]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind} source names must be unique: {', '.join(dupes)}")
+        return self
+
+
+class Limits(Strict):
+    nice: int = Field(10, ge=-20, le=19)
+    ionice_class: Literal["none", "realtime", "best-effort", "idle"] = "best-effort"
+    ionice_level: int = Field(7, ge=0, le=7)
+    gomaxprocs: int | None = Field(1, ge=1)
+    upload_kib: int | None = Field(None, ge=1)
+    lock_wait_seconds: int = Field(300, ge=0)
+    min_free_bytes: int = Field(512 * 1024 * 1024, ge=0)
+
+
+class Monitoring(Strict):
+    textfile_dir: Path | None = None
+    healthchecks_url_file: Path | None = Field(None, json_schema_extra=SECRET)
+    webhook_url_file: Path | None = Field(None, json_schema_extra=SECRET)
+    timeout_seconds: int = Field(10, ge=1)
+
+
+class Targets(Strict):
+    rto_minutes: int = Field(30, ge=1)
+    rpo_hours: int = Field(24, ge=1)
+
+
+class RestoreSettings(Strict):
+    redeploy: list[list[str]] = Field(default_factory=list)
+    redeploy_timeout_seconds: int = Field(3600, ge=1)
+
+
+class DrillSettings(Strict):
+    vmid_range: tuple[int, int] = (9900, 9999)
+    report_dir: Path = Path("/var/lib/restic-orch/drills")
+
+    @field_validator("vmid_range")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if value[0] > value[1] or value[0] < 100:
+            raise ValueError("vmid_range must be [low, high] with 100 <= low <= high")
+        return value
+
+
+class Config(Strict):
+    version: Literal[1] = 1
+    host: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.-]+$")
+    staging_dir: Path = Path("/var/lib/restic-orch/staging")
+    state_dir: Path = Path("/var/lib/restic-orch")
+    log_dir: Path = Path("/var/log/restic-orch")
+    hooks_dir: Path | None = None
+    auto_init: bool = False
+    repositories: Repositories
+    sources: Sources = Field(default_factory=Sources)
+    limits: Limits = Field(default_factory=Limits)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    targets: Targets = Field(default_factory=Targets)
+    restore: RestoreSettings = Field(default_factory=RestoreSettings)
+    drill: DrillSettings = Field(default_factory=DrillSettings)
+
+    @field_validator("staging_dir", "state_dir", "log_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # restic stores relative paths in a way that later restores silently match nothing
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: Path
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration file, each naming the file, line and field."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def iter_secret_fields(model: BaseModel, loc: Loc = ()) -> Iterator[tuple[Loc, Path]]:
+    """Yield (location, path) for every secret file reference set in the model."""
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("secret") and value is not None:
+            yield (*loc, name), value
+        elif isinstance(value, BaseModel):
+            yield from iter_secret_fields(value, (*loc, name))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from iter_secret_fields(item, (*loc, name, index))
+
+
+def check_secret_file(path: Path) -> str | None:
+    """Why a secret file cannot be used, or None when it is fine."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"secret file {path} does not exist"
+    except PermissionError:
+        return f"secret file {path} cannot be read (permission denied)"
+    if not stat.S_ISREG(st.st_mode):
+        return f"secret file {path} is not a regular file"
+    if st.st_mode & 0o077:
+        return (f"secret file {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
+                f" run: chmod 600 {path}")
+    if not os.access(path, os.R_OK):
+        return f"secret file {path} cannot be read"
+    return None
+
+
+def load_config(path: Path, *, check_files: bool = True) -> Config:
+    """Load and validate; raise ConfigError listing every problem found."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([Problem(path, 1, "(file)", "configuration file not found")])
+    try:
+        data, lines = load_with_lines(path)
+    except YamlSyntaxError as exc:
+        raise ConfigError([Problem(path, exc.line, "(syntax)", exc.message)]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(path, 1, "(file)", f"cannot read: {exc}")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(path, 1, "(top level)", "must be a mapping of settings")])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            # pydantic puts the union/literal branch in the location: drop what is not a real key
+            clean: list[str | int] = []
+            node: Any = data
+            for part in loc:
+                if isinstance(node, dict) and part in node:
+                    clean.append(part)
+                    node = node[part]
+                elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                    clean.append(part)
+                    node = node[part]
+                elif err["type"] in ("missing", "extra_forbidden") and part == loc[-1]:
+                    clean.append(part)
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            elif err["type"] == "missing":
+                message = "required field is missing"
+            elif message.startswith("Value error, "):
+                message = message[len("Value error, "):]
+            key = tuple(clean)
+            problems.append(Problem(path, line_for(lines, key), _dotted(key), message))
+        unique = list(dict.fromkeys(problems))
+        # a union (e.g. a list or "all") reports one error per branch: keep the deepest, most precise one
+        fields = {p.field for p in unique}
+        unique = [p for p in unique if not any(f.startswith(p.field + "[") or f.startswith(p.field + ".")
+                                                for f in fields if f != p.field)]
+        raise ConfigError(sorted(unique, key=lambda p: p.line)) from None
+    if check_files:
+        problems = []
+        for loc, secret_path in iter_secret_fields(config):
+            why = check_secret_file(secret_path)
+            if why:
+                problems.append(Problem(path, line_for(lines, loc), _dotted(loc), why))
+        if problems:
+            raise ConfigError(problems)
+    return config
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The resolved configuration as plain data; secret file paths are shown, never their contents."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,286 @@
+"""One backup run: lock, preflight, pre-hooks, restic, offsite copy, retention, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from restic_orch.hooks import build_hooks
+from restic_orch.hooks.base import DumpContext, Hook
+
+from . import __version__, restic, runner, staging, userhooks
+from .config import Config, redacted
+from .lock import RunLock
+from .report import RunSummary, new_run_id, save_summary, write_metrics
+from .repos import open_all
+
+log = logging.getLogger("restic_orch.pipeline")
+
+TAG = "restic-orch"
+
+
+class Terminated(Exception):
+    """SIGTERM or SIGINT arrived (host shutdown, Ctrl-C): stop children, record the run as failed."""
+
+
+@dataclass
+class Plan:
+    hooks: list[Hook]
+    repositories: list[str]
+    staging: Path
+
+    def describe(self) -> list[str]:
+        lines = [f"staging: {self.staging}/<YYYY-MM-DD>/<kind>/"]
+        lines += [f"pre-hook {h.kind}: {h.name}" for h in self.hooks]
+        lines += [f"repository: {r}" for r in self.repositories]
+        return lines
+
+
+def plan(config: Config, only: set[str] | None = None) -> Plan:
+    return Plan(build_hooks(config, only), [name for name, _ in config.repositories.items()], config.staging_dir)
+
+
+def _install_signal_handlers() -> Callable[[], None]:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        runner.terminate_all()
+        raise Terminated(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _estimate_need(config: Config) -> int:
+    """Bytes staging will need: the last run's staged size plus a fifth, at least limits.min_free_bytes."""
+    try:
+        last = json.loads((config.state_dir / "last-run.json").read_text(encoding="utf-8"))
+        previous = int(last.get("bytes_staged") or 0)
+    except (FileNotFoundError, ValueError):
+        previous = 0
+    return max(config.limits.min_free_bytes, int(previous * 1.2))
+
+
+def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSummary) -> dict[str, restic.Repo]:
+    """Open (and with auto_init create) each repository; return those usable."""
+    usable: dict[str, restic.Repo] = {}
+    for name, repo in repos.items():
+        started = time.monotonic()
+        try:
+            if not repo.exists():
+                if not config.auto_init:
+                    raise restic.RepoNotFound("repository not initialised (run `restic-orch init` or set"
+                                              " auto_init: true)", repo=name)
+                source = repos.get("local") if name == "offsite" and "local" in usable else None
+                repo.init(copy_chunker_from=source)
+                log.info("repository initialised", extra={"repo": name})
+            usable[name] = repo
+            summary.phase(f"open:{name}", started, True)
+        except restic.ResticError as exc:
+            summary.phase(f"open:{name}", started, False, str(exc))
+            summary.fail("repository", name, str(exc))
+    return usable
+
+
+def _run_hooks(hooks: list[Hook], ctx: DumpContext, summary: RunSummary, manifest: dict[str, Any]) -> None:
+    for hook in hooks:
+        started = time.monotonic()
+        try:
+            outcome = hook.dump(ctx)
+        except Terminated:
+            raise
+        except Exception as exc:  # a hook's bug must not lose the other sources
+            log.exception("pre-hook crashed", extra={"kind": hook.kind, "source": hook.name})
+            summary.phase(f"dump:{hook.kind}:{hook.name}", started, False, f"{type(exc).__name__}: {exc}")
+            summary.fail(hook.kind, hook.name, f"{type(exc).__name__}: {exc}", component=f"{hook.kind}:*")
+            manifest["failures"].append(summary.failures[-1])
+            continue
+        for artifact in outcome.artifacts:
+            manifest["artifacts"].append(artifact.to_json())
+            summary.components.append(artifact.component)
+        for failure in outcome.failures:
+            summary.fail(failure.kind, failure.source, failure.message, failure.component)
+            manifest["failures"].append(summary.failures[-1])
+        for notice in outcome.notices:
+            item = {**notice.to_json(), "message": runner.mask(notice.message)}
+            summary.notices.append(item)
+            manifest["notices"].append(item)
+        manifest["tools"].update(outcome.tools)
+        summary.artifacts += len(outcome.artifacts)
+        ok = not outcome.failures
+        summary.phase(f"dump:{hook.kind}:{hook.name}", started, ok,
+                      f"{len(outcome.artifacts)} artifacts, {len(outcome.failures)} failures")
+        log.info("pre-hook done", extra={"kind": hook.kind, "source": hook.name,
+                                         "artifacts": len(outcome.artifacts), "failures": len(outcome.failures)})
+
+
+def _retention_due(config: Config, name: str, every_days: int) -> bool:
+    if every_days <= 0:
+        return True
+    try:
+        last = float((config.state_dir / f"prune-{name}.stamp").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return True
+    return time.time() - last >= every_days * 86400 - 3600
+
+
+def apply_retention(config: Config, repos: dict[str, restic.Repo], summary: RunSummary,
+                    dry_run: bool = False) -> None:
+    for name, repo in repos.items():
+        settings = getattr(config.repositories, name)
+        started = time.monotonic()
+        try:
+            groups = repo.forget(settings.retention.restic_args(), host=config.host, tags=[TAG], dry_run=dry_run)
+            removed = sum(len(g.remove) for g in groups)
+            kept = sum(len(g.keep) for g in groups)
+            pruned = False
+            if not dry_run and removed and _retention_due(config, name, settings.prune_every_days):
+                repo.prune()
+                (config.state_dir / f"prune-{name}.stamp").write_text(str(time.time()))
+                pruned = True
+            summary.retention[name] = {"kept": kept, "removed": removed, "pruned": pruned}
+            summary.phase(f"retention:{name}", started, True, f"kept {kept}, removed {removed}")
+        except restic.ResticError as exc:
+            summary.phase(f"retention:{name}", started, False, str(exc))
+            summary.fail("retention", name, str(exc))
+
+
+def _copy_offsite(config: Config, local: restic.Repo, offsite: restic.Repo, summary: RunSummary) -> bool:
+    """Copy every snapshot of ours that offsite lacks (restic copy skips those already there)."""
+    started = time.monotonic()
+    try:
+        mine = [s.id for s in local.snapshots(tags=[TAG], host=config.host)]
+        offsite.copy_from(local, mine)
+        copied = offsite.snapshots(tags=[TAG], host=config.host)
+        newest = summary.snapshots.get("local")
+        present = any(s.id.startswith(newest or "-") or s.short_id == newest for s in copied)
+        # restic copy gives the copy a new id; find it by the run tag
+        for snap in copied:
+            if f"run:{summary.run_id}" in snap.tags:
+                summary.snapshots["offsite"] = snap.short_id
+                present = True
+        summary.phase("copy:offsite", started, present, f"{len(mine)} snapshots checked")
+        if not present:
+            summary.fail("repository", "offsite", "the new snapshot is missing offsite after restic copy")
+        return present
+    except restic.ResticError as exc:
+        summary.phase("copy:offsite", started, False, str(exc))
+        summary.fail("repository", "offsite", f"offsite copy failed: {exc}")
+        return False
+
+
+def run_backup(config: Config, *, only: set[str] | None = None, when: datetime | None = None,
+               log_file: Path | None = None) -> RunSummary:
+    """The nightly job. Returns the summary; its exit_code is 0, 1 or 3."""
+    now = when or datetime.now(UTC)
+    summary = RunSummary("backup", new_run_id(), config.host, now.isoformat(timespec="seconds"),
+                         log_file=str(log_file or ""))
+    lock = RunLock(config.state_dir, f"backup {summary.run_id}")
+    lock.acquire()
+    restore_signals = _install_signal_handlers()
+    day: Path | None = None
+    snapshot_saved = False
+    try:
+        userhooks.run_parts(config, "pre-backup.d", summary)
+        started = time.monotonic()
+        version = restic.version()
+        removed = staging.prepare(config.staging_dir)
+        if removed:
+            log.warning("removed stale staging left by an interrupted run", extra={"entries": removed})
+        need, free = _estimate_need(config), staging.free_bytes(config.staging_dir)
+        if free < need:
+            raise PreflightError(f"not enough free space in {config.staging_dir}: {free // 2**20} MiB free,"
+                                 f" about {need // 2**20} MiB needed (limits.min_free_bytes or the last run)")
+        repos = _ensure_repos(config, open_all(config), summary)
+        if not repos:
+            raise PreflightError("no repository can be opened: " +
+                                 "; ".join(f["message"] for f in summary.failures))
+        summary.phase("preflight", started, True, f"restic {version}")
+
+        day = staging.day_dir(config.staging_dir, now.date())
+        manifest: dict[str, Any] = {
+            "format": 1, "run_id": summary.run_id, "host": config.host, "started": summary.started,
+            "restic_orch": __version__, "restic": str(version), "day": now.date().isoformat(),
+            "hostname": socket.gethostname(), "tools": {}, "artifacts": [], "failures": [], "notices": [],
+            "config": redacted(config),
+        }
+        ctx = DumpContext(config=config, day_dir=day, run_id=summary.run_id, log=log)
+        _run_hooks(build_hooks(config, only), ctx, summary, manifest)
+        manifest["finished_dumps"] = datetime.now(UTC).isoformat(timespec="seconds")
+        manifest["status"] = "partial" if manifest["failures"] else "complete"
+        staging.write_manifest(day, manifest)
+        summary.bytes_staged = staging.tree_bytes(day)
+        if not manifest["artifacts"]:
+            raise PreflightError("the pre-hooks produced nothing to back up: " +
+                                 "; ".join(f["message"] for f in summary.failures[-5:]))
+
+        kinds = sorted({a["kind"] for a in manifest["artifacts"]})
+        tags = [TAG, f"run:{summary.run_id}", f"status:{manifest['status']}"] + [f"kind:{k}" for k in kinds]
+        first = "local" if "local" in repos else "offsite"
+        order = [first] + ([] if first == "offsite" else (["offsite"] if "offsite" in repos else []))
+        for name in order:
+            if name == "offsite" and "local" in summary.snapshots:
+                _copy_offsite(config, repos["local"], repos["offsite"], summary)
+                continue
+            started = time.monotonic()
+            try:
+                result = repos[name].backup([day], tags=tags, host=config.host, when=when)
+                summary.snapshots[name] = result.snapshot_id
+                summary.data_added[name] = result.data_added
+                snapshot_saved = True
+                summary.phase(f"backup:{name}", started, not result.partial,
+                              f"snapshot {result.snapshot_id}, {result.data_added} bytes added")
+                if result.partial:
+                    summary.fail("repository", name, "restic could not read some staged files: " +
+                                 "; ".join(result.errors[:5]))
+            except restic.ResticError as exc:
+                summary.phase(f"backup:{name}", started, False, str(exc))
+                summary.fail("repository", name, f"backup failed: {exc}")
+                # when local failed, the offsite turn below backs up directly: the RPO holds without the disk
+        if not snapshot_saved:
+            summary.finish("failure")
+        elif summary.failures:
+            summary.finish("partial")
+        else:
+            apply_retention(config, repos, summary)
+            summary.finish("partial" if summary.failures else "success")
+    except Terminated as exc:
+        summary.fail("run", "signal", str(exc))
+        summary.finish("failure")
+    except (PreflightError, staging.StagingError, restic.ResticError, runner.CommandError, OSError) as exc:
+        summary.fail("run", "preflight", str(exc))
+        summary.finish("partial" if snapshot_saved else "failure")
+    finally:
+        restore_signals()
+        if day is not None and (snapshot_saved or summary.status == "success"):
+            staging.clean(day)
+        _finalise(config, summary)
+        lock.release()
+    return summary
+
+
+def _finalise(config: Config, summary: RunSummary) -> None:
+    try:
+        save_summary(config.state_dir, summary)
+        if config.monitoring.textfile_dir:
+            write_metrics(config.monitoring.textfile_dir, summary, {})
+        hook_dir = "post-backup.d" if summary.status == "success" else "on-failure.d"
+        userhooks.run_parts(config, hook_dir, summary)
+    except Exception:  # reporting must never hide the run's own result
+        log.exception("could not write the run report")
+
+
+class PreflightError(Exception):
+    pass

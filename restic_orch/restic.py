@@ -1,0 +1,441 @@
+"""The one place that speaks restic: version and features, --json parsed into dataclasses, typed errors.
+
+restic 0.14 (Debian 12, Proxmox VE 8) exits 1 for every fatal error, so the error kind is read from stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from . import runner
+
+log = logging.getLogger("restic_orch.restic")
+
+MIN_VERSION = (0, 14, 0)
+
+
+class ResticError(Exception):
+    """restic failed; the message is restic's own stderr, masked."""
+
+    def __init__(self, message: str, *, repo: str = "", stderr: str = "") -> None:
+        self.repo = repo
+        self.stderr = runner.mask(stderr)
+        super().__init__(runner.mask(f"{repo + ': ' if repo else ''}{message}"))
+
+
+class WrongPassword(ResticError):
+    pass
+
+
+class RepoNotFound(ResticError):
+    pass
+
+
+class RepoLocked(ResticError):
+    pass
+
+
+class RepoUnreachable(ResticError):
+    pass
+
+
+class ResticTooOld(ResticError):
+    pass
+
+
+@dataclass(frozen=True, order=True)
+class ResticVersion:
+    major: int
+    minor: int
+    patch: int
+
+    @property
+    def has_retry_lock(self) -> bool:
+        return (self.major, self.minor) >= (0, 16)
+
+    @property
+    def has_stdin_from_command(self) -> bool:
+        return (self.major, self.minor) >= (0, 17)
+
+    @property
+    def has_check_json(self) -> bool:
+        return (self.major, self.minor) >= (0, 18)
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def parse_version(text: str) -> ResticVersion:
+    match = re.search(r"restic (\d+)\.(\d+)\.(\d+)", text)
+    if not match:
+        raise ResticError(f"cannot read the restic version from: {text.strip()[:200]!r}")
+    return ResticVersion(*(int(g) for g in match.groups()))
+
+
+@lru_cache(maxsize=4)
+def version(binary: str = "restic") -> ResticVersion:
+    """The installed restic's version; refuses anything older than 0.14."""
+    try:
+        result = runner.run([binary, "version"], timeout=30)
+    except runner.CommandNotFound:
+        raise ResticError("restic is not installed (apt-get install restic; 0.14 or newer)") from None
+    found = parse_version(result.stdout)
+    if (found.major, found.minor, found.patch) < MIN_VERSION:
+        raise ResticTooOld(f"restic {found} is too old: restic-orch needs 0.14.0 or newer")
+    return found
+
+
+def _parse_time(value: str) -> datetime:
+    # restic prints nanoseconds; Python keeps microseconds
+    value = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("Z", "+00:00"))
+    return datetime.fromisoformat(value)
+
+
+@dataclass
+class Snapshot:
+    id: str
+    short_id: str
+    time: datetime
+    hostname: str
+    paths: list[str]
+    tags: list[str] = field(default_factory=list)
+    parent: str | None = None
+    tree: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Snapshot:
+        return cls(
+            id=data["id"], short_id=data.get("short_id") or data["id"][:8], time=_parse_time(data["time"]),
+            hostname=data.get("hostname", ""), paths=list(data.get("paths") or []),
+            tags=list(data.get("tags") or []), parent=data.get("parent"), tree=data.get("tree"),
+        )
+
+    def tag_value(self, prefix: str) -> str | None:
+        for tag in self.tags:
+            if tag.startswith(prefix + ":"):
+                return tag.split(":", 1)[1]
+        return None
+
+
+@dataclass
+class BackupSummary:
+    snapshot_id: str
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    data_added: int = 0
+    total_files_processed: int = 0
+    total_bytes_processed: int = 0
+    total_duration: float = 0.0
+    partial: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Node:
+    name: str
+    type: str
+    path: str
+    size: int = 0
+    mode: int = 0
+    mtime: str = ""
+
+
+@dataclass
+class ForgetGroup:
+    host: str
+    tags: list[str]
+    keep: list[Snapshot]
+    remove: list[Snapshot]
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    output: str
+
+
+def classify(stderr: str, repo: str) -> ResticError:
+    text = stderr.lower()
+    if "wrong password" in text or "no key found" in text:
+        return WrongPassword("wrong password or no key found (check password_file)", repo=repo, stderr=stderr)
+    if "repository is already locked" in text or "unable to create lock" in text:
+        return RepoLocked("repository is locked by another restic process", repo=repo, stderr=stderr)
+    if ("unable to open config file" in text or "is there a repository at the following location" in text
+            or "repository does not exist" in text):
+        return RepoNotFound("no repository at this location (run `restic-orch init`)", repo=repo, stderr=stderr)
+    if any(s in text for s in ("connection refused", "no such host", "i/o timeout", "dial tcp",
+                               "access denied", "signaturedoesnotmatch", "invalidaccesskeyid",
+                               "nosuchbucket", "the specified bucket does not exist", "network is unreachable")):
+        return RepoUnreachable(_last_lines(stderr), repo=repo, stderr=stderr)
+    return ResticError(_last_lines(stderr) or "restic failed", repo=repo, stderr=stderr)
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:])
+
+
+class Repo:
+    """One restic repository: its address, the secrets to open it, and the commands on it."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        password_file: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        options: Mapping[str, str] | None = None,
+        binary: str = "restic",
+        gomaxprocs: int | None = None,
+        upload_kib: int | None = None,
+        compression: str = "auto",
+        lock_wait_seconds: float = 0,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.password_file = Path(password_file)
+        self.extra_env = dict(env or {})
+        self.options = dict(options or {})
+        self.binary = binary
+        self.gomaxprocs = gomaxprocs
+        self.upload_kib = upload_kib
+        self.compression = compression
+        self.lock_wait_seconds = lock_wait_seconds
+        self.cache_dir = cache_dir
+
+    @property
+    def is_local(self) -> bool:
+        return ":" not in self.url.split("/", 1)[0] or self.url.startswith("local:")
+
+    @property
+    def path(self) -> Path | None:
+        if self.url.startswith("local:"):
+            return Path(self.url[len("local:"):])
+        return Path(self.url) if self.is_local else None
+
+    def env(self) -> dict[str, str]:
+        env = dict(self.extra_env)
+        env["RESTIC_REPOSITORY"] = self.url
+        env["RESTIC_PASSWORD_FILE"] = str(self.password_file)
+        if self.gomaxprocs:
+            env["GOMAXPROCS"] = str(self.gomaxprocs)
+        return env
+
+    def _global_args(self) -> list[str]:
+        args = [self.binary]
+        for key, value in sorted(self.options.items()):
+            args += ["-o", f"{key}={value}"]
+        if self.cache_dir:
+            args += ["--cache-dir", str(self.cache_dir)]
+        if self.upload_kib:
+            args += ["--limit-upload", str(self.upload_kib)]
+        return args
+
+    def _run(self, args: Sequence[str], *, timeout: float | None = None, ok_codes: Iterable[int] = (0,),
+             heavy: bool = False, stdout_path: Path | None = None, env: Mapping[str, str] | None = None,
+             retry_locked: bool = True) -> runner.Result:
+        """Run restic; a locked repository is retried with backoff for lock_wait_seconds."""
+        deadline = time.monotonic() + (self.lock_wait_seconds if retry_locked else 0)
+        delay = 2.0
+        full_env = self.env()
+        if env:
+            full_env.update(env)
+        while True:
+            try:
+                return runner.run(self._global_args() + list(args), env=full_env, timeout=timeout,
+                                  ok_codes=ok_codes, low_priority=heavy, stdout_path=stdout_path)
+            except runner.CommandTimeout as exc:
+                raise ResticError(str(exc), repo=self.name, stderr=exc.stderr) from None
+            except runner.CommandNotFound:
+                raise ResticError("restic is not installed (apt-get install restic)", repo=self.name) from None
+            except runner.CommandError as exc:
+                error = classify(exc.stderr, self.name)
+                if isinstance(error, RepoLocked) and time.monotonic() + delay < deadline:
+                    log.warning("repository locked, retrying", extra={"repo": self.name, "delay": delay})
+                    time.sleep(delay)
+                    delay = min(delay * 2, 30)
+                    continue
+                raise error from None
+
+    # --- repository life cycle -------------------------------------------------------------------
+    def exists(self) -> bool:
+        try:
+            self._run(["cat", "config"], timeout=120, retry_locked=False)
+            return True
+        except RepoNotFound:
+            return False
+
+    def init(self, copy_chunker_from: Repo | None = None) -> None:
+        args = ["init", "--repository-version", "2"]
+        env: dict[str, str] = {}
+        if copy_chunker_from is not None:
+            # same chunker parameters, so `restic copy` deduplicates instead of re-chunking
+            args += ["--copy-chunker-params", "--from-repo", copy_chunker_from.url,
+                     "--from-password-file", str(copy_chunker_from.password_file)]
+            env = _from_env(copy_chunker_from)
+        self._run(args, timeout=300, env=env)
+
+    def unlock(self) -> None:
+        """Remove stale locks only (restic leaves live locks alone without --remove-all)."""
+        self._run(["unlock"], timeout=300, retry_locked=False)
+
+    # --- backup and listing -----------------------------------------------------------------------
+    def backup(self, paths: Sequence[Path], *, tags: Sequence[str], host: str, when: datetime | None = None,
+               timeout: float | None = None) -> BackupSummary:
+        for path in paths:
+            if not Path(path).is_absolute():
+                # 0.14 stores relative paths so that a later restore --include silently matches nothing
+                raise ValueError(f"restic backup needs absolute paths, got {path}")
+            if not Path(path).exists():
+                raise ResticError(f"backup source {path} does not exist", repo=self.name)
+        args = ["backup", "--json", "--host", host, "--compression", self.compression]
+        for tag in tags:
+            args += ["--tag", tag]
+        if when is not None:
+            args += ["--time", when.strftime("%Y-%m-%d %H:%M:%S")]
+        args += [str(p) for p in paths]
+        result = self._run(args, timeout=timeout, ok_codes=(0, 3), heavy=True)
+        return parse_backup_output(result.stdout, result.stderr, partial=result.returncode == 3)
+
+    def snapshots(self, *, tags: Sequence[str] = (), host: str | None = None) -> list[Snapshot]:
+        args = ["snapshots", "--json"]
+        for tag in tags:
+            args += ["--tag", tag]
+        if host:
+            args += ["--host", host]
+        result = self._run(args, timeout=300)
+        data = json.loads(result.stdout or "[]") or []
+        return sorted((Snapshot.from_json(item) for item in data), key=lambda s: s.time)
+
+    def ls(self, snapshot: str, path: str | None = None, *, recursive: bool = True) -> list[Node]:
+        args = ["ls", "--json", snapshot]
+        if path:
+            args.append(path)
+        if recursive:
+            args.append("--recursive")
+        result = self._run(args, timeout=600)
+        nodes = []
+        for line in result.stdout.splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if item.get("struct_type") == "node":
+                nodes.append(Node(name=item["name"], type=item["type"], path=item["path"],
+                                  size=int(item.get("size") or 0), mode=int(item.get("mode") or 0),
+                                  mtime=item.get("mtime", "")))
+        return nodes
+
+    def dump_to_file(self, snapshot: str, path: str, target: Path, timeout: float | None = None) -> None:
+        self._run(["dump", snapshot, path], timeout=timeout, stdout_path=target, heavy=True)
+
+    def dump_stream(self, snapshot: str, path: str) -> runner.Stream:
+        return runner.Stream(self._global_args() + ["dump", snapshot, path], env=self.env(), low_priority=True)
+
+    def restore(self, snapshot: str, target: Path, *, include: Sequence[str] = (), verify: bool = False,
+                timeout: float | None = None) -> None:
+        args = ["restore", snapshot, "--target", str(target)]
+        for pattern in include:
+            args += ["--include", pattern]
+        if verify:
+            args.append("--verify")
+        self._run(args, timeout=timeout, heavy=True)
+
+    def cat_json(self, kind: str, ident: str) -> Any:
+        return json.loads(self._run(["cat", kind, ident], timeout=120).stdout)
+
+    # --- copy, retention, checks -----------------------------------------------------------------
+    def copy_from(self, source: Repo, snapshot_ids: Sequence[str] = (), timeout: float | None = None) -> None:
+        args = ["copy", "--from-repo", source.url, "--from-password-file", str(source.password_file)]
+        args += list(snapshot_ids)
+        self._run(args, timeout=timeout, heavy=True, env=_from_env(source))
+
+    def forget(self, policy: Sequence[str], *, host: str, tags: Sequence[str], dry_run: bool = False,
+               timeout: float | None = None) -> list[ForgetGroup]:
+        """Apply the keep policy to our host and tag only; prune is a separate call (0.14 mixes outputs)."""
+        args = ["forget", "--json", "--host", host, "--group-by", "host"]
+        for tag in tags:
+            args += ["--tag", tag]
+        if dry_run:
+            args.append("--dry-run")
+        args += list(policy)
+        result = self._run(args, timeout=timeout)
+        return parse_forget_output(result.stdout)
+
+    def prune(self, timeout: float | None = None) -> None:
+        self._run(["prune"], timeout=timeout, heavy=True)
+
+    def check(self, read_data_subset: str | None = None, timeout: float | None = None) -> CheckResult:
+        args = ["check"]
+        if read_data_subset:
+            args += ["--read-data-subset", read_data_subset]
+        try:
+            result = self._run(args, timeout=timeout, heavy=True)
+        except ResticError as exc:
+            if isinstance(exc, (WrongPassword, RepoNotFound, RepoUnreachable, RepoLocked)):
+                raise
+            return CheckResult(ok=False, output=exc.stderr or str(exc))
+        return CheckResult(ok=True, output=result.stdout + result.stderr)
+
+
+def _from_env(source: Repo) -> dict[str, str]:
+    """The source repository's S3 keys travel as restic's plain AWS_* variables when the target has none."""
+    return {k: v for k, v in source.extra_env.items() if k.startswith("AWS_")}
+
+
+def parse_backup_output(stdout: str, stderr: str, *, partial: bool = False) -> BackupSummary:
+    summary: dict[str, Any] | None = None
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if item.get("message_type") == "summary":
+            summary = item
+    errors = []
+    for line in stderr.splitlines():
+        try:
+            item = json.loads(line)
+            if item.get("message_type") == "error":
+                errors.append(f"{item.get('item', '')}: {item.get('error', {}).get('message', '')}")
+        except json.JSONDecodeError:
+            if line.strip():
+                errors.append(line.strip())
+    if summary is None or not summary.get("snapshot_id"):
+        raise ResticError("restic backup printed no summary: " + _last_lines(stderr))
+    return BackupSummary(
+        snapshot_id=summary["snapshot_id"],
+        files_new=summary.get("files_new", 0), files_changed=summary.get("files_changed", 0),
+        files_unmodified=summary.get("files_unmodified", 0), data_added=summary.get("data_added", 0),
+        total_files_processed=summary.get("total_files_processed", 0),
+        total_bytes_processed=summary.get("total_bytes_processed", 0),
+        total_duration=float(summary.get("total_duration", 0.0)), partial=partial, errors=errors,
+    )
+
+
+def parse_forget_output(stdout: str) -> list[ForgetGroup]:
+    text = stdout.strip()
+    if not text:
+        return []  # 0.14 prints nothing at all when no snapshot matched
+    groups = []
+    for item in json.loads(text.splitlines()[0]) or []:
+        groups.append(ForgetGroup(
+            host=item.get("host", ""), tags=list(item.get("tags") or []),
+            keep=[Snapshot.from_json(s) for s in item.get("keep") or []],
+            remove=[Snapshot.from_json(s) for s in item.get("remove") or []],
+        ))
+    return groups
