@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from pydantic import ValidationError
 
 from . import __version__, logs, restic
+from .browse import SelectionError
 from .config import Config, ConfigError, default_config_path, load_config, redacted
 from .lock import Busy
 from .report import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
@@ -246,6 +248,169 @@ def env_cmd(obj: Ctx, repo_name: str) -> None:
         lines.append(f"# add to restic commands: {opts}")
     obj.emit({"RESTIC_REPOSITORY": repo.url, "RESTIC_PASSWORD_FILE": str(repo.password_file),
               "env_file": str(repo.env_file or ""), "options": repo.options}, "\n".join(lines))
+
+
+# ---------------------------------------------------------------- browsing and restore
+def _repo_for(obj: Ctx, repo_name: str | None) -> tuple[Config, restic.Repo]:
+    from .repos import open_all
+    from .restore import open_repository
+
+    config = obj.config()
+    try:
+        return config, open_repository(open_all(config), repo_name)
+    except (restic.ResticError, SelectionError) as exc:
+        fail(str(exc), EXIT_USAGE if isinstance(exc, SelectionError) else EXIT_FAILURE)
+
+
+@main.command("show")
+@click.argument("snapshot", default="latest")
+@click.option("--repo", "repo_name", type=click.Choice(["local", "offsite"]), default=None)
+@click.pass_obj
+def show_cmd(obj: Ctx, snapshot: str, repo_name: str | None) -> None:
+    """Print a snapshot's manifest: what it holds and what failed."""
+    from .browse import locate
+    from .render import manifest_text
+
+    config, repo = _repo_for(obj, repo_name)
+    try:
+        located = locate(repo, snapshot)
+    except SelectionError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except restic.ResticError as exc:
+        fail(str(exc))
+    obj.emit(located.manifest, manifest_text(located))
+
+
+@main.command("ls")
+@click.argument("snapshot", default="latest")
+@click.argument("path", required=False)
+@click.option("--repo", "repo_name", type=click.Choice(["local", "offsite"]), default=None)
+@click.pass_obj
+def ls_cmd(obj: Ctx, snapshot: str, path: str | None, repo_name: str | None) -> None:
+    """List files of a snapshot; PATH may be ct:<vmid>:/dir to look inside a container archive."""
+    from .browse import list_in_archive, locate
+
+    config, repo = _repo_for(obj, repo_name)
+    try:
+        located = locate(repo, snapshot)
+        if path and path.startswith("ct:"):
+            vmid, _, inner = path[3:].partition(":")
+            matches = [a for a in located.artifacts if a.component == f"ct:{vmid}"]
+            if not matches:
+                raise SelectionError(f"no container {vmid} in snapshot {located.snapshot.short_id}")
+            rows = list_in_archive(located, matches[0], inner or "/")
+            obj.emit(rows, "\n".join(f"{r['mode']} {r['uid']:>5}:{r['gid']:<5} {r['size']:>10} {r['path']}"
+                                     for r in rows))
+            return
+        nodes = repo.ls(located.snapshot.id, f"{located.root}/{path.strip('/')}" if path else None)
+    except SelectionError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except restic.ResticError as exc:
+        fail(str(exc))
+    rows = [{"path": n.path, "type": n.type, "size": n.size} for n in nodes]
+    obj.emit(rows, "\n".join(f"{r['type']:<8} {r['size']:>12} {r['path']}" for r in rows))
+
+
+@main.command("restore")
+@click.option("--snapshot", default=None, help="latest (default), a restic id, or YYYY-MM-DD.")
+@click.option("--from", "from_repo", type=click.Choice(["local", "offsite"]), default=None,
+              help="Default: local, falling back to offsite when local is unusable.")
+@click.option("--only", default=None,
+              help="Comma-separated: ct:101, ct:all, ct:102:/etc/file, db:<source>/<db>, db:all, tfstate, vault.")
+@click.option("--target-dir", type=click.Path(path_type=Path), default=None,
+              help="Write files (state, vault files, files out of containers) here instead of their place.")
+@click.option("--target-db", default=None, help="Restore a database under another name.")
+@click.option("--as-vmid", type=int, default=None, help="Restore a container beside the original.")
+@click.option("--force", is_flag=True, help="Replace what exists (container, non-empty database, newer state).")
+@click.option("--yes", is_flag=True, help="Non-interactive: do what the flags say, never prompt.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and touch nothing.")
+@click.option("--skip-redeploy", is_flag=True, help="Do not run the configured redeploy commands.")
+@click.option("--repo", "repo_url", default=None, help="No configuration: the repository address (bootstrap).")
+@click.option("--password-file", type=click.Path(path_type=Path, exists=True), default=None)
+@click.option("--s3-env-file", type=click.Path(path_type=Path, exists=True), default=None)
+@click.option("--set", "overrides", multiple=True, help="Override the stored configuration: KEY=VALUE.")
+@click.pass_obj
+def restore_cmd(obj: Ctx, snapshot: str | None, from_repo: str | None, only: str | None, target_dir: Path | None,
+                target_db: str | None, as_vmid: int | None, force: bool, yes: bool, dry_run: bool,
+                skip_redeploy: bool, repo_url: str | None, password_file: Path | None, s3_env_file: Path | None,
+                overrides: tuple[str, ...]) -> None:
+    """Bring containers, databases, Terraform state and vault files back, whole or one piece."""
+    from restic_orch.hooks.base import RestoreOptions
+
+    from . import bootstrap, interactive
+    from .browse import locate
+    from .lock import RunLock
+    from .render import restore_table
+    from .report import new_run_id, save_summary
+    from .repos import ad_hoc
+    from .restore import execute, plan_steps
+
+    interactive_mode = sys.stdin.isatty() and not yes and not dry_run and not obj.as_json
+    selectors = [s.strip() for s in only.split(",") if s.strip()] if only else []
+    options = RestoreOptions(force=force, target_dir=target_dir.resolve() if target_dir else None,
+                             target_db=target_db, as_vmid=as_vmid)
+    try:
+        if repo_url:
+            if password_file is None:
+                fail("--repo needs --password-file (and --s3-env-file for an S3 repository)", EXIT_USAGE)
+            repo = ad_hoc(repo_url, password_file, s3_env_file)
+            if interactive_mode and snapshot is None:
+                snapshot = interactive.choose_snapshot(repo.snapshots(tags=["restic-orch"]))
+            located = locate(repo, snapshot or "latest")
+            config = bootstrap.config_from_manifest(located.manifest, repo, list(overrides))
+            if not obj.as_json:
+                click.echo("Configuration stored in the snapshot (override with --set KEY=VALUE):", err=True)
+                for line in bootstrap.summary_lines(config):
+                    click.echo("  " + line, err=True)
+        else:
+            if overrides:
+                fail("--set goes with --repo (restore without the lost host's configuration)", EXIT_USAGE)
+            config, repo = _repo_for(obj, from_repo)
+            if interactive_mode and snapshot is None:
+                snapshot = interactive.choose_snapshot(repo.snapshots(tags=["restic-orch"]))
+            located = locate(repo, snapshot or "latest")
+        if interactive_mode and not selectors:
+            selectors = interactive.choose_components(located)
+        steps = plan_steps(located, selectors, options, config, skip_redeploy=skip_redeploy)
+    except (SelectionError, bootstrap.OverrideError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except ValidationError as exc:
+        fail(f"configuration after --set is invalid: {exc}", EXIT_USAGE)
+    except restic.ResticError as exc:
+        fail(str(exc))
+    plan = [s.to_json() for s in steps]
+    if dry_run:
+        obj.emit({"dry_run": True, "snapshot": located.snapshot.short_id, "repository": repo.name, "plan": plan},
+                 f"snapshot {located.snapshot.short_id} from {repo.name}\n" +
+                 "\n".join(f"{i}. {s['description']}" + (" [changes production]" if s["destructive"] else "")
+                           for i, s in enumerate(plan, 1)))
+        return
+    destructive = [s for s in steps if s.destructive]
+    if destructive and not yes and not interactive_mode:
+        fail("refusing to change production without a terminal to confirm on; run again with --yes to do:\n  "
+             + "\n  ".join(s.description for s in destructive), EXIT_USAGE)
+    confirm = None
+    if interactive_mode:
+        interactive.show_plan(steps)
+        confirm = interactive.confirm_step
+    lock = RunLock(config.state_dir, f"restore {located.snapshot.short_id}")
+    try:
+        lock.acquire()
+    except Busy as exc:
+        fail(str(exc))
+    run_id = new_run_id()
+    run_log, handler = logs.open_run_log(config.log_dir, run_id)
+    try:
+        from .report import RunSummary
+
+        summary = RunSummary("restore", run_id, config.host, "", log_file=str(run_log))
+        summary = execute(config, located, steps, options, confirm=confirm, summary=summary)
+        save_summary(config.state_dir, summary)
+    finally:
+        logs.close_run_log(handler)
+        lock.release()
+    obj.emit(summary.to_json(), restore_table(summary))
+    raise SystemExit(summary.exit_code)
 
 
 # ---------------------------------------------------------------- lab

@@ -171,11 +171,11 @@ class Sources(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Sources:
-        for kind in ("postgres", "mysql"):
-            names = [s.name for s in getattr(self, kind)]
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"{kind} source names must be unique: {', '.join(dupes)}")
+        # names are shared by both kinds because restore selects databases as db:<source>/<database>
+        names = [s.name for s in self.postgres] + [s.name for s in self.mysql]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"database source names must be unique across postgres and mysql: {', '.join(dupes)}")
         return self
 
 

@@ -53,3 +53,42 @@ def snapshot_table(repo: str, snapshots: list[dict[str, Any]]) -> str:
         day, _, rest = snap["time"].partition("T")
         table.add_row(day, rest[:8], snap["id"], snap["host"], snap["status"], ",".join(snap["kinds"]))
     return _render(table) if snapshots else f"no restic-orch snapshot in {repo}"
+
+
+def restore_table(summary: RunSummary) -> str:
+    steps = summary.extra.get("steps", [])
+    table = Table(title=f"restore {summary.run_id} of snapshot {summary.extra.get('snapshot')} from "
+                        f"{summary.extra.get('repository')}: {summary.status.upper()} (exit {summary.exit_code})")
+    for column in ("component", "result", "seconds", "checks", "message"):
+        table.add_column(column)
+    for step in steps:
+        checks = ", ".join(f"{k}={v}" for k, v in (step.get("checks") or {}).items() if not isinstance(v, dict))
+        table.add_row(step["component"], step["result"], f"{step['seconds']:.1f}", checks[:60], step["message"][:80])
+    lines = [_render(table), f"measured restore time (RTO): {summary.duration_seconds:.1f} s"]
+    lines += [f"FAILED {f['component'] or f['source']}: {f['message']}" for f in summary.failures]
+    return "\n".join(lines)
+
+
+def manifest_text(located: Any) -> str:
+    manifest = located.manifest
+    snap = located.snapshot
+    lines = [f"snapshot {snap.short_id} ({snap.time:%Y-%m-%d %H:%M:%S}) in {located.repo.name}",
+             f"run {manifest.get('run_id')} on {manifest.get('host')}: {manifest.get('status')}",
+             f"restic {manifest.get('restic')}, restic-orch {manifest.get('restic_orch')}"]
+    table = Table()
+    for column in ("component", "kind", "size", "sha256", "details"):
+        table.add_column(column)
+    for art in manifest.get("artifacts", []):
+        meta = art.get("meta") or {}
+        details = []
+        if "row_counts" in meta:
+            details.append(f"{len(meta['row_counts'])} tables, {sum(meta['row_counts'].values())} rows")
+        for key in ("name", "mode_used", "serial", "lineage", "encrypted"):
+            if key in meta:
+                details.append(f"{key}={meta[key]}")
+        table.add_row(art["component"], art["kind"], human_bytes(art["size"]), art["sha256"][:12], " ".join(details))
+    lines.append(_render(table))
+    failures = manifest.get("failures", [])
+    lines += [f"FAILED {f.get('component') or f.get('source')}: {f.get('message')}" for f in failures]
+    lines += [f"warning {n.get('source')}: {n.get('message')}" for n in manifest.get("notices", [])]
+    return "\n".join(lines)

@@ -19,7 +19,7 @@ def open_repo(name: str, repo: Repository, config: Config | None = None) -> Repo
         upload_kib=repo.upload_limit_kib or (limits.upload_kib if limits and repo.is_s3 else None),
         compression=repo.compression,
         lock_wait_seconds=limits.lock_wait_seconds if limits else 0,
-        cache_dir=(config.state_dir / "cache") if config else None,
+        cache_dir=(config.state_dir / "cache") if config else None, env_file=repo.env_file,
     )
 
 
@@ -32,4 +32,5 @@ def ad_hoc(url: str, password_file: Path, env_file: Path | None = None) -> Repo:
     runner.read_secret(password_file)
     env = runner.read_env_file(env_file) if env_file else {}
     options = {"s3.bucket-lookup": "path"} if url.startswith("s3:") else {}
-    return Repo("offsite" if url.startswith("s3:") else "local", url, password_file, env=env, options=options)
+    return Repo("offsite" if url.startswith("s3:") else "local", url, password_file, env=env, options=options,
+                env_file=env_file)

@@ -202,6 +202,7 @@ class Repo:
         compression: str = "auto",
         lock_wait_seconds: float = 0,
         cache_dir: Path | None = None,
+        env_file: Path | None = None,
     ) -> None:
         self.name = name
         self.url = url
@@ -214,6 +215,7 @@ class Repo:
         self.compression = compression
         self.lock_wait_seconds = lock_wait_seconds
         self.cache_dir = cache_dir
+        self.env_file = env_file  # where extra_env came from, so a rebuilt configuration can point at it
 
     @property
     def is_local(self) -> bool:

@@ -67,11 +67,11 @@ def write_config(lab_dir: Path, state: dict[str, Any]) -> Path:
                               "restore_storage": "local-zfs"}
     if "postgres" in svc:
         pg = svc["postgres"]
-        sources["postgres"] = [{"name": "main", "host": pg["host"], "port": pg["port"], "user": pg["user"],
+        sources["postgres"] = [{"name": "pg", "host": pg["host"], "port": pg["port"], "user": pg["user"],
                                 "password_file": pg["password_file"]}]
     if "mariadb" in svc:
         my = svc["mariadb"]
-        sources["mysql"] = [{"name": "main", "host": my["host"], "port": my["port"], "user": my["user"],
+        sources["mysql"] = [{"name": "mariadb", "host": my["host"], "port": my["port"], "user": my["user"],
                              "password_file": my["password_file"]}]
     if "s3" in svc:
         sources["terraform_state"] = {"endpoint": svc["s3"]["endpoint"], "region": svc["s3"]["region"],
@@ -115,7 +115,7 @@ def up(lab_dir: Path, *, size_bytes: int = 3 * 2**20, db_scale: int = 1,
     """Start every service (idempotent: running ones are kept) and write lab_dir/config.yml."""
     lab_dir = Path(lab_dir).resolve()
     lab_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(lab_dir, 0o755)  # postgres and mysql run as their own users and must reach their data dirs
+    os.chmod(lab_dir, 0o755)  # noqa: S103 - postgres and mysql run as their own users and must reach their data dirs
     procs.check_traversable(lab_dir, "postgres")
     state = load(lab_dir) or {"dir": str(lab_dir), "services": {}}
     svc = state["services"]

@@ -1,0 +1,93 @@
+"""Disaster day without the lost host's configuration: rebuild it from the copy stored in the snapshot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Config
+from .restic import Repo
+
+
+class OverrideError(ValueError):
+    pass
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """`sources.proxmox.host=10.0.0.5` or `sources.postgres[0].port=5433` (values parsed as YAML scalars)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise OverrideError(f"--set {assignment!r}: expected KEY=VALUE, e.g. sources.proxmox.host=10.0.0.5")
+    value = yaml.safe_load(raw) if raw else ""
+    node: Any = data
+    parts = _parts(key)
+    for part in parts[:-1]:
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise OverrideError(f"--set {key}: index {part} does not exist")
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise OverrideError(f"--set {key}: {part} is not a section")
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise OverrideError(f"--set {key}: index {last} does not exist")
+        node[last] = value
+    else:
+        if not isinstance(node, dict):
+            raise OverrideError(f"--set {key}: cannot set a field on a non-section")
+        node[last] = value
+
+
+def _parts(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for chunk in key.split("."):
+        name, _, rest = chunk.partition("[")
+        if name:
+            parts.append(name)
+        while rest:
+            index, _, rest = rest.partition("]")
+            parts.append(int(index))
+            rest = rest.lstrip("[")
+    return parts
+
+
+def config_from_manifest(manifest: dict[str, Any], repo: Repo, overrides: list[str]) -> Config:
+    """The stored configuration, pointed at the repository given on the command line, plus --set overrides."""
+    data = dict(manifest.get("config") or {})
+    if not data:
+        raise OverrideError("this snapshot holds no configuration (made by an older restic-orch?)")
+    stored = (data.get("repositories") or {}).get(repo.name) or {}
+    entry: dict[str, Any] = {"url": repo.url, "password_file": str(repo.password_file),
+                             "retention": stored.get("retention") or {"keep_within_daily": "30d"},
+                             "options": repo.options}
+    if repo.env_file:
+        entry["env_file"] = str(repo.env_file)
+    data["repositories"] = {repo.name: {k: v for k, v in entry.items() if v is not None}}
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return Config.model_validate(data)
+
+
+def summary_lines(config: Config) -> list[str]:
+    """What the stored configuration says, so the operator sees what differs on the new host."""
+    lines = [f"host: {config.host}"]
+    px = config.sources.proxmox
+    if px:
+        lines.append(f"proxmox: https://{px.host}:{px.port} node {px.node or '(this host)'} token "
+                     f"{px.user}!{px.token_name} from {px.token_file}"
+                     f"{'' if Path(px.token_file).exists() else ' (MISSING: --set sources.proxmox.token_file=...)'}")
+    for kind in ("postgres", "mysql"):
+        for index, src in enumerate(getattr(config.sources, kind)):
+            missing = src.password_file is not None and not Path(src.password_file).exists()
+            lines.append(f"{kind}[{index}] {src.name}: {src.host}:{src.port or 'default'} user {src.user}"
+                         + (f" (MISSING password file: --set sources.{kind}[{index}].password_file=...)"
+                            if missing else ""))
+    if config.sources.terraform_state:
+        tf = config.sources.terraform_state
+        lines.append(f"terraform state: {tf.endpoint or 'AWS'} bucket {tf.bucket}")
+    return lines

@@ -1,0 +1,205 @@
+"""Restore: plan the steps from the snapshot's manifest, then run them in the story's order.
+
+1) containers, 2) redeploy (Terraform/Ansible commands), 3) data: databases, Terraform state, vault files.
+Every step is verified against the manifest by its hook and timed (the measured RTO).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from restic_orch.hooks import build_hooks
+from restic_orch.hooks.base import Artifact, Hook, RestoreOptions, RestoreOutcome, sha256_file
+
+from . import browse, restic, runner
+from .browse import Located, SelectionError
+from .config import Config
+from .report import RunSummary, new_run_id
+
+log = logging.getLogger("restic_orch.restore")
+
+# component prefix -> hook kind
+PREFIX_KIND = {"ct": "proxmox", "db": ("postgres", "mysql"), "tfstate": "terraform", "vault": "ansible-vault"}
+ORDER = {"proxmox": 0, "redeploy": 1, "postgres": 2, "mysql": 2, "terraform": 3, "ansible-vault": 4}
+
+
+@dataclass
+class Step:
+    component: str
+    kind: str
+    description: str
+    destructive: bool
+    artifact: Artifact | None = None
+    inner_path: str | None = None      # a file inside a container archive (ct:102:/etc/nginx/nginx.conf)
+    command: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"component": self.component, "kind": self.kind, "description": self.description,
+                "destructive": self.destructive}
+
+
+def _matches(artifact: Artifact, selector: str) -> bool:
+    component = artifact.component
+    prefix, _, rest = selector.partition(":")
+    if prefix not in PREFIX_KIND or not component.startswith(prefix + ":"):
+        return False
+    if rest in ("", "all"):
+        return True
+    name = component.split(":", 1)[1]
+    if prefix == "db" and "/" not in rest:
+        return name.split("/", 1)[0] == rest  # db:<source> = every database of that source
+    return name == rest
+
+
+def plan_steps(located: Located, only: list[str], options: RestoreOptions, config: Config,
+               skip_redeploy: bool = False) -> list[Step]:
+    """The steps for the selection; an unknown component is a SelectionError naming what exists."""
+    artifacts = located.artifacts
+    selectors = only or ["ct:all", "db:all", "tfstate", "vault"]
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for selector in selectors:
+        inner = None
+        if selector.startswith("ct:") and selector.count(":") >= 2:
+            vmid, _, inner = selector[3:].partition(":")
+            selector = f"ct:{vmid}"
+            if not inner.startswith("/"):
+                raise SelectionError(f"{selector}:{inner}: the path inside the container must be absolute")
+        matched = [a for a in artifacts if _matches(a, selector)]
+        if not matched and (only or selector.split(":")[0] not in ("ct", "db", "tfstate", "vault")):
+            known = ", ".join(sorted(a.component for a in artifacts)[:40])
+            raise SelectionError(f"unknown component {selector!r} in snapshot {located.snapshot.short_id};"
+                                 f" it holds: {known}")
+        for artifact in matched:
+            key = artifact.component + (f":{inner}" if inner else "")
+            if key in seen:
+                continue
+            seen.add(key)
+            steps.append(_step(artifact, inner, options))
+    if any(s.kind == "proxmox" and not s.inner_path for s in steps) and not skip_redeploy and not options.drill:
+        for command in config.restore.redeploy:
+            steps.append(Step("redeploy", "redeploy", "run " + " ".join(command), True, command=list(command)))
+    steps.sort(key=lambda s: (ORDER.get(s.kind, 9), "@" not in s.component, s.component))
+    return steps
+
+
+def _step(artifact: Artifact, inner: str | None, options: RestoreOptions) -> Step:
+    kind = artifact.kind
+    if inner:
+        where = options.target_dir or Path(".")
+        return Step(f"{artifact.component}:{inner}", kind, f"extract {inner} from {artifact.path} into {where}",
+                    False, artifact, inner)
+    if kind == "proxmox":
+        vmid = artifact.meta.get("vmid", artifact.component.split(":", 1)[1])
+        target = options.as_vmid or vmid
+        destructive = options.as_vmid is None
+        text = f"restore container {vmid} ({artifact.meta.get('name', '?')}) as CT {target}"
+    elif kind in ("postgres", "mysql"):
+        name = artifact.meta.get("database", artifact.component.split("/", 1)[-1])
+        target = options.target_db or name
+        destructive = options.target_db is None
+        text = f"restore {kind} {artifact.source}/{name} into database {target}"
+    else:
+        destructive = options.target_dir is None
+        where = options.target_dir or "its original place"
+        text = f"restore {artifact.component} to {where}"
+    return Step(artifact.component, kind, text, destructive and not options.drill, artifact)
+
+
+def open_repository(repos: dict[str, restic.Repo], wanted: str | None) -> restic.Repo:
+    """--from, else local, else offsite when local cannot be opened (the host-lost case)."""
+    if wanted:
+        if wanted not in repos:
+            raise SelectionError(f"repository {wanted} is not configured")
+        return repos[wanted]
+    if "local" in repos:
+        try:
+            repos["local"].snapshots(tags=[browse.TAG])
+            return repos["local"]
+        except restic.ResticError as exc:
+            if "offsite" not in repos:
+                raise
+            log.warning("local repository unusable, falling back to offsite", extra={"error": str(exc)})
+    return repos["offsite"]
+
+
+Confirm = Callable[[Step], bool]
+
+
+class IntegrityError(Exception):
+    """What restic returned does not match the manifest's sha256."""
+
+
+def execute(config: Config, located: Located, steps: list[Step], options: RestoreOptions, *,
+            confirm: Confirm | None = None, summary: RunSummary | None = None) -> RunSummary:
+    """Run the steps; a refused or failed step never stops the others. Exit 0 all ok, 3 some, 1 none."""
+    summary = summary or RunSummary("restore", new_run_id(), config.host, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    summary.extra.update({"snapshot": located.snapshot.short_id, "repository": located.repo.name,
+                          "snapshot_time": located.snapshot.time.isoformat(), "steps": []})
+    hooks: dict[tuple[str, str], Hook] = {(h.kind, h.name): h for h in build_hooks(config)}
+    done = 0
+    for step in steps:
+        started = time.monotonic()
+        if step.destructive and confirm is not None and not confirm(step):
+            summary.phase(step.component, started, False, "skipped: not confirmed")
+            summary.fail(step.kind, step.component, "skipped: not confirmed", step.component)
+            _record(summary, step, "skipped", "not confirmed", {}, started)
+            continue
+        try:
+            outcome = _run_step(config, located, step, options, hooks)
+        except Exception as exc:  # one broken step must not stop the rest of a disaster recovery
+            log.exception("restore step failed", extra={"component": step.component})
+            outcome = RestoreOutcome(step.component, False, f"{type(exc).__name__}: {runner.mask(str(exc))}")
+        summary.phase(step.component, started, outcome.ok, outcome.message)
+        _record(summary, step, "ok" if outcome.ok else "failed", outcome.message, outcome.checks, started,
+                outcome.restored_to)
+        if outcome.ok:
+            done += 1
+            summary.components.append(step.component)
+        else:
+            summary.fail(step.kind, step.component, outcome.message, step.component)
+    if not steps:
+        summary.fail("restore", "plan", "nothing to restore: the selection matched no artifact")
+    summary.finish("success" if steps and done == len(steps) else ("partial" if done else "failure"))
+    return summary
+
+
+def _record(summary: RunSummary, step: Step, result: str, message: str, checks: dict[str, Any],
+            started: float, restored_to: str = "") -> None:
+    summary.extra["steps"].append({**step.to_json(), "result": result, "message": runner.mask(message),
+                                   "checks": checks, "restored_to": restored_to,
+                                   "seconds": round(time.monotonic() - started, 3)})
+
+
+def _run_step(config: Config, located: Located, step: Step, options: RestoreOptions,
+              hooks: dict[tuple[str, str], Hook]) -> RestoreOutcome:
+    if step.kind == "redeploy":
+        result = runner.run(step.command, timeout=config.restore.redeploy_timeout_seconds, check=False)
+        for line in (result.stdout + result.stderr).splitlines()[-50:]:
+            log.info("redeploy output", extra={"line": line})
+        return RestoreOutcome("redeploy", result.returncode == 0, f"exit {result.returncode}")
+    artifact = step.artifact
+    assert artifact is not None
+    if step.inner_path:
+        target = options.target_dir or Path.cwd()
+        written = browse.extract_from_archive(located, artifact, step.inner_path, target)
+        return RestoreOutcome(step.component, True, f"extracted to {written}", restored_to=str(written))
+    hook = hooks.get((artifact.kind, artifact.source))
+    if hook is None:
+        return RestoreOutcome(step.component, False, f"no {artifact.kind} source named {artifact.source!r} in the"
+                              " configuration: add it (or pass --set) to restore this component")
+
+    def fetch(dest: Path) -> Path:
+        located.repo.dump_to_file(located.snapshot.id, located.path_of(artifact), dest, timeout=3600)
+        digest = sha256_file(dest)
+        if digest != artifact.sha256:
+            raise IntegrityError(f"{artifact.path}: sha256 {digest[:16]}… differs from the manifest's"
+                                 f" {artifact.sha256[:16]}…: the snapshot's copy is damaged or was tampered with")
+        return dest
+
+    return hook.restore(artifact, fetch, options)
