@@ -80,6 +80,12 @@ def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSum
         started = time.monotonic()
         try:
             if not repo.exists():
+                known = _known_repos(config)
+                if name in known:
+                    # it held our snapshots before: silently starting a new empty one would hide the loss
+                    raise restic.RepoNotFound(f"repository has disappeared (it held snapshot {known[name]});"
+                                              " refusing to create a new empty one: investigate, then run"
+                                              " `restic-orch init` to re-create it deliberately", repo=name)
                 if not config.auto_init:
                     raise restic.RepoNotFound("repository not initialised (run `restic-orch init` or set"
                                               " auto_init: true)", repo=name)
@@ -92,6 +98,19 @@ def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSum
             summary.phase(f"open:{name}", started, False, str(exc))
             summary.fail("repository", name, str(exc))
     return usable
+
+
+def _known_repos(config: Config) -> dict[str, str]:
+    try:
+        return json.loads((config.state_dir / "repositories.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _remember_repos(config: Config, snapshots: dict[str, str]) -> None:
+    known = _known_repos(config)
+    known.update(snapshots)
+    (config.state_dir / "repositories.json").write_text(json.dumps(known, indent=2) + "\n")
 
 
 def _run_hooks(hooks: list[Hook], ctx: DumpContext, summary: RunSummary, manifest: dict[str, Any]) -> None:
@@ -273,6 +292,8 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
 
 def _finalise(config: Config, summary: RunSummary) -> None:
     try:
+        if summary.snapshots:
+            _remember_repos(config, summary.snapshots)
         save_summary(config.state_dir, summary)
         if config.monitoring.textfile_dir:
             write_metrics(config.monitoring.textfile_dir, summary, {})

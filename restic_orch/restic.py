@@ -170,13 +170,15 @@ def classify(stderr: str, repo: str) -> ResticError:
         return WrongPassword("wrong password or no key found (check password_file)", repo=repo, stderr=stderr)
     if "repository is already locked" in text or "unable to create lock" in text:
         return RepoLocked("repository is locked by another restic process", repo=repo, stderr=stderr)
+    if "nosuchbucket" in text or "the specified bucket does not exist" in text:
+        return RepoNotFound("the bucket does not exist (run `restic-orch init` to create it)", repo=repo, stderr=stderr)
+    if any(s in text for s in ("connection refused", "no such host", "i/o timeout", "dial tcp",
+                               "access denied", "signaturedoesnotmatch", "invalidaccesskeyid",
+                               "network is unreachable", "connection reset")):
+        return RepoUnreachable(_last_lines(stderr), repo=repo, stderr=stderr)
     if ("unable to open config file" in text or "is there a repository at the following location" in text
             or "repository does not exist" in text):
         return RepoNotFound("no repository at this location (run `restic-orch init`)", repo=repo, stderr=stderr)
-    if any(s in text for s in ("connection refused", "no such host", "i/o timeout", "dial tcp",
-                               "access denied", "signaturedoesnotmatch", "invalidaccesskeyid",
-                               "nosuchbucket", "the specified bucket does not exist", "network is unreachable")):
-        return RepoUnreachable(_last_lines(stderr), repo=repo, stderr=stderr)
     return ResticError(_last_lines(stderr) or "restic failed", repo=repo, stderr=stderr)
 
 

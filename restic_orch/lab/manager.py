@@ -47,6 +47,21 @@ def start_pve(lab_dir: Path, size_bytes: int, port: int | None = None) -> dict[s
             "node": "pve1", "token_file": str(token), "log": str(log_path)}
 
 
+def start_s3_proxy(lab_dir: Path, target_port: int, port: int | None = None) -> dict[str, Any]:
+    port = port or procs.free_port()
+    log_path = lab_dir / "s3-proxy.log"
+    pid = procs.start_daemon([sys.executable, "-m", "restic_orch.lab.tcpproxy", "--listen", str(port),
+                              "--target", str(target_port)], log_path)
+    procs.wait_ready(procs.tcp_ready("127.0.0.1", port), pid=pid, log_path=log_path, timeout=30,
+                     what="S3 proxy")
+    return {"kind": "s3proxy", "pid": pid, "host": "127.0.0.1", "port": port, "log": str(log_path),
+            "endpoint": f"http://127.0.0.1:{port}"}
+
+
+def stop_s3_proxy(info: dict[str, Any]) -> None:
+    procs.stop_pid(int(info["pid"]), timeout=10, match="tcpproxy")
+
+
 def stop_pve(info: dict[str, Any]) -> None:
     procs.stop_pid(int(info["pid"]), timeout=10, match="restic_orch.lab.pve")
 
@@ -73,8 +88,10 @@ def write_config(lab_dir: Path, state: dict[str, Any]) -> Path:
         my = svc["mariadb"]
         sources["mysql"] = [{"name": "mariadb", "host": my["host"], "port": my["port"], "user": my["user"],
                              "password_file": my["password_file"]}]
+    # everything reaches S3 through the proxy, so tests can cut S3 off without losing moto's in-memory data
+    endpoint = svc["s3proxy"]["endpoint"] if "s3proxy" in svc else svc.get("s3", {}).get("endpoint")
     if "s3" in svc:
-        sources["terraform_state"] = {"endpoint": svc["s3"]["endpoint"], "region": svc["s3"]["region"],
+        sources["terraform_state"] = {"endpoint": endpoint, "region": svc["s3"]["region"],
                                       "bucket": svc["s3"]["buckets"]["tfstate"], "env_file": svc["s3"]["env_file"]}
     if "vault" in state:
         sources["ansible_vault"] = {"paths": [str(Path(state["vault"]["root"]) / state["vault"]["globs"][0])],
@@ -85,7 +102,7 @@ def write_config(lab_dir: Path, state: dict[str, Any]) -> Path:
     }
     if "s3" in svc:
         repositories["offsite"] = {
-            "url": f"s3:{svc['s3']['endpoint']}/{svc['s3']['buckets']['offsite']}",
+            "url": f"s3:{endpoint}/{svc['s3']['buckets']['offsite']}",
             "password_file": str(secrets / "restic-offsite"), "env_file": svc["s3"]["env_file"],
             "options": {"s3.bucket-lookup": "path"},
             "retention": {"keep_within_daily": "30d"}, "prune_every_days": 7,
@@ -111,7 +128,7 @@ def write_config(lab_dir: Path, state: dict[str, Any]) -> Path:
 
 
 def up(lab_dir: Path, *, size_bytes: int = 3 * 2**20, db_scale: int = 1,
-       services: tuple[str, ...] = ("s3", "postgres", "mariadb", "pve", "vault")) -> dict[str, Any]:
+       services: tuple[str, ...] = ("s3", "s3proxy", "postgres", "mariadb", "pve", "vault")) -> dict[str, Any]:
     """Start every service (idempotent: running ones are kept) and write lab_dir/config.yml."""
     lab_dir = Path(lab_dir).resolve()
     lab_dir.mkdir(parents=True, exist_ok=True)
@@ -123,19 +140,28 @@ def up(lab_dir: Path, *, size_bytes: int = 3 * 2**20, db_scale: int = 1,
         for name in services:
             if name in svc and procs.pid_alive(int(svc[name]["pid"])):
                 continue
+            # a restarted service keeps its data (and ports, so the written config stays right)
+            port = svc[name].get("port") if name in svc else None
+            seeded = name in state.setdefault("seeded", [])
             if name == "s3":
-                svc["s3"] = s3.start_s3(lab_dir)
-                s3.seed_tfstate(svc["s3"])
+                svc["s3"] = s3.start_s3(lab_dir, port=port)
+                s3.seed_tfstate(svc["s3"])  # moto keeps nothing across restarts
+            elif name == "s3proxy":
+                svc["s3proxy"] = start_s3_proxy(lab_dir, svc["s3"]["port"], port=port)
             elif name == "postgres":
-                svc["postgres"] = postgres.start_postgres(lab_dir)
-                postgres.seed_postgres(svc["postgres"], scale=db_scale)
+                svc["postgres"] = postgres.start_postgres(lab_dir, port=port)
+                if not seeded:
+                    postgres.seed_postgres(svc["postgres"], scale=db_scale)
             elif name == "mariadb":
-                svc["mariadb"] = mariadb.start_mariadb(lab_dir)
-                mariadb.seed_mariadb(svc["mariadb"], scale=db_scale)
+                svc["mariadb"] = mariadb.start_mariadb(lab_dir, port=port)
+                if not seeded:
+                    mariadb.seed_mariadb(svc["mariadb"], scale=db_scale)
             elif name == "pve":
-                svc["pve"] = start_pve(lab_dir, size_bytes)
+                svc["pve"] = start_pve(lab_dir, size_bytes, port=port)
             elif name == "vault" and "vault" not in state:
                 state["vault"] = {k: v for k, v in vault.make_vault_tree(lab_dir).items() if k != "contents"}
+            if name != "vault" and name not in state["seeded"]:
+                state["seeded"].append(name)
             _save(lab_dir, state)
     except Exception:
         _save(lab_dir, state)
@@ -145,8 +171,15 @@ def up(lab_dir: Path, *, size_bytes: int = 3 * 2**20, db_scale: int = 1,
     return state
 
 
-_STOP = {"s3": s3.stop_s3, "postgres": postgres.stop_postgres, "mariadb": mariadb.stop_mariadb,
-         "pve": stop_pve}
+_STOP = {"s3": s3.stop_s3, "s3proxy": stop_s3_proxy, "postgres": postgres.stop_postgres,
+         "mariadb": mariadb.stop_mariadb, "pve": stop_pve}
+
+
+def stop_service(lab_dir: Path, name: str) -> None:
+    """Stop one service (fault injection); `up(lab_dir, services=(name,))` starts it again on its port."""
+    info = load(lab_dir)["services"][name]
+    if procs.pid_alive(int(info["pid"])):
+        _STOP[name](info)
 
 
 def down(lab_dir: Path) -> list[str]:

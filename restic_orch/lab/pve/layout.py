@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-TOKEN_USER = "backup@pve"
-TOKEN_NAME = "restic-orch"
+TOKEN_USER = "backup@pve"  # noqa: S105 - a user id, not a secret
+TOKEN_NAME = "restic-orch"  # noqa: S105 - a token id, not a secret
 TOKEN_ID = f"{TOKEN_USER}!{TOKEN_NAME}"
 
 # Storage types whose volumes can be snapshotted for a container (vzdump 'snapshot' mode).

@@ -124,5 +124,5 @@ def write_tree(dest: Path, tree: Tree, uid_shift: int | None) -> None:
         if Path(dirpath) not in declared:
             if uid_shift is not None:
                 os.lchown(dirpath, uid_shift, uid_shift)
-            os.chmod(dirpath, 0o755)
+            os.chmod(dirpath, 0o755)  # noqa: S103 - normal directory mode inside a container
             os.utime(dirpath, (1_700_000_000, 1_700_000_000))

@@ -180,7 +180,8 @@ class Schema:
         for key, value in params.items():
             prop = self.lookup(key)
             if prop is None:
-                _add(errors, key, "property is not defined in schema and the schema does not allow additional properties")
+                _add(errors, key, "property is not defined in schema and the schema does not allow "
+                     "additional properties")
                 continue
             if key not in self.props:
                 _check_prop(value, prop, key, errors)

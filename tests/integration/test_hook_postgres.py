@@ -1,0 +1,358 @@
+"""The PostgreSQL hook against a real PostgreSQL 15 lab server: dumps, restores, failures."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from restic_orch.hooks.base import Artifact, DumpContext, RestoreOptions, sha256_file
+from restic_orch.hooks.postgres import PostgresHook
+
+from restic_orch.config import Config
+from restic_orch.lab import postgres as labpg
+from restic_orch.lab import procs
+from restic_orch.lab.secrets import write_secret
+
+
+@pytest.fixture(scope="module")
+def lab():
+    # Not tmp_path: pytest's base temp dir is 0700 root, which the postgres user cannot traverse.
+    base = Path(tempfile.mkdtemp(prefix="restic-orch-pghook-"))
+    base.chmod(0o755)
+    info = labpg.start_postgres(base)
+    try:
+        info["seed"] = labpg.seed_postgres(info)
+        info["base"] = base
+        # a local exec prefix that records every client command line, like `pct exec 102 --` would run it
+        info["argv_log"] = base / "argv.log"
+        prefix = base / "prefix.sh"
+        prefix.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {info["argv_log"]}\nexec "$@"\n')
+        prefix.chmod(0o755)
+        info["prefix"] = str(prefix)
+        yield info
+    finally:
+        labpg.stop_postgres(info)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _config(lab: dict, **source) -> Config:
+    password = write_secret(lab["base"] / "secrets" / "restic-pass", "dummy\n")
+    entry = {"name": "main", "host": lab["host"], "port": lab["port"], "user": lab["user"],
+             "password_file": lab["password_file"], "bin_dir": lab["bin_dir"], **source}
+    return Config.model_validate({
+        "repositories": {"local": {"url": str(lab["base"] / "repo"), "password_file": str(password),
+                                   "retention": {"keep_last": 1}}},
+        "sources": {"postgres": [entry]},
+    })
+
+
+def _hook(lab: dict, **source) -> PostgresHook:
+    hooks = PostgresHook.from_config(_config(lab, **source))
+    assert len(hooks) == 1 and hooks[0].name == source.get("name", "main")
+    return hooks[0]
+
+
+def _dump(lab: dict, tmp_path: Path, hook: PostgresHook):
+    day = tmp_path / "2024-05-01"
+    day.mkdir(exist_ok=True)
+    ctx = DumpContext(config=_config(lab), day_dir=day, run_id="t", log=logging.getLogger("test"))
+    return day, hook.dump(ctx)
+
+
+def _fetch(day: Path, artifact: Artifact):
+    return lambda dest: Path(shutil.copyfile(day / artifact.path, dest))
+
+
+def _sql(lab: dict, sql: str, db: str = "postgres") -> str:
+    return labpg.psql(lab, sql, db).strip()
+
+
+def _by_component(outcome) -> dict[str, Artifact]:
+    return {a.component: a for a in outcome.artifacts}
+
+
+def _files(day: Path) -> list[str]:
+    return sorted(str(p.relative_to(day)) for p in day.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def full_dump(lab, tmp_path_factory):
+    day = tmp_path_factory.mktemp("pgfull")
+    lab["argv_log"].write_text("")
+    hook = _hook(lab, exec_prefix=[lab["prefix"]])
+    day, outcome = _dump(lab, day, hook)
+    return day, outcome
+
+
+def test_dump_every_database_with_row_counts(lab, full_dump):
+    day, outcome = full_dump
+    assert outcome.failures == []
+    arts = _by_component(outcome)
+    assert set(arts) == {"db:main/@globals", "db:main/postgres", "db:main/inventory", "db:main/appdb"}
+    for name, tables in lab["seed"]["databases"].items():
+        art = arts[f"db:main/{name}"]
+        assert art.path == f"postgres/main/{name}.dump"
+        assert art.meta["database"] == name and art.meta["format"] == "custom"
+        assert art.meta["row_counts"] == {f"public.{t}": n for t, n in tables.items()}
+        assert art.meta["server_version"] == art.meta["client_version"] == "15.18"
+        assert (day / art.path).read_bytes()[:5] == b"PGDMP"  # custom format
+        assert art.sha256 == sha256_file(day / art.path) and art.size == (day / art.path).stat().st_size
+    assert arts["db:main/appdb"].meta["owner"] == "gitea"
+    globals_sql = (day / arts["db:main/@globals"].path).read_text()
+    assert "CREATE ROLE gitea;" in globals_sql and "CREATE ROLE netbox_ro;" in globals_sql
+    assert {"gitea", "netbox_ro"} <= set(arts["db:main/@globals"].meta["roles"])
+    assert outcome.tools == {"pg_dump": "15.18", "postgres-server:main": "15.18"}
+    assert not [f for f in _files(day) if f.endswith(".partial")]
+    for path in _files(day):
+        assert (day / path).stat().st_mode & 0o077 == 0, path
+
+
+def test_every_client_runs_through_the_prefix_and_no_password_in_argv(lab, full_dump):
+    lines = lab["argv_log"].read_text().splitlines()
+    used = {Path(line.split()[0]).name for line in lines}
+    assert {"psql", "pg_dump", "pg_dumpall", "pg_restore"} <= used
+    assert all(line.startswith(lab["bin_dir"]) for line in lines)
+    assert not [line for line in lines if lab["password"] in line]
+    # every pg_dump used the snapshot in which the row counts were taken
+    assert all("--snapshot=" in line for line in lines if Path(line.split()[0]).name == "pg_dump"
+               and "--version" not in line)
+
+
+def test_restore_into_another_name_same_rows_and_bytes(lab, full_dump):
+    day, outcome = full_dump
+    art = _by_component(outcome)["db:main/appdb"]
+    hook = _hook(lab)
+    result = hook.restore(art, _fetch(day, art), RestoreOptions(target_db="appdb_restored"))
+    assert result.ok, result.message
+    assert result.checks["row_counts"] == "ok" and result.checks["owners"] == "kept"
+    for table, key in (("users", "id"), ("issues", "id"), ("attachments", "id")):
+        checksum = f"SELECT md5(string_agg(t::text, '|' ORDER BY {key})) FROM {table} t"
+        assert _sql(lab, checksum, "appdb_restored") == _sql(lab, checksum, "appdb")
+    assert _sql(lab, "SELECT tableowner FROM pg_tables WHERE tablename = 'issues'", "appdb_restored") == "gitea"
+    assert _sql(lab, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'appdb_restored'") == "gitea"
+    assert _sql(lab, "SELECT count(*) FROM open_issues", "appdb_restored") == _sql(
+        lab, "SELECT count(*) FROM open_issues", "appdb")
+    assert hook.row_counts("main", "appdb_restored") == art.meta["row_counts"]
+
+
+def test_restore_refused_on_non_empty_database_without_force(lab, full_dump):
+    day, outcome = full_dump
+    inventory = _by_component(outcome)["db:main/inventory"]
+    _sql(lab, "CREATE DATABASE occupied")
+    _sql(lab, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me')", "occupied")
+    hook = _hook(lab)
+    result = hook.restore(inventory, _fetch(day, inventory), RestoreOptions(target_db="occupied"))
+    assert not result.ok and "not empty" in result.message and "--force" in result.message
+    assert _sql(lab, "SELECT v FROM precious", "occupied") == "keep me"
+    forced = hook.restore(inventory, _fetch(day, inventory), RestoreOptions(target_db="occupied", force=True))
+    assert forced.ok, forced.message
+    assert _sql(lab, "SELECT to_regclass('public.precious') IS NULL", "occupied") == "t"
+    assert _sql(lab, "SELECT name FROM sites WHERE slug = 'tyo'", "occupied") == "東京データセンター"
+    hook.drop_database("main", "occupied")
+    assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'occupied'") == "0"
+    with pytest.raises(Exception, match="system database"):
+        hook.drop_database("main", "template1")
+
+
+def test_restore_refuses_a_corrupted_fetch(lab, full_dump):
+    day, outcome = full_dump
+    art = _by_component(outcome)["db:main/inventory"]
+
+    def bad_fetch(dest: Path) -> Path:
+        data = bytearray((day / art.path).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        dest.write_bytes(bytes(data))
+        return dest
+
+    result = _hook(lab).restore(art, bad_fetch, RestoreOptions(target_db="never_created"))
+    assert not result.ok and "sha256" in result.message
+    assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'never_created'") == "0"
+
+
+def test_globals_and_owners(lab, tmp_path):
+    _sql(lab, "CREATE ROLE probe_owner LOGIN; CREATE DATABASE owned;")
+    _sql(lab, "CREATE TABLE t AS SELECT g AS v FROM generate_series(1, 77) g; ALTER TABLE t OWNER TO probe_owner;"
+              " GRANT SELECT ON t TO netbox_ro", "owned")
+    hook = _hook(lab, databases=["owned"])
+    day, outcome = _dump(lab, tmp_path, hook)
+    assert outcome.failures == []
+    arts = _by_component(outcome)
+    assert set(arts) == {"db:main/@globals", "db:main/owned"}
+    assert "probe_owner" in arts["db:main/owned"].meta["roles"]
+    _sql(lab, "DROP DATABASE owned; DROP ROLE probe_owner;")
+
+    # the role is missing: the data still comes back, without owners and grants, and the outcome says so
+    art = arts["db:main/owned"]
+    result = hook.restore(art, _fetch(day, art), RestoreOptions(target_db="owned_noroles"))
+    assert result.ok and "without owners" in result.message and "@globals" in result.message
+    assert result.checks["owners"] == {"dropped, roles missing": ["probe_owner"]}
+    assert _sql(lab, "SELECT count(*) FROM t", "owned_noroles") == "77"
+
+    # globals bring the role back (the others already exist: tolerated, and said)
+    glob = arts["db:main/@globals"]
+    result = hook.restore(glob, _fetch(day, glob), RestoreOptions())
+    assert result.ok, result.message
+    assert "already existed" in result.message and "ON_ERROR_STOP off" in result.message
+    assert result.checks["roles"] == "ok"
+    assert _sql(lab, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'probe_owner'") == "t"
+
+    # now the owners are kept
+    result = hook.restore(art, _fetch(day, art), RestoreOptions())
+    assert result.ok and result.checks["owners"] == "kept", result.message
+    assert result.restored_to == "main/owned"
+    assert _sql(lab, "SELECT tableowner FROM pg_tables WHERE tablename = 't'", "owned") == "probe_owner"
+    assert _sql(lab, "SELECT has_table_privilege('netbox_ro', 't', 'SELECT')", "owned") == "t"
+    hook.drop_database("main", "owned_noroles")
+
+
+def test_row_counts_consistent_with_the_dump_under_concurrent_writes(lab, tmp_path):
+    _sql(lab, "CREATE DATABASE busy")
+    _sql(lab, "CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp());"
+              " INSERT INTO events DEFAULT VALUES", "busy")
+    writer = threading.Thread(target=labpg.psql, args=(lab, """
+        DO $$ DECLARE stop timestamptz := clock_timestamp() + interval '3 seconds'; BEGIN
+          WHILE clock_timestamp() < stop LOOP INSERT INTO events DEFAULT VALUES; COMMIT; END LOOP;
+        END $$;""", "busy"))
+    writer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while int(_sql(lab, "SELECT count(*) FROM events", "busy")) < 50 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        hook = _hook(lab, databases=["busy"], globals=False)
+        day, outcome = _dump(lab, tmp_path, hook)
+    finally:
+        writer.join()
+    assert outcome.failures == []
+    art = _by_component(outcome)["db:main/busy"]
+    counted = art.meta["row_counts"]["public.events"]
+    assert 50 <= counted < int(_sql(lab, "SELECT count(*) FROM events", "busy"))
+    result = hook.restore(art, _fetch(day, art), RestoreOptions(suffix="_drill"))
+    assert result.ok and result.checks["row_counts"] == "ok", result
+    assert _sql(lab, "SELECT count(*) FROM events", "busy_drill") == str(counted)
+    hook.drop_database("main", "busy_drill")
+    hook.drop_database("main", "busy")
+
+
+def test_server_down_fails_the_source_without_artifacts(lab, tmp_path):
+    hook = _hook(lab, name="down", port=procs.free_port())
+    day, outcome = _dump(lab, tmp_path, hook)
+    assert outcome.artifacts == []
+    assert [f.component for f in outcome.failures] == ["db:down/*"]
+    assert "Connection refused" in outcome.failures[0].message or "connect" in outcome.failures[0].message
+    assert not _files(day)
+
+
+def test_wrong_password_fails_loudly_and_never_shows_it(lab, tmp_path, caplog):
+    wrong = "Wr0ng-" + "x7Qp" * 6
+    secret = write_secret(tmp_path / "wrong-pass", wrong + "\n")
+    caplog.set_level(logging.DEBUG)
+    hook = _hook(lab, name="badpw", password_file=str(secret))
+    day, outcome = _dump(lab, tmp_path, hook)
+    assert outcome.artifacts == [] and not _files(day)
+    assert len(outcome.failures) == 1
+    message = outcome.failures[0].message
+    assert "password authentication failed" in message
+    logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    for text in (message, logged):
+        assert wrong not in text and lab["password"] not in text
+    # the restore path reports the same way
+    art = Artifact("db:badpw/x", "postgres", "badpw", "postgres/badpw/x.dump", 0, "", {"database": "x"})
+    result = hook.restore(art, lambda dest: dest.write_bytes(b"PGDMP") and dest, RestoreOptions())
+    assert not result.ok and "password authentication failed" in result.message
+    assert wrong not in result.message
+
+
+@pytest.fixture(scope="module")
+def bigdb(lab):
+    _sql(lab, "CREATE DATABASE bigdb")
+    # ~150 MB of text: pg_dump -Fc needs several seconds to compress it
+    _sql(lab, "CREATE TABLE big AS SELECT i, md5(i::text) || md5((i + 1)::text) || md5((i + 2)::text)"
+              " || md5((i * 3)::text) AS a FROM generate_series(1, 1200000) i", "bigdb")
+    yield "bigdb"
+    _sql(lab, "DROP DATABASE bigdb WITH (FORCE)")
+
+
+def test_dump_killed_by_timeout_leaves_no_artifact(lab, bigdb, tmp_path):
+    hook = _hook(lab, databases=[bigdb], globals=False, timeout_seconds=1)
+    day, outcome = _dump(lab, tmp_path, hook)
+    assert outcome.artifacts == []
+    assert [f.component for f in outcome.failures] == ["db:main/bigdb"]
+    assert "timed out" in outcome.failures[0].message
+    assert not _files(day)
+
+
+def test_dump_killed_by_a_signal_halfway_leaves_no_artifact(lab, bigdb, tmp_path):
+    hook = _hook(lab, databases=[bigdb], globals=False)
+    partial = tmp_path / "2024-05-01" / "postgres" / "main" / "bigdb.dump.partial"
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if partial.exists() and partial.stat().st_size > 1_000_000:
+                for entry in Path("/proc").iterdir():
+                    try:
+                        cmd = (entry / "cmdline").read_bytes().split(b"\0")
+                    except OSError:
+                        continue
+                    if entry.name.isdigit() and cmd[0].endswith(b"pg_dump") and any(b"bigdb" in c for c in cmd):
+                        os.kill(int(entry.name), signal.SIGKILL)  # the dump this test started
+                        killed.append(int(entry.name))
+                        return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    day, outcome = _dump(lab, tmp_path, hook)
+    thread.join()
+    assert killed, "the dump finished before it could be killed"
+    assert outcome.artifacts == []
+    assert "killed by signal SIGKILL" in outcome.failures[0].message
+    assert not _files(day)
+
+
+def test_broken_and_excluded_databases_do_not_lose_the_others(lab, tmp_path):
+    _sql(lab, "CREATE DATABASE broken; ALTER DATABASE broken ALLOW_CONNECTIONS false;")
+    try:
+        hook = _hook(lab, exclude=["postgres", "appdb_restored", "bigdb", "owned"])
+        day, outcome = _dump(lab, tmp_path, hook)
+    finally:
+        _sql(lab, "DROP DATABASE broken")
+    assert [f.component for f in outcome.failures] == ["db:main/broken"]
+    assert "broken" in outcome.failures[0].message
+    arts = _by_component(outcome)
+    assert {"db:main/inventory", "db:main/appdb", "db:main/@globals"} <= set(arts)
+    assert "db:main/postgres" not in arts
+    assert arts["db:main/inventory"].meta["row_counts"]["public.devices"] == 2000
+    assert not [f for f in _files(day) if "broken" in f]
+
+
+def test_missing_database_in_the_list_is_a_failure(lab, tmp_path):
+    hook = _hook(lab, databases=["inventory", "nosuchdb"], globals=False)
+    _, outcome = _dump(lab, tmp_path, hook)
+    assert [a.component for a in outcome.artifacts] == ["db:main/inventory"]
+    assert [f.component for f in outcome.failures] == ["db:main/nosuchdb"]
+
+
+def test_client_older_than_server_is_refused(lab, tmp_path):
+    bin_dir = tmp_path / "oldbin"
+    bin_dir.mkdir()
+    for name in ("psql", "pg_dumpall", "pg_restore"):
+        (bin_dir / name).symlink_to(Path(lab["bin_dir"]) / name)
+    fake = bin_dir / "pg_dump"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 14.11'\n")
+    fake.chmod(0o755)
+    hook = _hook(lab, bin_dir=str(bin_dir))
+    day, outcome = _dump(lab, tmp_path, hook)
+    assert outcome.artifacts == [] and not _files(day)
+    assert len(outcome.failures) == 1
+    message = outcome.failures[0].message
+    assert "14.11" in message and "15.18" in message and "older" in message
+
