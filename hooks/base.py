@@ -132,3 +132,10 @@ class Hook:
     def restore(self, artifact: Artifact, fetch: Fetch, options: RestoreOptions) -> RestoreOutcome:
         """Bring one artifact back; fetch(dest) writes the artifact's bytes from the snapshot to dest."""
         raise NotImplementedError
+
+    def discard(self, artifact: Artifact, outcome: RestoreOutcome, options: RestoreOptions) -> str:
+        """Remove what a drill restored into its sandbox (a spare container, a drill_ database).
+
+        Files under the drill's temporary directory are removed by the drill itself; returns what was done.
+        """
+        return "nothing to clean up"

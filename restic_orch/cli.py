@@ -413,6 +413,70 @@ def restore_cmd(obj: Ctx, snapshot: str | None, from_repo: str | None, only: str
     raise SystemExit(summary.exit_code)
 
 
+@main.command("drill")
+@click.option("--scenario", type=click.Choice(["full", "container", "database", "tfstate"]), default="full",
+              show_default=True)
+@click.option("--from", "from_repo", type=click.Choice(["local", "offsite"]), default=None)
+@click.option("--snapshot", default="latest", show_default=True)
+@click.option("--report-dir", type=click.Path(path_type=Path), default=None,
+              help="Default: drill.report_dir of the configuration.")
+@click.option("--lab-note", is_flag=True, help="Say in the report that it ran on the simulated homelab.")
+@click.pass_obj
+def drill_cmd(obj: Ctx, scenario: str, from_repo: str | None, snapshot: str, report_dir: Path | None,
+              lab_note: bool) -> None:
+    """Restore into a sandbox, verify against the manifest, measure RTO/RPO, write a dated report."""
+    from . import drill
+    from .browse import locate
+    from .lock import RunLock
+    from .report import RunSummary, new_run_id, save_summary
+
+    config, repo = _repo_for(obj, from_repo)
+    lock = RunLock(config.state_dir, f"drill {scenario}")
+    try:
+        lock.acquire()
+    except Busy as exc:
+        fail(str(exc))
+    run_id = new_run_id()
+    run_log, handler = logs.open_run_log(config.log_dir, run_id)
+    try:
+        located = locate(repo, snapshot)
+        summary = RunSummary("drill", run_id, config.host, "", log_file=str(run_log))
+        report = drill.run_drill(config, located, scenario, summary)
+        summary.extra["report"] = {k: report[k] for k in ("passed", "rto", "rpo", "scenario", "snapshot")}
+        logs.close_run_log(handler)
+        paths = drill.write_report(report, report_dir or config.drill.report_dir, run_log, lab=lab_note)
+        summary.extra["report_files"] = [str(p) for p in paths]
+        save_summary(config.state_dir, summary)
+    except SelectionError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except restic.ResticError as exc:
+        fail(str(exc))
+    finally:
+        logs.close_run_log(handler)
+        lock.release()
+    human = (f"drill {scenario} of snapshot {located.snapshot.short_id}: {'PASSED' if report['passed'] else 'FAILED'}"
+             f"\nRTO {report['rto']['seconds']} s (target {report['rto']['target_seconds']} s),"
+             f" RPO {report['rpo']['seconds'] / 3600:.1f} h (target {report['rpo']['target_seconds'] / 3600:.0f} h)"
+             + "".join(f"\nFAILED {st['component']}: {st['message']}" for st in report["steps"]
+                       if st["result"] != "ok")
+             + "".join(f"\nproblem {p['step']}: {p['error']}" for p in report["problems"])
+             + "\nreport: " + ", ".join(summary.extra["report_files"]))
+    obj.emit(summary.to_json(), human)
+    raise SystemExit(EXIT_OK if report["passed"] else EXIT_FAILURE)
+
+
+@main.command("status")
+@click.pass_obj
+def status_cmd(obj: Ctx) -> None:
+    """Last runs, age of the newest good snapshot per repository against the RPO target (exit 1 when breached)."""
+    from .status import collect, render
+
+    config = obj.config()
+    data = collect(config)
+    obj.emit(data, render(data))
+    raise SystemExit(EXIT_OK if data["ok"] else EXIT_FAILURE)
+
+
 # ---------------------------------------------------------------- lab
 @main.group("lab")
 def lab_group() -> None:

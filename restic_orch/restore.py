@@ -7,6 +7,8 @@ Every step is verified against the manifest by its hook and timed (the measured 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ class Step:
     artifact: Artifact | None = None
     inner_path: str | None = None      # a file inside a container archive (ct:102:/etc/nginx/nginx.conf)
     command: list[str] = field(default_factory=list)
+    verify_only: bool = False          # fetch and check the sha256, change nothing (drill: roles, users)
 
     def to_json(self) -> dict[str, Any]:
         return {"component": self.component, "kind": self.kind, "description": self.description,
@@ -136,12 +139,14 @@ class IntegrityError(Exception):
 
 
 def execute(config: Config, located: Located, steps: list[Step], options: RestoreOptions, *,
-            confirm: Confirm | None = None, summary: RunSummary | None = None) -> RunSummary:
+            confirm: Confirm | None = None, summary: RunSummary | None = None,
+            options_for: Callable[[Step], RestoreOptions] | None = None,
+            after_step: Callable[[Step, RestoreOutcome, RestoreOptions], None] | None = None) -> RunSummary:
     """Run the steps; a refused or failed step never stops the others. Exit 0 all ok, 3 some, 1 none."""
     summary = summary or RunSummary("restore", new_run_id(), config.host, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     summary.extra.update({"snapshot": located.snapshot.short_id, "repository": located.repo.name,
                           "snapshot_time": located.snapshot.time.isoformat(), "steps": []})
-    hooks: dict[tuple[str, str], Hook] = {(h.kind, h.name): h for h in build_hooks(config)}
+    hooks = hooks_by_source(config)
     done = 0
     for step in steps:
         started = time.monotonic()
@@ -150,11 +155,14 @@ def execute(config: Config, located: Located, steps: list[Step], options: Restor
             summary.fail(step.kind, step.component, "skipped: not confirmed", step.component)
             _record(summary, step, "skipped", "not confirmed", {}, started)
             continue
+        step_options = options_for(step) if options_for else options
         try:
-            outcome = _run_step(config, located, step, options, hooks)
+            outcome = _run_step(config, located, step, step_options, hooks)
         except Exception as exc:  # one broken step must not stop the rest of a disaster recovery
             log.exception("restore step failed", extra={"component": step.component})
             outcome = RestoreOutcome(step.component, False, f"{type(exc).__name__}: {runner.mask(str(exc))}")
+        if after_step is not None:
+            after_step(step, outcome, step_options)
         summary.phase(step.component, started, outcome.ok, outcome.message)
         _record(summary, step, "ok" if outcome.ok else "failed", outcome.message, outcome.checks, started,
                 outcome.restored_to)
@@ -167,6 +175,10 @@ def execute(config: Config, located: Located, steps: list[Step], options: Restor
         summary.fail("restore", "plan", "nothing to restore: the selection matched no artifact")
     summary.finish("success" if steps and done == len(steps) else ("partial" if done else "failure"))
     return summary
+
+
+def hooks_by_source(config: Config) -> dict[tuple[str, str], Hook]:
+    return {(h.kind, h.name): h for h in build_hooks(config)}
 
 
 def _record(summary: RunSummary, step: Step, result: str, message: str, checks: dict[str, Any],
@@ -185,14 +197,6 @@ def _run_step(config: Config, located: Located, step: Step, options: RestoreOpti
         return RestoreOutcome("redeploy", result.returncode == 0, f"exit {result.returncode}")
     artifact = step.artifact
     assert artifact is not None
-    if step.inner_path:
-        target = options.target_dir or Path.cwd()
-        written = browse.extract_from_archive(located, artifact, step.inner_path, target)
-        return RestoreOutcome(step.component, True, f"extracted to {written}", restored_to=str(written))
-    hook = hooks.get((artifact.kind, artifact.source))
-    if hook is None:
-        return RestoreOutcome(step.component, False, f"no {artifact.kind} source named {artifact.source!r} in the"
-                              " configuration: add it (or pass --set) to restore this component")
 
     def fetch(dest: Path) -> Path:
         located.repo.dump_to_file(located.snapshot.id, located.path_of(artifact), dest, timeout=3600)
@@ -202,4 +206,20 @@ def _run_step(config: Config, located: Located, step: Step, options: RestoreOpti
                                  f" {artifact.sha256[:16]}…: the snapshot's copy is damaged or was tampered with")
         return dest
 
+    if step.verify_only:
+        scratch = Path(tempfile.mkdtemp(prefix="restic-orch-verify-", dir=options.target_dir))
+        try:
+            fetch(scratch / "artifact")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return RestoreOutcome(step.component, True, "fetched and verified, not applied",
+                              checks={"sha256": True})
+    if step.inner_path:
+        target = options.target_dir or Path.cwd()
+        written = browse.extract_from_archive(located, artifact, step.inner_path, target)
+        return RestoreOutcome(step.component, True, f"extracted to {written}", restored_to=str(written))
+    hook = hooks.get((artifact.kind, artifact.source))
+    if hook is None:
+        return RestoreOutcome(step.component, False, f"no {artifact.kind} source named {artifact.source!r} in the"
+                              " configuration: add it (or pass --set) to restore this component")
     return hook.restore(artifact, fetch, options)

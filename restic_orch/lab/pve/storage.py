@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
 import os
 import re
 import shutil
@@ -161,7 +160,3 @@ def status(root: Path, sid: str, scfg: dict[str, Any]) -> dict[str, Any]:
     return {"type": scfg["type"], "content": ",".join(sorted(layout.content_set(scfg))), "active": 1,
             "enabled": 1, "shared": 0, "total": usage.total, "used": usage.total - usage.free,
             "avail": usage.free}
-
-
-def utc_to_epoch(t: time.struct_time) -> int:
-    return calendar.timegm(t)

@@ -1,0 +1,462 @@
+"""POST /nodes/{node}/vzdump and its worker, after PVE::API2::VZDump, PVE::VZDump, VZDump::LXC."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shlex
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from . import archive, containers, layout, pctconf, prune, storage
+from .errors import ParamError, TaskError, TaskExit
+from .schema import BOOL, NODE, STORAGE_OPT, Prop, schema, split_list
+from .tasks import Worker
+
+SCHEMA = schema({
+    "node": NODE,
+    "vmid": Prop(format="pve-vmid-list"),
+    "all": BOOL,
+    "stdexcludes": BOOL,
+    "compress": Prop(enum=("0", "1", "gzip", "lzo", "zstd")),
+    "pigz": Prop(type="integer"),
+    "zstd": Prop(type="integer"),
+    "quiet": BOOL,
+    "mode": Prop(enum=("snapshot", "suspend", "stop")),
+    "exclude": Prop(format="pve-vmid-list"),
+    "exclude-path": Prop(),
+    "mailto": Prop(),
+    "mailnotification": Prop(enum=("always", "failure")),
+    "notification-mode": Prop(enum=("auto", "legacy-sendmail", "notification-system")),
+    "notification-policy": Prop(enum=("always", "failure", "never")),
+    "notification-target": Prop(format="pve-configid"),
+    "tmpdir": Prop(),
+    "dumpdir": Prop(),
+    "script": Prop(),
+    "storage": STORAGE_OPT,
+    "stop": BOOL,
+    "bwlimit": Prop(type="integer", minimum=0),
+    "ionice": Prop(type="integer", minimum=0, maximum=8),
+    "performance": Prop(),
+    "lockwait": Prop(type="integer", minimum=0),
+    "stopwait": Prop(type="integer", minimum=0),
+    "maxfiles": Prop(type="integer", minimum=1),
+    "prune-backups": Prop(format="prune-backups"),
+    "remove": BOOL,
+    "pool": Prop(),
+    "notes-template": Prop(requires="storage", max_length=1024),
+    "protected": Prop(type="boolean", requires="storage"),
+    "fleecing": Prop(),
+    "pbs-change-detection-mode": Prop(enum=("legacy", "data", "metadata")),
+    "stdout": BOOL,
+})
+
+ROOT_ONLY = ("maxfiles", "prune-backups", "tmpdir", "dumpdir", "script", "bwlimit", "ionice")
+STD_EXCLUDES = ["./tmp/?*", "./var/tmp/?*", "./var/run/?*.pid"]
+TAR_FLAGS = ("tar cpf - --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs "
+             "'--xattrs-include=user.*' '--xattrs-include=security.capability' '--warning=no-file-ignored' "
+             "'--warning=no-xattr-write' --one-file-system '--warning=no-file-ignored'")
+
+
+def command_line(p: dict[str, Any]) -> str:
+    """PVE::VZDump::Common::command_line: 'vzdump 101 102 --mode snapshot ...'."""
+    cmd = "vzdump"
+    if p.get("vmid"):
+        cmd += " " + " ".join(split_list(str(p["vmid"])))
+    for key, value in p.items():
+        if key in ("vmid", "stdout") or value is None or value == "":
+            continue
+        cmd += f" --{key} {shlex.quote(str(value))}"
+    return cmd
+
+
+def start(root: Path, node: str, user: str, tasks: Any, p: dict[str, Any]) -> str:
+    """The synchronous part of the API call: parameter checks, then fork the worker."""
+    if p.get("stdout"):
+        raise ParamError({"stdout": "option is only allowed on the command line interface."})
+    for key in ROOT_ONLY:
+        if key in p and user != "root@pam":
+            raise ParamError({key: "Only root may set this option."})
+    for other in ("all", "exclude", "pool"):
+        if p.get(other) and p.get("vmid"):
+            raise ParamError({other: "option conflicts with option 'vmid'"})
+    if "\n" in str(p.get("notes-template", "")):
+        raise ParamError({"notes-template": "contains a line feed"})
+    if p.get("exclude") is not None and not p.get("pool"):
+        p["all"] = 1
+    if not (p.get("all") or p.get("stop") or p.get("pool")) and not p.get("vmid"):
+        raise ParamError({"vmid": "property is missing"})
+    if p.get("pool"):
+        raise TaskError(f"pool '{p['pool']}' does not exist")
+    if p.get("vmid"):
+        vmids = sorted(int(v) for v in split_list(str(p["vmid"])))
+    elif p.get("all"):
+        excluded = {int(v) for v in split_list(str(p.get("exclude", "")))}
+        vmids = [v for v in layout.list_vmids(root) if v not in excluded]
+    else:
+        vmids = []
+    if not vmids and not p.get("all"):
+        return "OK"
+    cmdline = command_line(p)
+    job = Job(root, node, p, vmids, cmdline)
+    return tasks.spawn("vzdump", str(vmids[0]) if len(vmids) == 1 else "", user, job.run)
+
+
+def _format_time(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _format_size(size: int) -> str:
+    """PVE::VZDump::format_size (archive file size lines)."""
+    kb = size / 1024
+    if kb < 1024:
+        return f"{int(kb)}KB"
+    mb = size / (1024 * 1024)
+    if mb < 1024:
+        return f"{int(mb)}MB"
+    gb = mb / 1024
+    return f"{gb:.2f}GB" if gb < 1024 else f"{gb / 1024:.2f}TB"
+
+
+def _rsync_human(n: int) -> str:
+    v, units = float(n), ["", "K", "M", "G", "T"]
+    i = 0
+    while v >= 1024 and i < len(units) - 1:
+        v /= 1024
+        i += 1
+    return f"{int(n)}" if i == 0 else f"{v:.2f}{units[i]}"
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _fault_for(faults: dict[str, Any], key: str, vmid: int) -> str | None:
+    value = faults.get(key)
+    if isinstance(value, dict):
+        value = value.get(str(vmid))
+    return str(value) if value else None
+
+
+class GuestLog:
+    """Lines go to the task log; most also to the per-guest .log file with a timestamp."""
+
+    def __init__(self, w: Worker) -> None:
+        self.w = w
+        self.lines: list[str] = []
+
+    def __call__(self, level: str, msg: str, to_file: bool = True) -> None:
+        prefix = {"info": "INFO:", "warn": "WARN:", "err": "ERROR:"}[level]
+        if level == "warn":
+            self.w.warn(msg)
+        else:
+            self.w.print(f"{prefix} {msg}")
+        if to_file:
+            self.lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {prefix} {msg}")
+
+
+class Job:
+    def __init__(self, root: Path, node: str, opts: dict[str, Any], vmids: list[int], cmdline: str) -> None:
+        self.root, self.node, self.opts, self.vmids, self.cmdline = root, node, opts, vmids, cmdline
+        self.lockfile = layout.run_dir(root) / "vzdump.lock"
+
+    # -- job level -------------------------------------------------------------------------
+
+    def run(self, w: Worker) -> None:
+        sid = self.opts.get("storage") or "local"
+        errors = []
+        try:
+            scfg = storage.config(self.root, sid)
+        except TaskError as exc:
+            errors += [f"could not activate storage '{sid}': {exc}", f"could not get storage information for '{sid}': {exc}"]
+            scfg = {}
+        if scfg and "backup" not in layout.content_set(scfg):
+            errors.append(f"could not get storage information for '{sid}': can't use storage '{sid}' for backups"
+                          " - wrong content type")
+        if errors:
+            raise TaskError("\n".join(errors))
+        self.sid, self.scfg = sid, scfg
+        self.dumpdir = layout.storage_path(self.root, scfg) / "dump"
+        keep = self.opts.get("prune-backups") or scfg.get("prune-backups") or "keep-all=1"
+        self.keep = storage_prune(keep)
+        self.remove = int(self.opts.get("remove", 1)) and not self.keep.get("keep-all")
+        self.ext = archive.EXTENSIONS[str(self.opts.get("compress", "0"))]
+        if not archive.tool_available(self.ext):
+            raise TaskError(f"unable to find command '{'lzop' if self.ext == '.lzo' else self.ext}'")
+        lock_fh = self._getlock(w)
+        errcount = 0
+        try:
+            (layout.run_dir(self.root) / "vzdump.pid").write_text(str(w.upid))
+            w.info(f"starting new backup job: {self.cmdline}")
+            for vmid in self.vmids:
+                if not self._backup_guest(w, vmid):
+                    errcount += 1
+            w.info("Backup job finished with errors" if errcount else "Backup job finished successfully")
+        finally:
+            lock_fh.close()
+        if errcount:
+            raise TaskError("job errors")
+        (layout.run_dir(self.root) / "vzdump.pid").unlink(missing_ok=True)
+
+    def _getlock(self, w: Worker) -> Any:
+        """One vzdump per node: flock on run/vzdump.lock, waiting up to 'lockwait' minutes."""
+        self.lockfile.parent.mkdir(parents=True, exist_ok=True)
+        fh = self.lockfile.open("a")
+
+        def try_lock() -> bool:
+            if layout.read_faults(self.root).get("global_lock_held"):
+                return False
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                return False
+
+        if try_lock():
+            return fh
+        maxwait = int(self.opts.get("lockwait", 180))
+        if not maxwait:
+            fh.close()
+            w.err(f"can't acquire lock '{self.lockfile}' (wait = 0)")
+            raise TaskExit  # the real worker exit()s here: the task log ends without a TASK line
+        w.info("trying to get global lock - waiting...")
+        minute = float(layout.read_faults(self.root).get("minute_seconds", 60))
+        deadline = time.monotonic() + maxwait * minute
+        while time.monotonic() < deadline:
+            w.sleep(0.05)
+            if try_lock():
+                w.info("got global lock")
+                return fh
+        fh.close()
+        w.err(f"can't acquire lock '{self.lockfile}' - got timeout")
+        raise TaskExit
+
+    # -- one guest -------------------------------------------------------------------------
+
+    def _backup_guest(self, w: Worker, vmid: int) -> bool:
+        log = GuestLog(w)
+        started = time.time()
+        cleanup: dict[str, bool] = {}
+        logfile: Path | None = None
+        tmptar: Path | None = None
+        tmpdir: Path | None = None
+        err: str | None = None
+        try:
+            if not containers.exists(self.root, vmid):
+                raise TaskError(f"unable to find VM '{vmid}'")
+            basename = f"vzdump-lxc-{vmid}-" + time.strftime("%Y_%m_%d-%H_%M_%S", time.localtime(started))
+            self._check_backup_limit(vmid)
+            logfile = self.dumpdir / f"{basename}.log"
+            target = self.dumpdir / f"{basename}.tar{self.ext}"
+            tmptar = self.dumpdir / f"{basename}.dat" if not self.ext else self.dumpdir / f"{basename}.tar.dat"
+            tmpdir = self.dumpdir / f"{basename}.tmp"
+            tmpdir.mkdir(parents=True, exist_ok=True)
+            log("info", f"Starting Backup of VM {vmid} (lxc)")
+            log("info", "Backup started at " + time.strftime("%Y-%m-%d %H:%M:%S"), to_file=False)
+            running = containers.is_running(self.root, vmid)
+            log("info", f"status = {'running' if running else 'stopped'}")
+            containers.set_lock(self.root, vmid, self.node, "backup")
+            cleanup["unlock"] = True
+            mode = self.opts.get("mode", "snapshot") if running else "stop"
+            conf = containers.load(self.root, vmid, self.node)
+            if mode == "snapshot":
+                self._prepare(log, conf)
+                if storage.config(self.root, containers.volume_storage(conf["rootfs"]))["type"] \
+                        not in layout.SNAPSHOT_STORAGE_TYPES:
+                    log("info", "mode failure - some volumes do not support snapshots")
+                    log("info", "trying 'suspend' mode instead")
+                    mode = "suspend"
+            log("info", f"backup mode: {mode}")
+            log("info", f"ionice priority: {self.opts.get('ionice', 7)}")
+            faults = layout.read_faults(self.root)
+            if mode == "stop":
+                self._prepare(log, conf)
+                if running:
+                    log("info", "stopping virtual guest")
+                    containers.set_running(self.root, vmid, False)
+                    cleanup["restart"] = True
+                    stopped_at = time.time()
+            elif mode == "suspend":
+                self._prepare(log, conf)
+                self._suspend(w, log, vmid, tmpdir, float(faults.get("suspend_freeze_seconds", 0)))
+            else:
+                log("info", "create storage snapshot 'vzdump'")
+                cleanup["remove_snapshot"] = True
+            w.sleep(float(faults.get("task_delay_seconds", 0)))
+            size = self._archive(log, vmid, conf, target, tmptar, tmpdir, _fault_for(faults, "vzdump_fail", vmid))
+            log("info", f"archive file size: {_format_size(size)}")
+            self._notes_and_protection(log, vmid, conf, target)
+            if self.remove:
+                self._prune(log, vmid)
+        except TaskError as exc:
+            err = str(exc)
+        if cleanup.get("unlock"):
+            try:
+                containers.remove_lock(self.root, vmid, self.node, "backup")
+            except TaskError as exc:
+                w.warn_raw(str(exc))
+        if cleanup.get("remove_snapshot"):
+            log("info", "cleanup temporary 'vzdump' snapshot")
+        if cleanup.get("restart"):
+            log("info", "restarting vm")
+            containers.set_running(self.root, vmid, True)
+            log("info", f"guest is online again after {int(time.time() - stopped_at)} seconds")
+        for leftover in (tmptar,):
+            if leftover and leftover.exists():
+                leftover.unlink()
+        if tmpdir and tmpdir.exists():
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        if err is not None:
+            log("err", f"Backup of VM {vmid} failed - {err}")
+            log("info", "Failed at " + time.strftime("%Y-%m-%d %H:%M:%S"), to_file=False)
+        else:
+            log("info", f"Finished Backup of VM {vmid} ({_format_time(time.time() - started)})")
+            log("info", "Backup finished at " + time.strftime("%Y-%m-%d %H:%M:%S"), to_file=False)
+        if logfile is not None:
+            logfile.write_text("\n".join(log.lines) + "\n")
+        return err is None
+
+    def _prepare(self, log: GuestLog, conf: dict[str, Any]) -> None:
+        log("info", f"CT Name: {conf.get('hostname', '')}")
+        log("info", "including mount point rootfs ('/') in backup")
+
+    def _suspend(self, w: Worker, log: GuestLog, vmid: int, tmpdir: Path, freeze: float) -> None:
+        pid = containers.read_state(self.root, vmid).get("pid", 0)
+        src = f"/proc/{pid}/root/"
+        t0 = time.time()
+        log("info", f"starting first sync {src} to {tmpdir}")
+        size = _tree_bytes(layout.rootfs_dir(self.root, vmid))
+        log("info", f"first sync finished - transferred {_rsync_human(size)} bytes in {int(time.time() - t0)}s")
+        log("info", "suspending guest")
+        frozen = time.time()
+        log("info", f"starting final sync {src} to {tmpdir}")
+        w.sleep(freeze)
+        log("info", f"final sync finished - transferred 0 bytes in {int(time.time() - frozen)}s")
+        log("info", "resuming guest")
+        delay = time.time() - frozen
+        log("info", f"guest is online again after {'<1' if delay < 1 else int(delay)} seconds")
+
+    def _archive(self, log: GuestLog, vmid: int, conf: dict[str, Any], target: Path, tmptar: Path,
+                 tmpdir: Path, fail: str | None) -> int:
+        saved = {k: v for k, v in conf.items() if k not in ("lock", "snapshots", "parent", "pending")}
+        fw = layout.ct_dir(self.root, vmid) / "firewall.fw"
+        unpriv = conf.get("unprivileged") == "1"
+        # tar runs inside the container's user namespace: host root is unmapped there (nobody).
+        head_owner = 65534 if unpriv else 0
+        head = [("./etc/vzdump/pct.conf", pctconf.render(saved).encode(), head_owner, head_owner),
+                ("./etc/vzdump/pct.fw", fw.read_bytes() if fw.is_file() else b"", head_owner, head_owner)]
+        excludes = list(STD_EXCLUDES) if int(self.opts.get("stdexcludes", 1)) else []
+        for path in split_excludes(self.opts.get("exclude-path", "")):
+            excludes.append("." + path if path.startswith("/") else path)
+
+        def map_id(i: int) -> int:
+            if not unpriv:
+                return i
+            if 100000 <= i < 165536:
+                return i - 100000
+            return 65534 if os.geteuid() == 0 else i
+
+        log("info", f"creating vzdump archive '{target}'")
+        t0 = time.time()
+        try:
+            count = archive.write_archive(tmptar, self.ext, head, layout.rootfs_dir(self.root, vmid), excludes,
+                                          map_id, fail)
+        except archive.ArchiveError as exc:
+            for line in exc.lines:
+                log("info", line)
+            comp = {".zst": " | zstd --rsyncable --threads=1", ".gz": " | gzip --rsyncable", ".lzo": " | lzop",
+                    "": ""}[self.ext]
+            raise TaskError(f"command 'set -o pipefail && {TAR_FLAGS} '--directory={tmpdir}' ./etc/vzdump/pct.conf "
+                            f"./etc/vzdump/pct.fw '--directory={layout.rootfs_dir(self.root, vmid)}' --anchored "
+                            f"{' '.join(shlex.quote('--exclude=' + e) for e in excludes)} ./{comp} "
+                            f">{tmptar}' failed: exit code 2") from exc
+        log("info", archive.totals_line("written", count, time.time() - t0))
+        os.rename(tmptar, target)
+        return target.stat().st_size
+
+    def _notes_and_protection(self, log: GuestLog, vmid: int, conf: dict[str, Any], target: Path) -> None:
+        template = self.opts.get("notes-template")
+        if template:
+            log("info", "adding notes to backup")
+            try:
+                (target.parent / (target.name + ".notes")).write_text(
+                    render_notes(template, conf.get("hostname", f"CT{vmid}"), self.node, vmid))
+            except ValueError as exc:
+                log("warn", f"unable to add notes - {exc}")
+        if self.opts.get("protected"):
+            log("info", "marking backup as protected")
+            (target.parent / (target.name + ".protected")).touch()
+
+    def _backups_of(self, vmid: int) -> list[dict[str, Any]]:
+        return [b for b in storage.list_backups(self.root, self.sid, vmid) if b.get("subtype") in ("lxc", "unknown")]
+
+    def _check_backup_limit(self, vmid: int) -> None:
+        limit = 0 if self.keep.get("keep-all") else sum(self.keep.values())
+        if limit and not self.remove and not self.opts.get("protected"):
+            count = sum(1 for b in self._backups_of(vmid) if not b.get("protected"))
+            if count >= limit:
+                raise TaskError(f"There is a max backup limit of {limit} enforced by the target storage or the "
+                                "vzdump parameters. Either increase the limit or delete old backups.")
+
+    def _prune(self, log: GuestLog, vmid: int) -> None:
+        log("info", f"prune older backups with retention: {prune.keep_string(self.keep)}")
+        pruned = 0
+        for entry in prune.mark([b for b in self._backups_of(vmid) if "ctime" in b], self.keep):
+            if entry["mark"] != "remove":
+                continue
+            pruned += 1
+            log("info", f"removing backup '{entry['volid']}'")
+            remove_archive(storage.backup_path(self.root, entry["volid"]))
+        extra = " not covered by keep-retention policy" if pruned else ""
+        log("info", f"pruned {pruned} backup(s){extra}")
+
+
+def storage_prune(text: str) -> dict[str, int]:
+    from .schema import parse_prune_backups
+
+    return parse_prune_backups(text)
+
+
+def split_excludes(value: str) -> list[str]:
+    # PVE passes exclude-path lists NUL-separated (repeated form fields).
+    return [p for p in str(value).split("\0") if p]
+
+
+def render_notes(template: str, guestname: str, node: str, vmid: int) -> str:
+    """PVE's notes-template: \\n and \\\\ escapes, {{cluster|guestname|node|vmid}} variables."""
+    def unescape(m: re.Match[str]) -> str:
+        if m.group(1) == "\\":
+            return "\\"
+        if m.group(1) == "n":
+            return "\n"
+        raise ValueError(f"unexpected escape character '{m.group(1)}'")
+
+    text = re.sub(r"\\(.)", unescape, template)
+    values = {"cluster": "", "guestname": guestname, "node": node, "vmid": str(vmid)}
+    text = re.sub(r"\{\{(cluster|guestname|node|vmid)\}\}", lambda m: values[m.group(1)], text)
+    m = re.search(r"\{\{([^\s]+)\}\}", text)
+    if m:
+        raise ValueError(f"unexpected variable name '{m.group(1)}'")
+    return text
+
+
+def remove_archive(path: Path) -> None:
+    """PVE::Storage::archive_remove: refuses protected ones, takes .log and .notes along."""
+    if path.with_name(path.name + ".protected").exists():
+        raise TaskError(f"cannot remove protected archive '{path}'")
+    path.unlink(missing_ok=True)
+    info = storage.archive_info(path.name)
+    if info:
+        (path.parent / info["logfilename"]).unlink(missing_ok=True)
+    path.with_name(path.name + ".notes").unlink(missing_ok=True)
