@@ -297,7 +297,7 @@ class MysqlHook(Hook):
                 why = check_fetched(artifact, local)
                 if why:
                     return RestoreOutcome(artifact.component, False, why, {"sha256": "mismatch"})
-                session = _Session(self.source, tmp)
+                session = _Session(self.source.for_restore(), tmp)
                 if artifact.meta.get("users"):
                     return self._restore_users(session, artifact, local)
                 return self._restore_database(session, artifact, local, options, tmp)
@@ -380,13 +380,20 @@ class MysqlHook(Hook):
             raise SourceError(f"refusing to drop the system database {name}")
         hook = self._for(source)
         with private_dir("restic-orch-mysql-") as tmp:
-            _Session(hook.source, tmp).sql(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
+            _Session(hook.source.for_restore(), tmp).sql(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
 
     def row_counts(self, source: str | MysqlSource | None, database: str) -> dict[str, int]:
         """Exact COUNT(*) of every base table of the database."""
         hook = self._for(source)
         with private_dir("restic-orch-mysql-") as tmp:
             return hook._counts(_Session(hook.source, tmp), database)
+
+    def discard(self, artifact: Artifact, outcome: RestoreOutcome, options: RestoreOptions) -> str:
+        """A drill restored into a drill_ database: drop it."""
+        if not options.target_db or artifact.meta.get("users"):
+            return "nothing to clean up"
+        self.drop_database(None, options.target_db)
+        return f"dropped database {options.target_db}"
 
 
 HOOK = MysqlHook

@@ -238,11 +238,14 @@ class PostgresHook(Hook):
                 runner.run([*client(self.source, "pg_dump"), "-Fc", *self._conn(), f"--snapshot={info['snapshot']}",
                             "-d", _conninfo(database)],
                            env=env, stdout_path=partial, low_priority=True, timeout=self.source.timeout_seconds)
-            # a custom-format archive whose table of contents reads back is complete
             toc = runner.run([*client(self.source, "pg_restore"), "--list"], stdin_path=partial,
                              timeout=self.source.timeout_seconds).stdout
             if not toc.strip():
                 raise SourceError("pg_restore --list read an empty table of contents")
+            # --list only reads the table of contents, which is written first: a file cut short in the
+            # data still passes it. Reading the whole archive (to /dev/null) proves every entry is there.
+            runner.run([*client(self.source, "pg_restore"), "-f", "-"], stdin_path=partial,
+                       stdout_path=Path(os.devnull), low_priority=True, timeout=self.source.timeout_seconds)
             os.replace(partial, path)
         except BaseException:
             remove(partial)
@@ -297,6 +300,11 @@ class PostgresHook(Hook):
         where = f"{self.name}/{target}"
         server = self._server()
         existing = {d["name"] for d in server["databases"] or []}
+        roles = set(self._json("SELECT json_agg(rolname) FROM pg_roles") or [])
+        missing = sorted(set(meta.get("roles") or []) - roles)
+        # an existing but empty database (a fresh `postgres`) is restored into as it is: dropping it
+        # would only cut off whoever is connected to it
+        create = True
         if target in existing:
             objects = self._user_objects(target)
             if objects and not options.force:
@@ -304,10 +312,12 @@ class PostgresHook(Hook):
                                       f"database {target} on postgres source {self.name} exists and is not empty"
                                       f" ({objects} objects): refusing to overwrite it without --force",
                                       restored_to=where)
-            self._drop(target, int(server["num"]), allow_postgres=True)
-        roles = set(self._json("SELECT json_agg(rolname) FROM pg_roles") or [])
-        missing = sorted(set(meta.get("roles") or []) - roles)
-        self._create(target, meta, roles)
+            if objects:
+                self._drop(target, int(server["num"]), allow_postgres=True)
+            else:
+                create = False
+        if create:
+            self._create(target, meta, roles)
         argv = [*client(self.source, "pg_restore"), "--exit-on-error", "--single-transaction", *self._conn(),
                 "-d", _conninfo(target)]
         if missing:
@@ -316,10 +326,12 @@ class PostgresHook(Hook):
         try:
             runner.run(argv, env=self._env(), stdin_path=local, timeout=self.source.timeout_seconds)
         except CommandError as exc:
-            self._drop(target, int(server["num"]), allow_postgres=True)
+            # --single-transaction left nothing behind; a database made for this restore goes away too
+            if create:
+                self._drop(target, int(server["num"]), allow_postgres=True)
             return RestoreOutcome(artifact.component, False,
-                                  f"pg_restore into {target} failed (the database was dropped again): "
-                                  f"{error_text(exc)}", restored_to=where)
+                                  f"pg_restore into {target} failed (nothing was restored): {error_text(exc)}",
+                                  restored_to=where)
         diffs = compare_counts(dict(meta.get("row_counts") or {}), self._counts(target))
         checks: dict[str, Any] = {"row_counts": "ok" if not diffs else diffs,
                                   "owners": "kept" if not missing else {"dropped, roles missing": missing}}
@@ -387,6 +399,13 @@ class PostgresHook(Hook):
     def row_counts(self, source: str | PostgresSource | None, database: str) -> dict[str, int]:
         """Exact count(*) of every table, keyed `schema.table`."""
         return self._for(source)._counts(database)
+
+    def discard(self, artifact: Artifact, outcome: RestoreOutcome, options: RestoreOptions) -> str:
+        """A drill restored into a drill_ database: drop it."""
+        if not options.target_db or artifact.meta.get("globals"):
+            return "nothing to clean up"
+        self.drop_database(None, options.target_db)
+        return f"dropped database {options.target_db}"
 
 
 class _SnapshotSession:

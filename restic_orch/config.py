@@ -126,6 +126,15 @@ class DatabaseSource(Strict):
     exec_prefix: list[str] | None = None
     bin_dir: Path | None = None
     timeout_seconds: int = Field(3600, ge=1)
+    # the backup account is best read-only; restoring needs one that may create databases and users
+    restore_user: str | None = None
+    restore_password_file: Path | None = Field(None, json_schema_extra=SECRET)
+
+    def for_restore(self) -> DatabaseSource:
+        if not self.restore_user:
+            return self
+        return self.model_copy(update={"user": self.restore_user,
+                                       "password_file": self.restore_password_file or self.password_file})
 
     def command_prefix(self) -> list[str]:
         """argv prefix that runs a client inside a container (`pct exec`), or nothing for local clients."""

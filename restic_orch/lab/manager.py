@@ -87,7 +87,8 @@ def write_config(lab_dir: Path, state: dict[str, Any]) -> Path:
     if "mariadb" in svc:
         my = svc["mariadb"]
         sources["mysql"] = [{"name": "mariadb", "host": my["host"], "port": my["port"], "user": my["user"],
-                             "password_file": my["password_file"]}]
+                             "password_file": my["password_file"], "restore_user": "root",
+                             "restore_password_file": my["root_password_file"]}]
     # everything reaches S3 through the proxy, so tests can cut S3 off without losing moto's in-memory data
     endpoint = svc["s3proxy"]["endpoint"] if "s3proxy" in svc else svc.get("s3", {}).get("endpoint")
     if "s3" in svc:

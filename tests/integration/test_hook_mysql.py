@@ -99,6 +99,14 @@ def _by_component(outcome) -> dict[str, Artifact]:
     return {a.component: a for a in outcome.artifacts}
 
 
+def _our_child(entry: Path) -> bool:
+    """A process this test process started (its parent is us): the only kind a test may kill."""
+    try:
+        return entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    except OSError:
+        return False
+
+
 def _files(day: Path) -> list[str]:
     return sorted(str(p.relative_to(day)) for p in day.rglob("*") if p.is_file())
 
@@ -293,14 +301,14 @@ def test_dump_killed_by_a_signal_halfway_leaves_no_artifact(lab, tmp_path):
     def killer() -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            # the customers, order_items and orders tables are written, products is waiting for the lock
-            if partial.exists() and b"Dumping data for table `products`" in partial.read_bytes():
+            # rows are on disk (mariadb-dump buffers its output) and the dump waits for the products lock
+            if partial.exists() and b"INSERT INTO `customers`" in partial.read_bytes():
                 for entry in Path("/proc").iterdir():
                     try:
                         cmd = (entry / "cmdline").read_bytes().split(b"\0")
                     except OSError:
                         continue
-                    if entry.name.isdigit() and cmd[0].endswith(b"mariadb-dump") and b"shop" in cmd:
+                    if _our_child(entry) and cmd[0].endswith(b"mariadb-dump") and b"shop" in cmd:
                         killed.append(partial.read_text())
                         os.kill(int(entry.name), signal.SIGKILL)  # the dump this test started
                         return
@@ -314,7 +322,7 @@ def test_dump_killed_by_a_signal_halfway_leaves_no_artifact(lab, tmp_path):
     finally:
         thread.join()
         holder.join()
-    assert killed and "INSERT INTO `orders`" in killed[0], "the dump was not caught halfway"
+    assert killed and not killed[0].rstrip().endswith("-- Dump completed"), "the dump was not caught halfway"
     assert outcome.artifacts == []
     assert "killed by signal SIGKILL" in outcome.failures[0].message
     assert not _files(day)
@@ -349,3 +357,43 @@ def test_row_counter_on_single_line_extended_inserts(tmp_path):
                      b"INSERT INTO `a` VALUES (1),(2),(3);\nINSERT INTO `a` VALUES (4);\n"
                      b"INSERT INTO `b` VALUES ('x),(y'),('it\\'s (\\\\'),(NULL);\n-- Dump completed\n")
     assert count_dump_rows(dump) == {"a": 4, "b": 3}
+
+
+def test_truncated_dump_is_not_restored_as_good(lab, full_dump):
+    day, outcome = full_dump
+    shop = _by_component(outcome)["db:main/shop"]
+    whole = (day / shop.path).read_bytes()
+    cut = day / "cut.sql"
+    cut.write_bytes(whole[: len(whole) // 2])
+    bad = Artifact("db:main/shop", "mysql", "main", "cut.sql", cut.stat().st_size, sha256_file(cut), dict(shop.meta))
+    result = _admin(lab).restore(bad, _fetch(day, bad), RestoreOptions(target_db="shop_cut"))
+    assert not result.ok
+    assert _sql(lab, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_cut'") == "0"
+
+
+def test_password_with_option_file_metacharacters(lab, tmp_path):
+    password = 'a"b\\c#d e\'f;g\\n ='
+    quoted = password.replace("\\", "\\\\").replace("'", "\\'")
+    _sql(lab, f"CREATE USER 'nasty'@'127.0.0.1' IDENTIFIED BY '{quoted}';"
+              f" GRANT {labdb.BACKUP_GRANTS} ON *.* TO 'nasty'@'127.0.0.1';")
+    secret = write_secret(tmp_path / "nasty-pass", password + "\n")
+    hook = _hook(lab, user="nasty", password_file=str(secret), databases=["shop"], users_and_grants=False)
+    _, outcome = _dump(lab, tmp_path, hook)
+    assert outcome.failures == [] and [a.component for a in outcome.artifacts] == ["db:main/shop"]
+
+
+def test_a_dump_without_its_trailer_is_caught_by_validation(lab, tmp_path):
+    # a mariadb-dump that "succeeds" but delivers a cut file
+    bin_dir = tmp_path / "cutbin"
+    bin_dir.mkdir()
+    (bin_dir / "mariadb").symlink_to(shutil.which("mariadb"))
+    real = shutil.which("mariadb-dump")
+    (bin_dir / "mariadb-dump").write_text(f'#!/bin/sh\ncase "$*" in *--version*|*--help*) exec {real} "$@";; esac\n'
+                                          f'{real} "$@" | head -c 200000\nexit 0\n')
+    (bin_dir / "mariadb-dump").chmod(0o755)
+    hook = _hook(lab, bin_dir=str(bin_dir), databases=["shop", "tricky"], users_and_grants=False)
+    day, outcome = _dump(lab, tmp_path, hook)
+    assert [a.component for a in outcome.artifacts] == ["db:main/tricky"]
+    assert [f.component for f in outcome.failures] == ["db:main/shop"]
+    assert "Dump completed" in outcome.failures[0].message
+    assert _files(day) == ["mysql/main/tricky.sql"]

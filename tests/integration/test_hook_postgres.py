@@ -78,6 +78,14 @@ def _by_component(outcome) -> dict[str, Artifact]:
     return {a.component: a for a in outcome.artifacts}
 
 
+def _our_child(entry: Path) -> bool:
+    """A process this test process started (its parent is us): the only kind a test may kill."""
+    try:
+        return entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    except OSError:
+        return False
+
+
 def _files(day: Path) -> list[str]:
     return sorted(str(p.relative_to(day)) for p in day.rglob("*") if p.is_file())
 
@@ -302,7 +310,7 @@ def test_dump_killed_by_a_signal_halfway_leaves_no_artifact(lab, bigdb, tmp_path
                         cmd = (entry / "cmdline").read_bytes().split(b"\0")
                     except OSError:
                         continue
-                    if entry.name.isdigit() and cmd[0].endswith(b"pg_dump") and any(b"bigdb" in c for c in cmd):
+                    if _our_child(entry) and cmd[0].endswith(b"pg_dump") and any(b"bigdb" in c for c in cmd):
                         os.kill(int(entry.name), signal.SIGKILL)  # the dump this test started
                         killed.append(int(entry.name))
                         return
@@ -356,3 +364,40 @@ def test_client_older_than_server_is_refused(lab, tmp_path):
     message = outcome.failures[0].message
     assert "14.11" in message and "15.18" in message and "older" in message
 
+
+
+def test_restore_into_an_existing_empty_database_and_a_failed_restore(lab, full_dump):
+    day, outcome = full_dump
+    arts = _by_component(outcome)
+    hook = _hook(lab)
+    # `postgres` exists and holds nothing: restored into as it is (no drop, no cut-off sessions)
+    pg = arts["db:main/postgres"]
+    result = hook.restore(pg, _fetch(day, pg), RestoreOptions())
+    assert result.ok and result.restored_to == "main/postgres", result
+    # a truncated archive (its manifest entry matching, as if the dump had been cut short unnoticed)
+    whole = (day / arts["db:main/appdb"].path).read_bytes()
+    cut = day / "cut.dump"
+    cut.write_bytes(whole[: len(whole) // 2])
+    bad = Artifact("db:main/appdb", "postgres", "main", "cut.dump", cut.stat().st_size, sha256_file(cut),
+                   dict(arts["db:main/appdb"].meta))
+    result = hook.restore(bad, _fetch(day, bad), RestoreOptions(target_db="appdb_cut"))
+    assert not result.ok and "pg_restore" in result.message
+    assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'appdb_cut'") == "0"
+
+
+def test_a_dump_cut_short_with_exit_code_zero_is_caught_by_validation(lab, bigdb, tmp_path):
+    # a pg_dump that "succeeds" but delivers half an archive (a full disk behind a pipe, a buggy wrapper)
+    bin_dir = tmp_path / "cutbin"
+    bin_dir.mkdir()
+    for name in ("psql", "pg_dumpall", "pg_restore"):
+        (bin_dir / name).symlink_to(Path(lab["bin_dir"]) / name)
+    real = Path(lab["bin_dir"]) / "pg_dump"
+    (bin_dir / "pg_dump").write_text(f'#!/bin/sh\n[ "$1" = --version ] && exec {real} --version\n'
+                                     f'{real} "$@" | head -c 3000000\nexit 0\n')
+    (bin_dir / "pg_dump").chmod(0o755)
+    hook = _hook(lab, bin_dir=str(bin_dir), databases=[bigdb, "inventory"], globals=False)
+    day, outcome = _dump(lab, tmp_path, hook)
+    assert [a.component for a in outcome.artifacts] == ["db:main/inventory"]
+    assert [f.component for f in outcome.failures] == ["db:main/bigdb"]
+    assert "pg_restore" in outcome.failures[0].message
+    assert _files(day) == ["postgres/main/inventory.dump"]

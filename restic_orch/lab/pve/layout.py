@@ -31,7 +31,7 @@ FAULT_KEYS = frozenset({
 
 
 def node_file(root: Path) -> Path:
-    return root / "node.json"
+    return Path(root) / "node.json"
 
 
 def load_node(root: Path) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def write_atomic(path: Path, text: str) -> None:
 def read_faults(root: Path) -> dict[str, Any]:
     """Fault switches; read on every request so a test in another process can flip them."""
     try:
-        data = json.loads((root / "faults.json").read_text())
+        data = json.loads((Path(root) / "faults.json").read_text())
     except (FileNotFoundError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -63,7 +63,7 @@ def write_faults(root: Path, **faults: Any) -> None:
     unknown = set(faults) - FAULT_KEYS
     if unknown:
         raise ValueError(f"unknown fault keys: {sorted(unknown)}")
-    write_atomic(root / "faults.json", json.dumps(faults, indent=2, sort_keys=True) + "\n")
+    write_atomic(Path(root) / "faults.json", json.dumps(faults, indent=2, sort_keys=True) + "\n")
 
 
 def storages(root: Path) -> dict[str, dict[str, Any]]:
@@ -77,11 +77,11 @@ def storage_path(root: Path, scfg: dict[str, Any]) -> Path:
 
 def dump_dir(root: Path, storage: str = "local") -> Path:
     """The backup directory of a dir storage (PVE: <path>/dump)."""
-    return storage_path(root, storages(root)[storage]) / "dump"
+    return storage_path(Path(root), storages(root)[storage]) / "dump"
 
 
 def ct_dir(root: Path, vmid: int) -> Path:
-    return root / "lxc" / str(vmid)
+    return Path(root) / "lxc" / str(vmid)
 
 
 def rootfs_dir(root: Path, vmid: int) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import archive, containers, layout, pctconf, prune, storage
 from .errors import ParamError, TaskError, TaskExit
-from .schema import BOOL, NODE, STORAGE_OPT, Prop, schema, split_list
+from .schema import BOOL, NODE, STORAGE_OPT, Prop, parse_prune_backups, schema, split_list
 from .tasks import Worker
 
 SCHEMA = schema({
@@ -179,7 +179,8 @@ class Job:
         try:
             scfg = storage.config(self.root, sid)
         except TaskError as exc:
-            errors += [f"could not activate storage '{sid}': {exc}", f"could not get storage information for '{sid}': {exc}"]
+            errors += [f"could not activate storage '{sid}': {exc}",
+                       f"could not get storage information for '{sid}': {exc}"]
             scfg = {}
         if scfg and "backup" not in layout.content_set(scfg):
             errors.append(f"could not get storage information for '{sid}': can't use storage '{sid}' for backups"
@@ -189,7 +190,7 @@ class Job:
         self.sid, self.scfg = sid, scfg
         self.dumpdir = layout.storage_path(self.root, scfg) / "dump"
         keep = self.opts.get("prune-backups") or scfg.get("prune-backups") or "keep-all=1"
-        self.keep = storage_prune(keep)
+        self.keep = parse_prune_backups(keep)
         self.remove = int(self.opts.get("remove", 1)) and not self.keep.get("keep-all")
         self.ext = archive.EXTENSIONS[str(self.opts.get("compress", "0"))]
         if not archive.tool_available(self.ext):
@@ -299,7 +300,7 @@ class Job:
             self._notes_and_protection(log, vmid, conf, target)
             if self.remove:
                 self._prune(log, vmid)
-        except TaskError as exc:
+        except (TaskError, OSError) as exc:
             err = str(exc)
         if cleanup.get("unlock"):
             try:
@@ -311,7 +312,8 @@ class Job:
         if cleanup.get("restart"):
             log("info", "restarting vm")
             containers.set_running(self.root, vmid, True)
-            log("info", f"guest is online again after {int(time.time() - stopped_at)} seconds")
+            delay = time.time() - stopped_at
+            log("info", f"guest is online again after {'<1' if delay < 1 else int(delay)} seconds")
         for leftover in (tmptar,):
             if leftover and leftover.exists():
                 leftover.unlink()
@@ -420,12 +422,6 @@ class Job:
             remove_archive(storage.backup_path(self.root, entry["volid"]))
         extra = " not covered by keep-retention policy" if pruned else ""
         log("info", f"pruned {pruned} backup(s){extra}")
-
-
-def storage_prune(text: str) -> dict[str, int]:
-    from .schema import parse_prune_backups
-
-    return parse_prune_backups(text)
 
 
 def split_excludes(value: str) -> list[str]:

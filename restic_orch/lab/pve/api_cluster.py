@@ -1,0 +1,92 @@
+"""/version, /nodes, /cluster/resources and /storage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any
+
+from . import containers, layout, storage
+from .app import Ctx, Router
+from .schema import NODE, STORAGE, Prop, schema
+
+VERSION = {"version": "8.3.2", "release": "8.3", "repoid": "3e76eec21c4a14a7"}
+STORAGE_TYPES = ("btrfs", "cephfs", "cifs", "dir", "esxi", "glusterfs", "iscsi", "iscsidirect", "lvm", "lvmthin",
+                 "nfs", "pbs", "rbd", "zfs", "zfspool")
+
+
+def _meminfo() -> tuple[int, int]:
+    try:
+        info = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines())
+        total = int(info["MemTotal"].split()[0]) * 1024
+        return total, total - int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 16 * 1024**3, 4 * 1024**3
+
+
+def node_entry(ctx: Ctx) -> dict[str, Any]:
+    total, used = _meminfo()
+    disk = shutil.disk_usage(ctx.root)
+    return {"id": f"node/{ctx.node}", "type": "node", "node": ctx.node, "status": "online", "level": "",
+            "cpu": round(os.getloadavg()[0] / (os.cpu_count() or 1), 4), "maxcpu": os.cpu_count() or 1,
+            "mem": used, "maxmem": total, "disk": disk.total - disk.free, "maxdisk": disk.total,
+            "uptime": int(time.time() - ctx.started), "ssl_fingerprint": ctx.fingerprint}
+
+
+def version(ctx: Ctx, p: dict[str, Any]) -> Any:
+    return dict(VERSION)
+
+
+def nodes(ctx: Ctx, p: dict[str, Any]) -> Any:
+    return [node_entry(ctx)]
+
+
+def node_index(ctx: Ctx, p: dict[str, Any]) -> Any:
+    return [{"name": n} for n in ("lxc", "storage", "tasks", "vzdump", "status", "version")]
+
+
+def resources(ctx: Ctx, p: dict[str, Any]) -> Any:
+    kind = p.get("type")
+    res: list[dict[str, Any]] = []
+    if kind in (None, "vm"):
+        for vmid in layout.list_vmids(ctx.root):
+            st = containers.vmstatus(ctx.root, vmid, ctx.node)
+            entry = {"id": f"lxc/{vmid}", "type": "lxc", "vmid": vmid, "name": st["name"], "node": ctx.node,
+                     "status": st["status"], "maxcpu": st["cpus"], "maxmem": st["maxmem"], "maxdisk": st["maxdisk"],
+                     "cpu": st["cpu"], "mem": st["mem"], "disk": st["disk"], "uptime": st["uptime"],
+                     "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0, "template": st.get("template", 0)}
+            for key in ("lock", "tags"):
+                if key in st:
+                    entry[key] = st[key]
+            res.append(entry)
+    if kind in (None, "node"):
+        node = node_entry(ctx)
+        node.pop("ssl_fingerprint")
+        node["cgroup-mode"] = 2
+        res.append(node)
+    if kind in (None, "storage"):
+        for sid, scfg in sorted(layout.storages(ctx.root).items()):
+            st = storage.status(ctx.root, sid, scfg)
+            res.append({"id": f"storage/{ctx.node}/{sid}", "type": "storage", "storage": sid, "node": ctx.node,
+                        "status": "available", "plugintype": scfg["type"], "content": st["content"],
+                        "shared": 0, "disk": st["used"], "maxdisk": st["total"]})
+    return res
+
+
+def storage_index(ctx: Ctx, p: dict[str, Any]) -> Any:
+    items = sorted(layout.storages(ctx.root).items())
+    return [storage.api_config(ctx.root, sid, s) for sid, s in items if p.get("type") in (None, s["type"])]
+
+
+def storage_read(ctx: Ctx, p: dict[str, Any]) -> Any:
+    return storage.api_config(ctx.root, p["storage"], storage.config(ctx.root, p["storage"]))
+
+
+def register(router: Router) -> None:
+    router.add("GET", "/version", schema({}), version)
+    router.add("GET", "/nodes", schema({}), nodes)
+    router.add("GET", "/nodes/{node}", schema({"node": NODE}), node_index)
+    router.add("GET", "/cluster/resources", schema({"type": Prop(enum=("vm", "storage", "node", "sdn"))}), resources)
+    router.add("GET", "/storage", schema({"type": Prop(enum=STORAGE_TYPES)}), storage_index)
+    router.add("GET", "/storage/{storage}", schema({"storage": STORAGE}), storage_read)

@@ -1,0 +1,227 @@
+"""POST /nodes/{node}/lxc with restore=1: the vzrestore task, after PVE::API2::LXC and LXC::Create."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import archive, containers, layout, pctconf, storage
+from .errors import ParamError, TaskError
+from .schema import BOOL, NODE, STORAGE_OPT, VMID, Prop, schema
+from .tasks import Worker
+
+_CT_PROPS: dict[str, Prop] = {
+    "arch": Prop(enum=("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64")),
+    "cmode": Prop(enum=("shell", "console", "tty")),
+    "console": BOOL, "cores": Prop(type="integer", minimum=1, maximum=8192),
+    "cpulimit": Prop(type="number", minimum=0, maximum=8192),
+    "cpuunits": Prop(type="integer", minimum=0, maximum=500000),
+    "debug": BOOL, "description": Prop(max_length=8192), "features": Prop(), "hookscript": Prop(),
+    "hostname": Prop(format="dns-name", max_length=255), "memory": Prop(type="integer", minimum=16),
+    "nameserver": Prop(), "onboot": BOOL,
+    "ostype": Prop(enum=("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux", "alpine",
+                         "gentoo", "nixos", "unmanaged")),
+    "protection": BOOL, "rootfs": Prop(), "searchdomain": Prop(), "startup": Prop(),
+    "swap": Prop(type="integer", minimum=0), "tags": Prop(), "template": BOOL, "timezone": Prop(),
+    "tty": Prop(type="integer", minimum=0, maximum=6), "unprivileged": BOOL,
+}
+
+SCHEMA = schema({
+    "node": NODE, "vmid": VMID, "ostemplate": Prop(optional=False, max_length=255),
+    "password": Prop(min_length=5), "storage": STORAGE_OPT, "force": BOOL, "restore": BOOL,
+    "unique": Prop(type="boolean", requires="restore"), "pool": Prop(), "ignore-unpack-errors": BOOL,
+    "ssh-public-keys": Prop(), "bwlimit": Prop(type="number", minimum=0), "start": BOOL, "ha-managed": BOOL,
+    **_CT_PROPS,
+}, patterns=((r"net\d+", Prop()), (r"mp\d+", Prop()), (r"unused\d+", Prop()), (r"dev\d+", Prop())))
+
+# Keys never taken over from the backed-up config (PVE's sanitize_and_merge_config).
+_NOT_RESTORED = ("digest", "rootfs", "snapshots", "unprivileged", "parent", "template", "lock")
+
+
+def start(root: Path, node: str, user: str, tasks: Any, p: dict[str, Any]) -> str:
+    vmid = int(p["vmid"])
+    restore = bool(p.get("restore"))
+    force = bool(p.get("force"))
+    same_exists = containers.exists(root, vmid)
+    if not restore:
+        raise TaskError("unable to create CT {vmid} - this fake node only supports restoring backups")
+    if not (same_exists and force):
+        if same_exists:
+            raise TaskError(f"CT {vmid} already exists on node '{node}'")
+    else:
+        if containers.is_running(root, vmid):
+            raise TaskError("can't overwrite running container")
+        if containers.load(root, vmid, node).get("protection") == "1":
+            raise TaskError(f"unable to restore CT {vmid} - protection mode enabled")
+    archive_volid = p["ostemplate"]
+    if archive_volid == "-":
+        raise TaskError("pipe requires cli environment")
+    if ":" not in archive_volid:
+        if user != "root@pam":
+            # PVE dies without a newline here, so Perl appends the source location.
+            raise TaskError("Only root can pass arbitrary filesystem paths. "
+                            "at /usr/share/perl5/PVE/Storage.pm line 613.")
+        raise TaskError("restoring from absolute paths is not supported by the fake node")
+    vtype, _volname, _owner = storage.parse_volname(root, archive_volid)
+    if vtype != "backup":
+        raise TaskError(f"unable to use volume {archive_volid} - content type needs to be 'backup'")
+    target_sid = p.get("storage", "local")
+    scfg = storage.config(root, target_sid)
+    if "rootdir" not in layout.content_set(scfg):
+        raise ParamError({"storage": f"storage '{target_sid}' does not support container directories"})
+    with containers.config_lock(root, vmid):
+        if same_exists:
+            try:
+                containers.check_lock(containers.load(root, vmid, node))
+            except TaskError as exc:
+                raise TaskError(f"unable to restore CT {vmid} - {exc}") from None
+            containers.set_lock(root, vmid, node, "create")
+        else:
+            containers.write(root, vmid, {"lock": "create"})
+            containers.set_running(root, vmid, False)
+    job = RestoreJob(root, node, user, tasks, p, vmid, archive_volid, target_sid, same_exists)
+    return tasks.spawn("vzrestore", str(vmid), user, job.run)
+
+
+class RestoreJob:
+    def __init__(self, root: Path, node: str, user: str, tasks: Any, p: dict[str, Any], vmid: int, volid: str,
+                 sid: str, same_exists: bool) -> None:
+        self.root, self.node, self.user, self.tasks, self.p = root, node, user, tasks, p
+        self.vmid, self.volid, self.sid, self.same_exists = vmid, volid, sid, same_exists
+        # Existing CT: until its volumes are touched a failure only drops the 'create' lock.
+        self.destroy_config_on_error = not same_exists
+
+    def run(self, w: Worker) -> None:
+        try:
+            self._restore(w)
+        except (TaskError, archive.ArchiveError, OSError) as exc:
+            if self.destroy_config_on_error:
+                containers.destroy(self.root, self.vmid)
+            else:
+                try:
+                    containers.remove_lock(self.root, self.vmid, self.node, "create")
+                except TaskError:
+                    pass
+            raise TaskError(f"unable to restore CT {self.vmid} - {exc}") from exc
+        if self.p.get("start"):
+            from .api_lxc import spawn_start
+
+            spawn_start(self.root, self.node, self.user, self.tasks, self.vmid)
+
+    def _restore(self, w: Worker) -> None:
+        root, vmid = self.root, self.vmid
+        faults = layout.read_faults(root)
+        if containers.is_running(root, vmid):
+            raise TaskError("can't overwrite running container")
+        w.print(f"recovering backed-up configuration from '{self.volid}'")
+        path = storage.backup_path(root, self.volid)
+        raw, _member = archive.read_config(path)
+        orig = pctconf.parse(raw)
+        orig_rootfs = pctconf.parse_mountpoint(orig.get("rootfs", ""))
+        if not orig_rootfs.get("volume"):
+            raise TaskError("rootfs configuration could not be recovered, please check and specify manually!")
+        if not orig_rootfs.get("size"):
+            raise TaskError("unable to detect disk size - please specify rootfs (size)")
+        w.sleep(float(faults.get("task_delay_seconds", 0)))
+        old_conf = containers.load(root, vmid, self.node)
+        self.destroy_config_on_error = True
+        scfg = storage.config(root, self.sid)
+        taken = {storage.parse_volume_id(pctconf.parse_mountpoint(old_conf.get("rootfs", "x:"))["volume"])[1]} \
+            if old_conf.get("rootfs") else set()
+        volname = containers.new_subvol_name(root, scfg, vmid, taken)
+        conf: dict[str, Any] = {k: str(v) for k, v in self.p.items()
+                                if (k in _CT_PROPS or re.fullmatch(r"net\d+", k)) and k != "rootfs"}
+        unpriv = self.p.get("unprivileged", orig.get("unprivileged"))
+        if unpriv is not None:
+            conf["unprivileged"] = str(unpriv)
+        conf["rootfs"] = pctconf.print_mountpoint({"volume": f"{self.sid}:{volname}", "size": orig_rootfs["size"]})
+        staging = layout.ct_dir(root, vmid) / "rootfs.restoring"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        shift = 100000 if conf.get("unprivileged") == "1" and os.geteuid() == 0 else 0
+        fail = faults.get("restore_fail")
+        w.print(f"restoring '{self.volid}' now..")
+        w.print(f"extracting archive '{path}'")
+        t0 = time.time()
+        try:
+            count = archive.extract(path, staging, lambda m: _shift_member(m, shift, fail))
+        except archive.ArchiveError as exc:
+            for line in exc.lines:
+                w.print(line)
+            shutil.rmtree(staging, ignore_errors=True)
+            comp = {".zst": " --zstd", ".gz": " -z", ".lzo": " --lzop", "": ""}[archive.archive_ext(path)]
+            raise TaskError(f"command 'lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- tar xpf -{comp} "
+                            "--totals --one-file-system -p --sparse --numeric-owner --acls --xattrs "
+                            "'--xattrs-include=user.*' '--xattrs-include=security.capability' "
+                            f"'--warning=no-file-ignored' '--warning=no-xattr-write' -C {staging} --skip-old-files "
+                            "--anchored --exclude './dev/*'' failed: exit code 2") from exc
+        w.print(archive.totals_line("read", count, time.time() - t0))
+        # Swap in the new rootfs only now: the old volumes are destroyed after the new exist.
+        rootfs = layout.rootfs_dir(root, vmid)
+        shutil.rmtree(rootfs, ignore_errors=True)
+        os.rename(staging, rootfs)
+        conf["arch"] = conf.get("arch") or _detect_arch(w, rootfs)
+        w.print("merging backed-up and given configuration..")
+        self._merge(conf, orig, rootfs)
+        conf.setdefault("hostname", f"CT{vmid}")
+        conf.setdefault("memory", "512")
+        conf.setdefault("swap", "512")
+        containers.write(root, vmid, conf)
+        containers.set_running(root, vmid, False)
+
+    def _merge(self, conf: dict[str, Any], orig: dict[str, Any], rootfs: Path) -> None:
+        for key, value in orig.items():
+            if key in _NOT_RESTORED or re.fullmatch(r"(mp|unused)\d+", key):
+                continue
+            if key == "lxc":
+                continue  # raw lxc keys are only restored for root@pam
+            if self.p.get("unique") and key.startswith("net"):
+                net = pctconf.parse_network(value)
+                net["hwaddr"] = "BC:24:11:" + ":".join(f"{random.randrange(256):02X}" for _ in range(3))  # noqa: S311
+                conf[key] = pctconf.print_network(net)
+                continue
+            conf.setdefault(key, value)
+        (rootfs / "etc/vzdump/pct.conf").unlink(missing_ok=True)
+        fw = rootfs / "etc/vzdump/pct.fw"
+        # Like PVE: an empty pct.fw stays behind in the container, a non-empty one is moved.
+        if fw.is_file() and not fw.is_symlink() and fw.stat().st_size:
+            shutil.copyfile(fw, layout.ct_dir(self.root, self.vmid) / "firewall.fw")
+            fw.unlink()
+
+
+def _shift_member(member: tarfile.TarInfo, shift: int, fail: str | None) -> tarfile.TarInfo | None:
+    name = member.name[2:] if member.name.startswith("./") else member.name
+    if name.startswith("dev/") and name != "dev/":
+        return None  # --exclude './dev/*'
+    if fail and member.isreg() and not name.startswith("etc/vzdump/"):
+        raise archive.ArchiveError(fail, [f"tar: ./{name}: Cannot write: {fail}",
+                                          "tar: Exiting with failure status due to previous errors"])
+    if shift and member.uid < 65536:
+        member = member.replace(uid=member.uid + shift, gid=member.gid + shift, deep=False)
+    return member
+
+
+def _detect_arch(w: Worker, rootfs: Path) -> str:
+    """PVE::LXC::Create::detect_architecture, reading the ELF header of /bin/sh."""
+    machines = {0x03: "i386", 0x3E: "amd64", 0x28: "armhf", 0xB7: "arm64"}
+    path = rootfs / "bin/sh"
+    try:
+        real = os.path.realpath(path)
+        if not real.startswith(os.path.realpath(rootfs)):
+            real = os.path.realpath(rootfs / "usr/bin/sh")
+        data = Path(real).read_bytes()[:20]
+        if data[:4] != b"\x7fELF":
+            raise ValueError("'/bin/sh' does not resolve to an ELF!")
+        arch = machines[int.from_bytes(data[18:20], "little")]
+    except (OSError, ValueError, KeyError) as exc:
+        w.print(f"Architecture detection failed: {exc}\nFalling back to amd64.\n"
+                "Use `pct set VMID --arch ARCH` to change.")
+        return "amd64"
+    w.print(f"Detected container architecture: {arch}")
+    return arch
