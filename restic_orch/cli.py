@@ -146,9 +146,10 @@ def backup_cmd(obj: Ctx, only: str | None, dry_run: bool) -> None:
         the_plan = pipeline.plan(config, kinds)
         obj.emit({"dry_run": True, "plan": the_plan.describe()}, "\n".join(the_plan.describe()))
         return
-    run_log, handler = logs.open_run_log(config.log_dir, new_run_id())
+    run_id = new_run_id()
+    run_log, handler = logs.open_run_log(config.log_dir, run_id)
     try:
-        summary = pipeline.run_backup(config, only=kinds, log_file=run_log)
+        summary = pipeline.run_backup(config, only=kinds, log_file=run_log, run_id=run_id)
     except Busy as exc:
         fail(str(exc))
     finally:

@@ -201,10 +201,10 @@ def _copy_offsite(config: Config, local: restic.Repo, offsite: restic.Repo, summ
 
 
 def run_backup(config: Config, *, only: set[str] | None = None, when: datetime | None = None,
-               log_file: Path | None = None) -> RunSummary:
+               log_file: Path | None = None, run_id: str | None = None) -> RunSummary:
     """The nightly job. Returns the summary; its exit_code is 0, 1 or 3."""
     now = when or datetime.now(UTC)
-    summary = RunSummary("backup", new_run_id(), config.host, now.isoformat(timespec="seconds"),
+    summary = RunSummary("backup", run_id or new_run_id(), config.host, now.isoformat(timespec="seconds"),
                          log_file=str(log_file or ""))
     lock = RunLock(config.state_dir, f"backup {summary.run_id}")
     lock.acquire()

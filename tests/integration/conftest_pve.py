@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ class FakePve:
     port: int
     proc: subprocess.Popen[str]
     node: str = "pve1"
-    _faults: dict[str, Any] = field(default_factory=dict)
 
     def api(self, token_value: str | None = None, token_name: str = TOKEN_NAME) -> ProxmoxAPI:
         return ProxmoxAPI(self.host, port=self.port, user=TOKEN_USER, token_name=token_name,

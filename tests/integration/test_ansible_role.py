@@ -62,15 +62,17 @@ def _system_python() -> str:
     return sys.executable
 
 
-def run_playbook(root: Path, role_vars: dict, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+def run_playbook(root: Path, role_vars: dict, *extra: str,
+                 vars_files: tuple[Path, ...] = ()) -> tuple[subprocess.CompletedProcess, dict]:
     vars_file = root / "role-vars.json"
     vars_file.write_text(json.dumps(role_vars, indent=2))
+    all_vars_files = json.dumps([str(p) for p in (*vars_files, vars_file)])
     playbook = root / "playbook.yml"
     playbook.write_text(
         "- name: Apply the backup role to a confined root\n"
         "  hosts: localhost\n"
         "  gather_facts: false\n"
-        f"  vars_files: [{json.dumps(str(vars_file))}]\n"
+        f"  vars_files: {all_vars_files}\n"
         "  roles:\n"
         f"    - role: {json.dumps(str(ROLE))}\n"
     )
@@ -225,7 +227,7 @@ def test_deployed_config_passes_the_schema(deployed):
     v = deployed["vars"]
     cfg = _load_with_schema(deployed["venv"], deployed["config"])
     assert cfg["repositories"]["local"]["url"] == v["backup_local_repository"]
-    assert cfg["repositories"]["local"]["retention"]["keep_daily"] == 7
+    assert cfg["repositories"]["local"]["retention"]["keep_within_daily"] == "7d"
     assert cfg["repositories"]["offsite"] is None
     assert cfg["sources"]["proxmox"] is None
     assert cfg["sources"]["ansible_vault"]["paths"] == v["backup_ansible_vault_paths"]
@@ -324,7 +326,7 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
     assert not [s for s in every_secret if s in text]
     cfg = _load_with_schema(deployed["venv"], config)
     assert cfg["repositories"]["offsite"]["env_file"] == str(secret_dir / "offsite-s3.env")
-    assert cfg["repositories"]["offsite"]["retention"]["keep_daily"] == 30
+    assert cfg["repositories"]["offsite"]["retention"]["keep_within_daily"] == "30d"
     assert cfg["sources"]["proxmox"]["token_file"] == str(secret_dir / "pve-token")
     assert cfg["sources"]["postgres"][0]["password_file"] == str(secret_dir / "postgres-main.pass")
     assert cfg["sources"]["mysql"][0]["databases"] == ["wiki", "cloud"]
@@ -352,6 +354,32 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
     assert "OnCalendar=*-*-* 03:00:00" in timer
     assert "Persistent=true" in timer
     assert "OnCalendar=Sun *-*-* 05:00:00" in (units / "restic-orch-check.timer").read_text().splitlines()
+
+
+def test_example_group_vars_give_a_valid_config(deployed, tmp_path):
+    """The documented inventory example (vars.yml + the vault example) renders a config the schema accepts."""
+    group_vars = REPO / "ansible/inventory/group_vars/proxmox"
+    vault = tmp_path / "vault.yml"
+    shutil.copy(group_vars / "vault.yml.example", vault)
+    root = tmp_path / "root"
+    for sub in ("run/lock", "etc/cron.d", "etc/logrotate.d", "etc/systemd/system"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    role_vars = {
+        **confined_paths(root),
+        "backup_venv_dir": str(deployed["venv"]),
+        "backup_install_package": False,
+        "backup_manage_packages": False,
+        "backup_validate_config": CLI,
+        "backup_init_repositories": False,
+    }
+    _, recap = run_playbook(root, role_vars, vars_files=(group_vars / "vars.yml", vault))
+    assert recap["failed"] == 0
+    cfg = _load_with_schema(deployed["venv"], root / "etc/restic-orch/config.yml")
+    assert cfg["repositories"]["offsite"]["url"].startswith("s3:https://s3.gra.io.cloud.ovh.net/")
+    assert cfg["sources"]["proxmox"]["user"] == "backup@pve"
+    assert [s["name"] for s in cfg["sources"]["postgres"]] == ["main"]
+    assert cfg["sources"]["terraform_state"]["bucket"] == "infra-oldevops-tfstate"
+    assert "0 3 * * * root flock -n" in (root / "etc/cron.d/restic-orch").read_text()
 
 
 def test_ansible_lint_production_profile_passes():

@@ -16,7 +16,6 @@ import signal
 import stat
 import subprocess
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -258,7 +257,7 @@ def test_suspend_fallback_on_dir_storage(pve: FakePve, api):
     i = log.index("INFO: mode failure - some volumes do not support snapshots")
     assert log[i + 1:i + 3] == ["INFO: trying 'suspend' mode instead", "INFO: backup mode: suspend"]
     assert "INFO: suspending guest" in log and "INFO: resuming guest" in log
-    assert "INFO: guest is online again after 1 seconds" in log
+    assert any(re.fullmatch(r"INFO: guest is online again after [1-9]\d* seconds", line) for line in log)
     assert any(line.startswith("INFO: starting first sync /proc/") for line in log)
     assert newest_backup(api, 105)["format"] == "tar.gz"
 
@@ -291,6 +290,20 @@ def test_vzdump_write_failure(pve: FakePve, api):
     assert "lock" not in api.lxc(104).config.get()
 
 
+def test_stopping_a_running_backup(pve: FakePve, api):
+    pve.faults(task_delay_seconds=20)
+    upid = api.vzdump.post(vmid="103,104", storage="local")
+    while api.lxc(103).config.get().get("lock") != "backup":
+        time.sleep(0.05)
+    assert api.tasks(upid).delete() is None
+    status, log = run_task(pve, upid)
+    assert status["exitstatus"] == "interrupted by signal"
+    assert "ERROR: Backup of VM 103 failed - interrupted by signal" in log
+    assert "ERROR: Backup job failed - interrupted by signal" in log
+    assert not any("VM 104" in line for line in log)
+    assert "lock" not in api.lxc(103).config.get()
+
+
 def test_locked_container_fails_until_unlocked(pve: FakePve, api):
     set_lock(pve.root, 104, "backup")  # what a crashed backup leaves behind
     status, log = run_task(pve, api.vzdump.post(vmid="104", storage="local"))
@@ -315,12 +328,17 @@ def test_global_vzdump_lock(pve: FakePve, api):
     status, log = run_task(pve, api.vzdump.post(vmid="101", storage="local", lockwait=0))
     assert log == [f"ERROR: can't acquire lock '{lockfile}' (wait = 0)"]
 
-    # A real flock held by another process: the job waits, then proceeds.
-    pve.faults(minute_seconds=5)
-    holder = lockfile.open("a")
-    fcntl.flock(holder, fcntl.LOCK_EX)
-    threading.Timer(0.7, holder.close).start()
-    status, log = run_task(pve, api.vzdump.post(vmid="101", storage="local", lockwait=1))
+    # A real flock held by someone else: the job waits, and proceeds once it is released.
+    pve.faults(minute_seconds=20)
+    with lockfile.open("a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        upid = api.vzdump.post(vmid="101", storage="local", lockwait=1)
+        deadline = time.monotonic() + 10
+        while "INFO: trying to get global lock - waiting..." not in pve.task_log(upid):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert api.tasks(upid).status.get()["status"] == "running"
+    status, log = run_task(pve, upid)
     assert status["exitstatus"] == "OK"
     assert log[:2] == ["INFO: trying to get global lock - waiting...", "INFO: got global lock"]
 
@@ -342,6 +360,13 @@ def test_vzdump_parameter_errors(api, params, errors):
         api.vzdump.post(**params)
     assert (exc.value.status_code, exc.value.content, exc.value.errors) == (
         400, "Parameter verification failed.", errors)
+
+
+def test_notes_template_warning_ends_task_with_warnings(pve: FakePve, api):
+    status, log = run_task(pve, api.vzdump.post(vmid="103", storage="local", **{"notes-template": "{{bogus}}"}))
+    assert status["exitstatus"] == "WARNINGS: 1" and log[-1] == "TASK WARNINGS: 1"
+    assert "WARN: unable to add notes - unexpected variable name 'bogus'" in log
+    assert "notes" not in newest_backup(api, 103)
 
 
 def test_storage_content_delete_and_protection(pve: FakePve, api):
@@ -415,6 +440,7 @@ def test_restore_into_new_vmid_equals_original(pve: FakePve, api):
 
 
 def test_restore_refusals(pve: FakePve, api):
+    run_task(pve, api.vzdump.post(vmid="101", storage="local"))
     volid = newest_backup(api, 101)["volid"]
     cases = [
         (dict(vmid=101, storage="local-zfs"), 500, "CT 101 already exists on node 'pve1'", None),
@@ -513,4 +539,5 @@ def test_crash_leaves_lock_and_api_down(tmp_path: Path):
         assert "lock" not in api.lxc(101).config.get()
     finally:
         server.stop()
+    assert server.proc.returncode == 0  # SIGTERM shuts down cleanly
     assert json.loads((root / "node.json").read_text())["node"] == NODE

@@ -1,11 +1,11 @@
-"""/nodes/{node}/lxc...: list, config, status, power actions, destroy, restore and vzdump."""
+"""/nodes/{node}/lxc...: list, config, status, power actions, destroy and restore."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from . import containers, layout, pctconf, restore, vzdump
+from . import containers, layout, pctconf, restore
 from .app import Ctx, Router
 from .errors import ParamError, TaskError
 from .schema import BOOL, NODE, VMID, Prop, schema
@@ -129,20 +129,6 @@ def ct_create(ctx: Ctx, p: dict[str, Any]) -> Any:
     return restore.start(ctx.root, ctx.node, ctx.user, ctx.tasks, p)
 
 
-def node_vzdump(ctx: Ctx, p: dict[str, Any]) -> Any:
-    return vzdump.start(ctx.root, ctx.node, ctx.user, ctx.tasks, p)
-
-
-def vzdump_defaults(ctx: Ctx, p: dict[str, Any]) -> Any:
-    sid = p.get("storage", "local")
-    res: dict[str, Any] = {"storage": sid, "mode": "snapshot", "compress": "0", "remove": 1, "lockwait": 180,
-                           "stopwait": 10, "ionice": 7, "stdexcludes": 1, "prune-backups": "keep-all=1"}
-    scfg = layout.storages(ctx.root).get(sid)
-    if scfg and scfg.get("prune-backups"):
-        res["prune-backups"] = scfg["prune-backups"]
-    return res
-
-
 def register(router: Router) -> None:
     base = "/nodes/{node}/lxc"
     router.add("GET", base, schema({"node": NODE}), ct_list)
@@ -158,6 +144,3 @@ def register(router: Router) -> None:
                                                                "overrule-shutdown": BOOL}), ct_stop)
     router.add("POST", f"{base}/{{vmid}}/status/shutdown", schema({
         **NV, "timeout": Prop(type="integer", minimum=0), "forceStop": BOOL}), ct_shutdown)
-    router.add("POST", "/nodes/{node}/vzdump", vzdump.SCHEMA, node_vzdump)
-    router.add("GET", "/nodes/{node}/vzdump/defaults", schema({"node": NODE, "storage": Prop(format="pve-storage-id")}),
-               vzdump_defaults)

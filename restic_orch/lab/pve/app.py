@@ -86,9 +86,9 @@ class Router:
 
 
 def build_router() -> Router:
-    from . import api_cluster, api_lxc, api_storage, api_tasks
+    from . import api_cluster, api_lxc, api_storage, api_tasks, api_vzdump
 
     router = Router()
-    for module in (api_cluster, api_lxc, api_storage, api_tasks):
+    for module in (api_cluster, api_lxc, api_storage, api_tasks, api_vzdump):
         module.register(router)
     return router

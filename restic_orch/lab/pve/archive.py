@@ -61,6 +61,10 @@ class _Counter(io.RawIOBase):
         return data
 
 
+def compressor_name(ext: str) -> str:
+    return _COMPRESS[ext][0]
+
+
 def tool_available(ext: str) -> bool:
     return not ext or shutil.which(_COMPRESS[ext][0]) is not None
 

@@ -1,4 +1,4 @@
-"""POST /nodes/{node}/vzdump and its worker, after PVE::API2::VZDump, PVE::VZDump, VZDump::LXC."""
+"""The vzdump worker: one backup job over several guests, after PVE::VZDump and PVE::VZDump::LXC."""
 
 from __future__ import annotations
 
@@ -12,97 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from . import archive, containers, layout, pctconf, prune, storage
-from .errors import ParamError, TaskError, TaskExit
-from .schema import BOOL, NODE, STORAGE_OPT, Prop, parse_prune_backups, schema, split_list
+from .errors import TaskError, TaskExit
+from .schema import parse_prune_backups
 from .tasks import Worker
 
-SCHEMA = schema({
-    "node": NODE,
-    "vmid": Prop(format="pve-vmid-list"),
-    "all": BOOL,
-    "stdexcludes": BOOL,
-    "compress": Prop(enum=("0", "1", "gzip", "lzo", "zstd")),
-    "pigz": Prop(type="integer"),
-    "zstd": Prop(type="integer"),
-    "quiet": BOOL,
-    "mode": Prop(enum=("snapshot", "suspend", "stop")),
-    "exclude": Prop(format="pve-vmid-list"),
-    "exclude-path": Prop(),
-    "mailto": Prop(),
-    "mailnotification": Prop(enum=("always", "failure")),
-    "notification-mode": Prop(enum=("auto", "legacy-sendmail", "notification-system")),
-    "notification-policy": Prop(enum=("always", "failure", "never")),
-    "notification-target": Prop(format="pve-configid"),
-    "tmpdir": Prop(),
-    "dumpdir": Prop(),
-    "script": Prop(),
-    "storage": STORAGE_OPT,
-    "stop": BOOL,
-    "bwlimit": Prop(type="integer", minimum=0),
-    "ionice": Prop(type="integer", minimum=0, maximum=8),
-    "performance": Prop(),
-    "lockwait": Prop(type="integer", minimum=0),
-    "stopwait": Prop(type="integer", minimum=0),
-    "maxfiles": Prop(type="integer", minimum=1),
-    "prune-backups": Prop(format="prune-backups"),
-    "remove": BOOL,
-    "pool": Prop(),
-    "notes-template": Prop(requires="storage", max_length=1024),
-    "protected": Prop(type="boolean", requires="storage"),
-    "fleecing": Prop(),
-    "pbs-change-detection-mode": Prop(enum=("legacy", "data", "metadata")),
-    "stdout": BOOL,
-})
-
-ROOT_ONLY = ("maxfiles", "prune-backups", "tmpdir", "dumpdir", "script", "bwlimit", "ionice")
 STD_EXCLUDES = ["./tmp/?*", "./var/tmp/?*", "./var/run/?*.pid"]
 TAR_FLAGS = ("tar cpf - --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs "
              "'--xattrs-include=user.*' '--xattrs-include=security.capability' '--warning=no-file-ignored' "
              "'--warning=no-xattr-write' --one-file-system '--warning=no-file-ignored'")
-
-
-def command_line(p: dict[str, Any]) -> str:
-    """PVE::VZDump::Common::command_line: 'vzdump 101 102 --mode snapshot ...'."""
-    cmd = "vzdump"
-    if p.get("vmid"):
-        cmd += " " + " ".join(split_list(str(p["vmid"])))
-    for key, value in p.items():
-        if key in ("vmid", "stdout") or value is None or value == "":
-            continue
-        cmd += f" --{key} {shlex.quote(str(value))}"
-    return cmd
-
-
-def start(root: Path, node: str, user: str, tasks: Any, p: dict[str, Any]) -> str:
-    """The synchronous part of the API call: parameter checks, then fork the worker."""
-    if p.get("stdout"):
-        raise ParamError({"stdout": "option is only allowed on the command line interface."})
-    for key in ROOT_ONLY:
-        if key in p and user != "root@pam":
-            raise ParamError({key: "Only root may set this option."})
-    for other in ("all", "exclude", "pool"):
-        if p.get(other) and p.get("vmid"):
-            raise ParamError({other: "option conflicts with option 'vmid'"})
-    if "\n" in str(p.get("notes-template", "")):
-        raise ParamError({"notes-template": "contains a line feed"})
-    if p.get("exclude") is not None and not p.get("pool"):
-        p["all"] = 1
-    if not (p.get("all") or p.get("stop") or p.get("pool")) and not p.get("vmid"):
-        raise ParamError({"vmid": "property is missing"})
-    if p.get("pool"):
-        raise TaskError(f"pool '{p['pool']}' does not exist")
-    if p.get("vmid"):
-        vmids = sorted(int(v) for v in split_list(str(p["vmid"])))
-    elif p.get("all"):
-        excluded = {int(v) for v in split_list(str(p.get("exclude", "")))}
-        vmids = [v for v in layout.list_vmids(root) if v not in excluded]
-    else:
-        vmids = []
-    if not vmids and not p.get("all"):
-        return "OK"
-    cmdline = command_line(p)
-    job = Job(root, node, p, vmids, cmdline)
-    return tasks.spawn("vzdump", str(vmids[0]) if len(vmids) == 1 else "", user, job.run)
 
 
 def _format_time(seconds: float) -> str:
@@ -194,15 +111,19 @@ class Job:
         self.remove = int(self.opts.get("remove", 1)) and not self.keep.get("keep-all")
         self.ext = archive.EXTENSIONS[str(self.opts.get("compress", "0"))]
         if not archive.tool_available(self.ext):
-            raise TaskError(f"unable to find command '{'lzop' if self.ext == '.lzo' else self.ext}'")
+            raise TaskError(f"unable to find command '{archive.compressor_name(self.ext)}'")
         lock_fh = self._getlock(w)
         errcount = 0
         try:
             (layout.run_dir(self.root) / "vzdump.pid").write_text(str(w.upid))
             w.info(f"starting new backup job: {self.cmdline}")
-            for vmid in self.vmids:
-                if not self._backup_guest(w, vmid):
-                    errcount += 1
+            try:
+                for vmid in self.vmids:
+                    if not self._backup_guest(w, vmid):
+                        errcount += 1
+            except TaskError as exc:
+                w.err(f"Backup job failed - {exc}")
+                raise
             w.info("Backup job finished with errors" if errcount else "Backup job finished successfully")
         finally:
             lock_fh.close()
@@ -234,11 +155,15 @@ class Job:
         w.info("trying to get global lock - waiting...")
         minute = float(layout.read_faults(self.root).get("minute_seconds", 60))
         deadline = time.monotonic() + maxwait * minute
-        while time.monotonic() < deadline:
-            w.sleep(0.05)
-            if try_lock():
-                w.info("got global lock")
-                return fh
+        try:
+            while time.monotonic() < deadline:
+                w.sleep(0.05)  # raises when the task is stopped via the API
+                if try_lock():
+                    w.info("got global lock")
+                    return fh
+        except TaskError:
+            fh.close()
+            raise
         fh.close()
         w.err(f"can't acquire lock '{self.lockfile}' - got timeout")
         raise TaskExit
@@ -327,6 +252,8 @@ class Job:
             log("info", "Backup finished at " + time.strftime("%Y-%m-%d %H:%M:%S"), to_file=False)
         if logfile is not None:
             logfile.write_text("\n".join(log.lines) + "\n")
+        if err == "interrupted by signal":
+            raise TaskError(err)  # a stopped task aborts the whole job, like PVE
         return err is None
 
     def _prepare(self, log: GuestLog, conf: dict[str, Any]) -> None:

@@ -1,0 +1,119 @@
+"""POST /nodes/{node}/vzdump: parameter checks like PVE::API2::VZDump, then the worker task."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from . import layout
+from .app import Ctx, Router
+from .errors import ParamError, TaskError
+from .schema import BOOL, NODE, STORAGE_OPT, Prop, schema, split_list
+from .tasks import TaskManager
+from .vzdump import Job
+
+SCHEMA = schema({
+    "node": NODE,
+    "vmid": Prop(format="pve-vmid-list"),
+    "all": BOOL,
+    "stdexcludes": BOOL,
+    "compress": Prop(enum=("0", "1", "gzip", "lzo", "zstd")),
+    "pigz": Prop(type="integer"),
+    "zstd": Prop(type="integer"),
+    "quiet": BOOL,
+    "mode": Prop(enum=("snapshot", "suspend", "stop")),
+    "exclude": Prop(format="pve-vmid-list"),
+    "exclude-path": Prop(),
+    "mailto": Prop(),
+    "mailnotification": Prop(enum=("always", "failure")),
+    "notification-mode": Prop(enum=("auto", "legacy-sendmail", "notification-system")),
+    "notification-policy": Prop(enum=("always", "failure", "never")),
+    "notification-target": Prop(format="pve-configid"),
+    "tmpdir": Prop(),
+    "dumpdir": Prop(),
+    "script": Prop(),
+    "storage": STORAGE_OPT,
+    "stop": BOOL,
+    "bwlimit": Prop(type="integer", minimum=0),
+    "ionice": Prop(type="integer", minimum=0, maximum=8),
+    "performance": Prop(),
+    "lockwait": Prop(type="integer", minimum=0),
+    "stopwait": Prop(type="integer", minimum=0),
+    "maxfiles": Prop(type="integer", minimum=1),
+    "prune-backups": Prop(format="prune-backups"),
+    "remove": BOOL,
+    "pool": Prop(),
+    "notes-template": Prop(requires="storage", max_length=1024),
+    "protected": Prop(type="boolean", requires="storage"),
+    "fleecing": Prop(),
+    "pbs-change-detection-mode": Prop(enum=("legacy", "data", "metadata")),
+    "stdout": BOOL,
+})
+
+ROOT_ONLY = ("maxfiles", "prune-backups", "tmpdir", "dumpdir", "script", "bwlimit", "ionice")
+
+
+def command_line(p: dict[str, Any]) -> str:
+    """PVE::VZDump::Common::command_line: 'vzdump 101 102 --mode snapshot ...'."""
+    cmd = "vzdump"
+    if p.get("vmid"):
+        cmd += " " + " ".join(split_list(str(p["vmid"])))
+    for key, value in p.items():
+        if key in ("vmid", "stdout") or value is None or value == "":
+            continue
+        cmd += f" --{key} {shlex.quote(str(value))}"
+    return cmd
+
+
+def start(root: Path, node: str, user: str, tasks: TaskManager, p: dict[str, Any]) -> str:
+    """The synchronous part of the API call: parameter checks, then fork the worker."""
+    if p.get("stdout"):
+        raise ParamError({"stdout": "option is only allowed on the command line interface."})
+    for key in ROOT_ONLY:
+        if key in p and user != "root@pam":
+            raise ParamError({key: "Only root may set this option."})
+    for other in ("all", "exclude", "pool"):
+        if p.get(other) and p.get("vmid"):
+            raise ParamError({other: "option conflicts with option 'vmid'"})
+    if "\n" in str(p.get("notes-template", "")):
+        raise ParamError({"notes-template": "contains a line feed"})
+    if p.get("exclude") is not None and not p.get("pool"):
+        p["all"] = 1
+    if not (p.get("all") or p.get("stop") or p.get("pool")) and not p.get("vmid"):
+        raise ParamError({"vmid": "property is missing"})
+    if p.get("pool"):
+        raise TaskError(f"pool '{p['pool']}' does not exist")
+    if p.get("vmid"):
+        vmids = sorted(int(v) for v in split_list(str(p["vmid"])))
+    elif p.get("all"):
+        excluded = {int(v) for v in split_list(str(p.get("exclude", "")))}
+        vmids = [v for v in layout.list_vmids(root) if v not in excluded]
+    else:
+        vmids = []
+    if not vmids and not p.get("all"):
+        return "OK"
+    cmdline = command_line(p)
+    job = Job(root, node, p, vmids, cmdline)
+    return tasks.spawn("vzdump", str(vmids[0]) if len(vmids) == 1 else "", user, job.run)
+
+
+
+def node_vzdump(ctx: Ctx, p: dict[str, Any]) -> Any:
+    return start(ctx.root, ctx.node, ctx.user, ctx.tasks, p)
+
+
+def vzdump_defaults(ctx: Ctx, p: dict[str, Any]) -> Any:
+    sid = p.get("storage", "local")
+    res: dict[str, Any] = {"storage": sid, "mode": "snapshot", "compress": "0", "remove": 1, "lockwait": 180,
+                           "stopwait": 10, "ionice": 7, "stdexcludes": 1, "prune-backups": "keep-all=1"}
+    scfg = layout.storages(ctx.root).get(sid)
+    if scfg and scfg.get("prune-backups"):
+        res["prune-backups"] = scfg["prune-backups"]
+    return res
+
+
+def register(router: Router) -> None:
+    router.add("POST", "/nodes/{node}/vzdump", SCHEMA, node_vzdump)
+    router.add("GET", "/nodes/{node}/vzdump/defaults", schema({"node": NODE, "storage": Prop(format="pve-storage-id")}),
+               vzdump_defaults)
