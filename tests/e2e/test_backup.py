@@ -15,7 +15,7 @@ import pytest
 
 from restic_orch.lab import manager
 from restic_orch.repos import open_all
-from tests.conftest import CLI, restic_orch, run_json
+from tests.clihelp import CLI, restic_orch, run_json
 
 pytestmark = pytest.mark.e2e
 

@@ -134,8 +134,19 @@ def deployed(tmp_path_factory):
     subprocess.run([ANSIBLE_VAULT, "encrypt", "--vault-password-file", pw_file, vault_file],
                    check=True, capture_output=True, timeout=60)
 
+    # a frozen copy of the project: the role packs whatever it is given, and a checkout being edited
+    # between the two runs would rightly make the second one reinstall
+    source = root / "src-snapshot"
+    source.mkdir()
+    for entry in ("pyproject.toml", "README.md", "LICENSE", "restic_orch", "hooks"):
+        if (REPO / entry).is_dir():
+            shutil.copytree(REPO / entry, source / entry, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif (REPO / entry).exists():
+            shutil.copy2(REPO / entry, source / entry)
+
     role_vars = {
         **confined_paths(root),
+        "backup_package_source": str(source),
         "backup_manage_packages": False,
         "backup_python": _system_python(),
         "backup_restic_password": RESTIC_PASSWORD,
