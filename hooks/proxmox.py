@@ -257,13 +257,17 @@ class ProxmoxHook(Hook):
                      if str(expected.get(k)) != str(restored.get(k))}
             checks: dict[str, Any] = {"config": "ok" if not diffs else diffs, "sha256": True}
             started = False
-            if meta.get("status") == "running" and not options.drill:
+            # a copy beside the original keeps its static IP: starting it would clash on the network
+            beside = vmid != int(meta["vmid"])
+            if beside and meta.get("status") == "running":
+                checks["started"] = "not started: restored beside the original (same IP address)"
+            if meta.get("status") == "running" and not options.drill and not beside:
                 upid = self._call(f"start CT {vmid}", self.api.nodes(self.node).lxc(vmid).status.start.post)
                 start_status, _ = self.wait_task(upid, 300)
                 started = start_status == "OK"
                 checks["started"] = started
             message = f"CT {vmid} restored on {self.node} from {name}" + (" and started" if started else "")
-            ok = not diffs and (started or meta.get("status") != "running" or options.drill)
+            ok = not diffs and (started or meta.get("status") != "running" or options.drill or beside)
             return RestoreOutcome(component, ok, message, checks, restored_to=f"CT {vmid}")
         except (PveError, OSError) as exc:
             return RestoreOutcome(component, False, str(exc))

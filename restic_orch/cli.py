@@ -48,6 +48,17 @@ class Ctx:
             click.echo(human)
 
 
+def _record(config: Config, summary: Any) -> None:
+    """Summary file, metrics and notifications for commands other than backup (which does its own)."""
+    from . import notify
+    from .report import save_summary, write_metrics
+
+    save_summary(config.state_dir, summary)
+    if config.monitoring.textfile_dir:
+        write_metrics(config.monitoring.textfile_dir, config.state_dir)
+    notify.finished(config, summary)
+
+
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     raise SystemExit(code)
@@ -115,9 +126,13 @@ def init_cmd(obj: Ctx) -> None:
             if repo.exists():
                 result[name] = "exists"
                 continue
-            source = repos.get("local") if name == "offsite" and "local" in repos else None
+            # either repository can give its chunker parameters to the other, so copies deduplicate
+            other = repos.get("offsite" if name == "local" else "local")
+            source = other if other is not None and result.get(other.name) == "exists" else None
+            if source is None and other is not None and name == "local" and other.exists():
+                source = other
             repo.init(copy_chunker_from=source)
-            result[name] = "created"
+            result[name] = "created" + (f" (chunker parameters of {source.name})" if source else "")
     except restic.ResticError as exc:
         fail(str(exc))
     obj.emit({"repositories": result}, "\n".join(f"{k}: {v}" for k, v in result.items()))
@@ -189,12 +204,18 @@ def snapshots_cmd(obj: Ctx, repo_name: str | None) -> None:
 @click.pass_obj
 def check_cmd(obj: Ctx, repo_name: str | None, read_data_subset: str | None) -> None:
     """Check the repositories' integrity (restic check); exit 1 when a problem is found."""
+    from .lock import RunLock
     from .repos import open_all
 
     config = obj.config()
     repos = open_all(config)
     results: dict[str, Any] = {}
     worst = EXIT_OK
+    lock = RunLock(config.state_dir, "check")
+    try:
+        lock.acquire()
+    except Busy as exc:
+        fail(str(exc))
     for name, repo in repos.items():
         if repo_name and name != repo_name:
             continue
@@ -205,6 +226,16 @@ def check_cmd(obj: Ctx, repo_name: str | None, read_data_subset: str | None) -> 
             results[name] = {"ok": False, "output": str(exc)}
         if not results[name]["ok"]:
             worst = EXIT_FAILURE
+    lock.release()
+    from .report import RunSummary, new_run_id
+
+    summary = RunSummary("check", new_run_id(), config.host, "")
+    summary.extra["repositories"] = results
+    for name, res in results.items():
+        if not res["ok"]:
+            summary.fail("check", name, res["output"][-500:])
+    summary.finish("failure" if worst else "success")
+    _record(config, summary)
     human = "\n".join(f"{n}: {'ok' if r['ok'] else 'PROBLEMS FOUND'}" +
                       ("" if r["ok"] else "\n" + r["output"][-2000:]) for n, r in results.items())
     obj.emit({"repositories": results}, human)
@@ -342,7 +373,7 @@ def restore_cmd(obj: Ctx, snapshot: str | None, from_repo: str | None, only: str
     from .browse import locate
     from .lock import RunLock
     from .render import restore_table
-    from .report import new_run_id, save_summary
+    from .report import new_run_id
     from .repos import ad_hoc
     from .restore import execute, plan_steps
 
@@ -406,7 +437,7 @@ def restore_cmd(obj: Ctx, snapshot: str | None, from_repo: str | None, only: str
 
         summary = RunSummary("restore", run_id, config.host, "", log_file=str(run_log))
         summary = execute(config, located, steps, options, confirm=confirm, summary=summary)
-        save_summary(config.state_dir, summary)
+        _record(config, summary)
     finally:
         logs.close_run_log(handler)
         lock.release()
@@ -429,7 +460,7 @@ def drill_cmd(obj: Ctx, scenario: str, from_repo: str | None, snapshot: str, rep
     from . import drill
     from .browse import locate
     from .lock import RunLock
-    from .report import RunSummary, new_run_id, save_summary
+    from .report import RunSummary, new_run_id
 
     config, repo = _repo_for(obj, from_repo)
     lock = RunLock(config.state_dir, f"drill {scenario}")
@@ -447,7 +478,7 @@ def drill_cmd(obj: Ctx, scenario: str, from_repo: str | None, snapshot: str, rep
         logs.close_run_log(handler)
         paths = drill.write_report(report, report_dir or config.drill.report_dir, run_log, lab=lab_note)
         summary.extra["report_files"] = [str(p) for p in paths]
-        save_summary(config.state_dir, summary)
+        _record(config, summary)
     except SelectionError as exc:
         fail(str(exc), EXIT_USAGE)
     except restic.ResticError as exc:

@@ -59,7 +59,8 @@ class Repository(Strict):
     password_file: Path = Field(json_schema_extra=SECRET)
     env_file: Path | None = Field(None, json_schema_extra=SECRET)
     options: dict[str, str] = Field(default_factory=dict)
-    retention: Retention
+    # null: never forget here (an append-only offsite key cannot delete; prune from a trusted host instead)
+    retention: Retention | None
     prune_every_days: int = Field(0, ge=0)
     compression: Literal["auto", "off", "max"] = "auto"
     upload_limit_kib: int | None = Field(None, ge=1)

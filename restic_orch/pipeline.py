@@ -17,10 +17,10 @@ from typing import Any
 from restic_orch.hooks import build_hooks
 from restic_orch.hooks.base import DumpContext, Hook
 
-from . import __version__, restic, runner, staging, userhooks
+from . import __version__, notify, restic, runner, staging, userhooks
 from .config import Config, redacted
 from .lock import RunLock
-from .report import RunSummary, new_run_id, save_summary, write_metrics
+from .report import RunSummary, load_repositories, new_run_id, remember_repositories, save_summary, write_metrics
 from .repos import open_all
 
 log = logging.getLogger("restic_orch.pipeline")
@@ -80,10 +80,11 @@ def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSum
         started = time.monotonic()
         try:
             if not repo.exists():
-                known = _known_repos(config)
+                known = load_repositories(config.state_dir)
                 if name in known:
                     # it held our snapshots before: silently starting a new empty one would hide the loss
-                    raise restic.RepoNotFound(f"repository has disappeared (it held snapshot {known[name]});"
+                    raise restic.RepoNotFound(f"repository has disappeared (it held snapshot"
+                                              f" {known[name].get('snapshot')});"
                                               " refusing to create a new empty one: investigate, then run"
                                               " `restic-orch init` to re-create it deliberately", repo=name)
                 if not config.auto_init:
@@ -98,19 +99,6 @@ def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSum
             summary.phase(f"open:{name}", started, False, str(exc))
             summary.fail("repository", name, str(exc))
     return usable
-
-
-def _known_repos(config: Config) -> dict[str, str]:
-    try:
-        return json.loads((config.state_dir / "repositories.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
-def _remember_repos(config: Config, snapshots: dict[str, str]) -> None:
-    known = _known_repos(config)
-    known.update(snapshots)
-    (config.state_dir / "repositories.json").write_text(json.dumps(known, indent=2) + "\n")
 
 
 def _run_hooks(hooks: list[Hook], ctx: DumpContext, summary: RunSummary, manifest: dict[str, Any]) -> None:
@@ -159,6 +147,9 @@ def apply_retention(config: Config, repos: dict[str, restic.Repo], summary: RunS
                     dry_run: bool = False) -> None:
     for name, repo in repos.items():
         settings = getattr(config.repositories, name)
+        if settings.retention is None:
+            summary.retention[name] = {"skipped": "no retention configured (append-only repository)"}
+            continue
         started = time.monotonic()
         try:
             groups = repo.forget(settings.retention.restic_args(), host=config.host, tags=[TAG], dry_run=dry_run)
@@ -209,6 +200,7 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
     lock = RunLock(config.state_dir, f"backup {summary.run_id}")
     lock.acquire()
     restore_signals = _install_signal_handlers()
+    notify.started(config, summary)
     day: Path | None = None
     snapshot_saved = False
     try:
@@ -293,10 +285,12 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
 def _finalise(config: Config, summary: RunSummary) -> None:
     try:
         if summary.snapshots:
-            _remember_repos(config, summary.snapshots)
+            counts = {name: r["kept"] for name, r in summary.retention.items() if "kept" in r}
+            remember_repositories(config.state_dir, summary.snapshots, counts)
         save_summary(config.state_dir, summary)
         if config.monitoring.textfile_dir:
-            write_metrics(config.monitoring.textfile_dir, summary, {})
+            write_metrics(config.monitoring.textfile_dir, config.state_dir)
+        notify.finished(config, summary)
         hook_dir = "post-backup.d" if summary.status == "success" else "on-failure.d"
         userhooks.run_parts(config, hook_dir, summary)
     except Exception:  # reporting must never hide the run's own result

@@ -102,35 +102,73 @@ def load_last(state_dir: Path, command: str = "backup") -> dict[str, Any] | None
         return None
 
 
-def write_metrics(textfile_dir: Path, summary: RunSummary, snapshot_counts: dict[str, int]) -> Path:
-    """node_exporter textfile collector format; written atomically so a scrape never sees half a file."""
-    status_code = {"success": 0, "partial": 2, "failure": 1}[summary.status]
-    now = int(time.time())
-    lines = [
-        "# HELP restic_orch_last_run_status 0 success, 1 failure, 2 partial",
-        "# TYPE restic_orch_last_run_status gauge",
-        f'restic_orch_last_run_status{{command="{summary.command}"}} {status_code}',
-        "# HELP restic_orch_last_run_timestamp_seconds end of the last run",
-        "# TYPE restic_orch_last_run_timestamp_seconds gauge",
-        f'restic_orch_last_run_timestamp_seconds{{command="{summary.command}"}} {now}',
-        "# HELP restic_orch_last_run_duration_seconds wall time of the last run",
-        "# TYPE restic_orch_last_run_duration_seconds gauge",
-        f'restic_orch_last_run_duration_seconds{{command="{summary.command}"}} {summary.duration_seconds}',
-        "# HELP restic_orch_bytes_staged bytes written to staging by the pre-hooks",
-        "# TYPE restic_orch_bytes_staged gauge",
-        f"restic_orch_bytes_staged {summary.bytes_staged}",
-    ]
-    lines += ["# HELP restic_orch_data_added_bytes bytes restic added to the repository",
-              "# TYPE restic_orch_data_added_bytes gauge"]
-    lines += [f'restic_orch_data_added_bytes{{repo="{r}"}} {v}' for r, v in summary.data_added.items()]
-    lines += ["# HELP restic_orch_last_success_timestamp_seconds newest snapshot saved by a run",
-              "# TYPE restic_orch_last_success_timestamp_seconds gauge"]
-    lines += [f'restic_orch_last_success_timestamp_seconds{{repo="{r}"}} {now}' for r in summary.snapshots]
-    lines += ["# HELP restic_orch_snapshots number of restic-orch snapshots in the repository",
-              "# TYPE restic_orch_snapshots gauge"]
-    lines += [f'restic_orch_snapshots{{repo="{r}"}} {n}' for r, n in snapshot_counts.items()]
-    lines += ["# HELP restic_orch_failures sources that failed in the last run",
-              "# TYPE restic_orch_failures gauge", f"restic_orch_failures {len(summary.failures)}"]
+def _gauge(lines: list[str], name: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    lines += [f"{name}{labels} {value}" for labels, value in samples]
+
+
+def write_metrics(textfile_dir: Path, state_dir: Path) -> Path:
+    """node_exporter textfile collector format, rebuilt from the state files after every command.
+
+    Built from state (not from the run that just ended) so a failed run never hides the age of the last good one.
+    """
+    now = time.time()
+    status_code = {"success": 0, "failure": 1, "partial": 2}
+    lines: list[str] = []
+    runs = {cmd: load_last(state_dir, cmd) for cmd in ("backup", "drill", "check")}
+    for cmd, run in runs.items():
+        if not run:
+            continue
+        label = f'{{command="{cmd}"}}'
+        finished = run.get("finished") or ""
+        try:
+            ts = datetime.fromisoformat(finished).timestamp()
+        except ValueError:
+            ts = 0
+        _gauge(lines, "restic_orch_last_run_status", "0 success, 1 failure, 2 partial",
+               [(label, status_code.get(run.get("status", "failure"), 1))])
+        _gauge(lines, "restic_orch_last_run_timestamp_seconds", "end of the last run", [(label, int(ts))])
+        _gauge(lines, "restic_orch_last_run_duration_seconds", "wall time of the last run",
+               [(label, run.get("duration_seconds", 0))])
+    backup = runs.get("backup") or {}
+    _gauge(lines, "restic_orch_bytes_staged", "bytes written to staging by the last backup's pre-hooks",
+           [("", backup.get("bytes_staged", 0))])
+    _gauge(lines, "restic_orch_data_added_bytes", "bytes restic added to the repository in the last backup",
+           [(f'{{repo="{r}"}}', v) for r, v in (backup.get("data_added") or {}).items()])
+    _gauge(lines, "restic_orch_failures", "sources or steps that failed in the last backup",
+           [("", len(backup.get("failures") or []))])
+    known = load_repositories(state_dir)
+    _gauge(lines, "restic_orch_last_success_timestamp_seconds", "time of the newest snapshot a run saved",
+           [(f'{{repo="{r}"}}', int(v.get("time", 0))) for r, v in known.items()])
+    _gauge(lines, "restic_orch_rpo_age_seconds", "age of the newest snapshot a run saved",
+           [(f'{{repo="{r}"}}', int(now - v.get("time", 0))) for r, v in known.items()])
+    _gauge(lines, "restic_orch_snapshots", "restic-orch snapshots in the repository after the last run",
+           [(f'{{repo="{r}"}}', v["count"]) for r, v in known.items() if "count" in v])
+    drill = runs.get("drill") or {}
+    if drill:
+        report = (drill.get("extra") or {}).get("report") or {}
+        _gauge(lines, "restic_orch_last_drill_passed", "1 when the last restore drill passed",
+               [("", 1 if report.get("passed") else 0)])
+        if report.get("rto"):
+            _gauge(lines, "restic_orch_last_drill_rto_seconds", "measured RTO of the last drill",
+                   [("", report["rto"]["seconds"])])
     path = Path(textfile_dir) / "restic_orch.prom"
     _write_private(path, "\n".join(lines) + "\n", mode=0o644)
     return path
+
+
+def load_repositories(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """What we know of each repository: the newest snapshot a run saved there and when."""
+    try:
+        data = json.loads((state_dir / "repositories.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    # the first format kept only the snapshot id
+    return {k: (v if isinstance(v, dict) else {"snapshot": v, "time": 0}) for k, v in data.items()}
+
+
+def remember_repositories(state_dir: Path, snapshots: dict[str, str], counts: dict[str, int]) -> None:
+    known = load_repositories(state_dir)
+    for name, snap in snapshots.items():
+        known[name] = {"snapshot": snap, "time": time.time(), **({"count": counts[name]} if name in counts else {})}
+    _write_private(state_dir / "repositories.json", json.dumps(known, indent=2) + "\n")

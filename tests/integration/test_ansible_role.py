@@ -62,8 +62,8 @@ def _system_python() -> str:
     return sys.executable
 
 
-def run_playbook(root: Path, role_vars: dict, *extra: str,
-                 vars_files: tuple[Path, ...] = ()) -> tuple[subprocess.CompletedProcess, dict]:
+def run_playbook(root: Path, role_vars: dict, *extra: str, vars_files: tuple[Path, ...] = (),
+                 expect_success: bool = True) -> tuple[subprocess.CompletedProcess, dict]:
     vars_file = root / "role-vars.json"
     vars_file.write_text(json.dumps(role_vars, indent=2))
     all_vars_files = json.dumps([str(p) for p in (*vars_files, vars_file)])
@@ -92,7 +92,9 @@ def run_playbook(root: Path, role_vars: dict, *extra: str,
         cwd=root, env=env, capture_output=True, text=True, timeout=240,
     )
     recaps = RECAP.findall(proc.stdout)
-    assert proc.returncode == 0 and recaps, f"ansible-playbook failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert recaps, f"no PLAY RECAP:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert (proc.returncode == 0) == expect_success, (
+        f"ansible-playbook exit {proc.returncode}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
     ok, changed, unreachable, failed = (int(x) for x in recaps[-1])
     return proc, {"ok": ok, "changed": changed, "unreachable": unreachable, "failed": failed}
 
@@ -391,6 +393,26 @@ def test_example_group_vars_give_a_valid_config(deployed, tmp_path):
     assert [s["name"] for s in cfg["sources"]["postgres"]] == ["main"]
     assert cfg["sources"]["terraform_state"]["bucket"] == "infra-oldevops-tfstate"
     assert "0 3 * * * root flock -n" in (root / "etc/cron.d/restic-orch").read_text()
+
+
+def test_missing_secret_is_named_never_shown(tmp_path):
+    """An enabled feature without its vault variable stops the role before it touches the host."""
+    role_vars = {
+        **confined_paths(tmp_path),
+        "backup_manage_packages": False,
+        "backup_restic_password": "a-password-that-must-not-show-9f8e",
+        "backup_proxmox_enabled": True,
+        "backup_proxmox_token_secret": "",
+        "backup_offsite_enabled": True,
+        "backup_offsite_repository": "s3:https://s3.gra.io.cloud.ovh.net/b/restic",
+        "backup_offsite_s3_access_key_id": "AKIA-NOT-SHOWN-1234",
+    }
+    proc, recap = run_playbook(tmp_path, role_vars, "-v", expect_success=False)
+    assert recap["failed"] == 1 and recap["changed"] == 0
+    assert "backup_offsite_s3_secret_access_key, backup_proxmox_token_secret" in proc.stdout
+    assert "a-password-that-must-not-show-9f8e" not in proc.stdout + proc.stderr
+    assert "AKIA-NOT-SHOWN-1234" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "etc/restic-orch").exists()
 
 
 def test_ansible_lint_production_profile_passes():
