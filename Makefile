@@ -5,7 +5,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 LAB ?= .lab
 CONFIG ?= $(or $(RESTIC_ORCH_CONFIG),/etc/restic-orch/config.yml)
-APT_PACKAGES := restic postgresql mariadb-server mariadb-client cron zstd borgbackup util-linux
 PYTEST_ARGS ?=
 
 .PHONY: setup apt venv test lint demo backup restore drill bench clean lab-up lab-down
@@ -22,6 +21,7 @@ apt:
 	command -v crontab >/dev/null || missing="$$missing cron"; \
 	command -v zstd >/dev/null || missing="$$missing zstd"; \
 	command -v borg >/dev/null || missing="$$missing borgbackup"; \
+	command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || missing="$$missing logrotate"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

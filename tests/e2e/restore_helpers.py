@@ -6,8 +6,10 @@ never what restic-orch says about it, so a test comparing them fails when the re
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -15,10 +17,13 @@ from typing import Any
 
 from proxmoxer import ProxmoxAPI
 
+from restic_orch.config import Config, load_config
 from restic_orch.lab import pve
 from restic_orch.lab.mariadb import mariadb_sql
 from restic_orch.lab.postgres import psql
+from restic_orch.lab.pve.vzdump import STD_EXCLUDES
 from restic_orch.lab.s3 import s3_client
+from tests.clihelp import restic_orch
 
 PG_DATABASES = ("inventory", "appdb")
 MARIADB_DATABASES = ("blog", "shop")
@@ -26,9 +31,31 @@ VMIDS = (101, 102, 103, 104)
 # Written into the archive by vzdump and consumed by the restore (PVE leaves an empty pct.fw and the
 # directory behind): not part of what the container held before its backup.
 VZDUMP_LEFTOVERS = ("etc/vzdump",)
+# vzdump's standard excludes (./tmp/?*, ./var/tmp/?*, ./var/run/?*.pid): never in a backup, by design
+NOT_BACKED_UP = tuple(STD_EXCLUDES)
 
 
 # ---------------------------------------------------------------- lab handles
+def clean_repos(lab: dict) -> Config:
+    """What the `fresh_repos` fixture does (for a module-wide backup): empty local and offsite repositories,
+    staging and state cleared."""
+    config = load_config(lab["config"])
+    for path in (Path(config.repositories.local.url), config.staging_dir, config.state_dir):
+        shutil.rmtree(path, ignore_errors=True)
+    s3 = s3_client(services(lab)["s3"])
+    bucket = services(lab)["s3"]["buckets"]["offsite"]
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    return config
+
+
+def repair(lab: dict, *selectors: str) -> None:
+    """Best effort, after a failed test only: put back what the test destroyed so later tests find the lab."""
+    restic_orch(lab["config"], "restore", "--only", ",".join(selectors), "--force", "--yes", input="")
+
+
 def services(lab: dict) -> dict[str, Any]:
     return lab["state"]["services"]
 
@@ -69,6 +96,12 @@ def existing_vmids(lab: dict) -> set[int]:
     return {int(ct["vmid"]) for ct in pve_api(lab).nodes("pve1").lxc.get()}
 
 
+def api_configs(lab: dict) -> dict[int, dict]:
+    """GET .../config of every container, digest included (what PVE shows and changes on any write)."""
+    node = pve_api(lab).nodes("pve1")
+    return {vmid: node.lxc(vmid).config.get() for vmid in sorted(existing_vmids(lab))}
+
+
 def task_list(lab: dict) -> list[tuple[str, str, str]]:
     tasks = pve_api(lab).nodes("pve1").tasks.get(limit=10000, source="all")
     return sorted((t["upid"], t["type"], str(t.get("status", ""))) for t in tasks)
@@ -84,7 +117,8 @@ def tree_fingerprint(root: Path, skip: tuple[str, ...] = VZDUMP_LEFTOVERS) -> di
         for name in sorted(dirnames + filenames):
             full = os.path.join(dirpath, name)
             rel = os.path.normpath(os.path.join(rel_dir, name))
-            if any(rel == s or rel.startswith(s + "/") for s in skip):
+            if any(rel == s or rel.startswith(s + "/") for s in skip) or \
+                    any(fnmatch.fnmatchcase("./" + rel, pattern) for pattern in NOT_BACKED_UP):
                 continue
             st = os.lstat(full)
             mode = stat.S_IMODE(st.st_mode)
