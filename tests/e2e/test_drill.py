@@ -26,7 +26,8 @@ def production_view(lab) -> dict:
     api = pve(lab)
     node = api.nodes("pve1")
     cts = {int(c["vmid"]): node.lxc(c["vmid"]).config.get()["digest"] for c in node.lxc.get()}
-    dbs = psql(lab["state"]["services"]["postgres"], "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
+    query = "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database"
+    dbs = psql(lab["state"]["services"]["postgres"], query)
     return {"containers": cts, "pg_databases": dbs.strip()}
 
 
