@@ -7,7 +7,7 @@ LAB ?= .lab
 CONFIG ?= $(or $(RESTIC_ORCH_CONFIG),/etc/restic-orch/config.yml)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv test lint demo backup restore drill bench clean lab-up lab-down
+.PHONY: setup apt venv test lint demo backup restore drill drill-lab bench clean lab-up lab-down
 
 setup: apt venv
 
@@ -70,8 +70,18 @@ backup:
 restore:
 	scripts/restore.sh --config $(CONFIG)
 
-drill:
-	$(BIN)/restic-orch --config $(CONFIG) drill
+# with a configuration: a drill of this host; without one: a full drill on the simulated homelab, whose
+# report goes to docs/restore-tests/ (the committed evidence)
+drill: setup
+	@if [ -r "$(CONFIG)" ]; then $(BIN)/restic-orch --config $(CONFIG) drill; \
+	else $(MAKE) --no-print-directory drill-lab; fi
+
+drill-lab: setup
+	@$(BIN)/restic-orch lab up --dir $(LAB)
+	@rc=0; $(BIN)/restic-orch -q --config $(LAB)/config.yml backup || rc=$$?; \
+	if [ $$rc -le 3 ] && [ $$rc -ne 1 ]; then $(BIN)/restic-orch --config $(LAB)/config.yml drill --scenario full \
+	  --report-dir docs/restore-tests --lab-note || rc=$$?; fi; \
+	$(BIN)/restic-orch lab down --dir $(LAB); exit $$rc
 
 bench: setup
 	$(BIN)/python -m bench

@@ -175,25 +175,54 @@ def backup_cmd(obj: Ctx, only: str | None, dry_run: bool) -> None:
     raise SystemExit(summary.exit_code)
 
 
-@main.command("snapshots")
-@click.option("--repo", "repo_name", type=click.Choice(["local", "offsite"]), default=None)
-@click.pass_obj
-def snapshots_cmd(obj: Ctx, repo_name: str | None) -> None:
-    """List restic-orch snapshots by day with their kinds and status."""
-    from .render import snapshot_table
+def _repo_for(obj: Ctx, repo_name: str | None) -> tuple[Config, restic.Repo]:
     from .repos import open_all
+    from .restore import open_repository
 
     config = obj.config()
-    repos = open_all(config)
-    name = repo_name or ("local" if "local" in repos else "offsite")
-    if name not in repos:
-        fail(f"repository {name} is not configured", EXIT_USAGE)
     try:
-        snaps = repos[name].snapshots(tags=["restic-orch"])
+        return config, open_repository(open_all(config), repo_name)
+    except (restic.ResticError, SelectionError) as exc:
+        fail(str(exc), EXIT_USAGE if isinstance(exc, SelectionError) else EXIT_FAILURE)
+
+
+def browse_options(func: Any) -> Any:
+    """--repo local|offsite from the configuration, or --repo-url with its secrets when there is none."""
+    func = click.option("--s3-env-file", type=click.Path(path_type=Path), default=None,
+                        help="With --repo-url: the S3 keys (AWS_ACCESS_KEY_ID=...).")(func)
+    func = click.option("--password-file", type=click.Path(path_type=Path), default=None,
+                        help="With --repo-url: the repository password file.")(func)
+    func = click.option("--repo-url", default=None, help="A repository address, when no configuration survives.")(func)
+    return click.option("--repo", "repo_name", type=click.Choice(["local", "offsite"]), default=None)(func)
+
+
+def _browse_repo(obj: Ctx, repo_name: str | None, url: str | None, password_file: Path | None,
+                 env_file: Path | None) -> restic.Repo:
+    from .repos import ad_hoc
+
+    if url:
+        if password_file is None:
+            fail("--repo-url needs --password-file (and --s3-env-file for S3)", EXIT_USAGE)
+        return ad_hoc(url, password_file, env_file)
+    return _repo_for(obj, repo_name)[1]
+
+
+@main.command("snapshots")
+@browse_options
+@click.pass_obj
+def snapshots_cmd(obj: Ctx, repo_name: str | None, repo_url: str | None, password_file: Path | None,
+                  s3_env_file: Path | None) -> None:
+    """List restic-orch snapshots by day with their kinds and status."""
+    from .render import snapshot_table
+
+    repo = _browse_repo(obj, repo_name, repo_url, password_file, s3_env_file)
+    name = repo.name
+    try:
+        snaps = repo.snapshots(tags=["restic-orch"])
     except restic.ResticError as exc:
         fail(str(exc))
     data = [{"id": s.short_id, "time": s.time.isoformat(), "host": s.hostname, "tags": s.tags,
-             "status": s.tag_value("status") or "unknown",
+             "status": s.tag_value("status") or "unknown", "bytes": int(s.tag_value("bytes") or 0),
              "kinds": [t.split(":", 1)[1] for t in s.tags if t.startswith("kind:")]} for s in snaps]
     obj.emit({"repository": name, "snapshots": data}, snapshot_table(name, data))
 
@@ -283,27 +312,17 @@ def env_cmd(obj: Ctx, repo_name: str) -> None:
 
 
 # ---------------------------------------------------------------- browsing and restore
-def _repo_for(obj: Ctx, repo_name: str | None) -> tuple[Config, restic.Repo]:
-    from .repos import open_all
-    from .restore import open_repository
-
-    config = obj.config()
-    try:
-        return config, open_repository(open_all(config), repo_name)
-    except (restic.ResticError, SelectionError) as exc:
-        fail(str(exc), EXIT_USAGE if isinstance(exc, SelectionError) else EXIT_FAILURE)
-
-
 @main.command("show")
 @click.argument("snapshot", default="latest")
-@click.option("--repo", "repo_name", type=click.Choice(["local", "offsite"]), default=None)
+@browse_options
 @click.pass_obj
-def show_cmd(obj: Ctx, snapshot: str, repo_name: str | None) -> None:
+def show_cmd(obj: Ctx, snapshot: str, repo_name: str | None, repo_url: str | None, password_file: Path | None,
+             s3_env_file: Path | None) -> None:
     """Print a snapshot's manifest: what it holds and what failed."""
     from .browse import locate
     from .render import manifest_text
 
-    config, repo = _repo_for(obj, repo_name)
+    repo = _browse_repo(obj, repo_name, repo_url, password_file, s3_env_file)
     try:
         located = locate(repo, snapshot)
     except SelectionError as exc:
@@ -316,13 +335,14 @@ def show_cmd(obj: Ctx, snapshot: str, repo_name: str | None) -> None:
 @main.command("ls")
 @click.argument("snapshot", default="latest")
 @click.argument("path", required=False)
-@click.option("--repo", "repo_name", type=click.Choice(["local", "offsite"]), default=None)
+@browse_options
 @click.pass_obj
-def ls_cmd(obj: Ctx, snapshot: str, path: str | None, repo_name: str | None) -> None:
+def ls_cmd(obj: Ctx, snapshot: str, path: str | None, repo_name: str | None, repo_url: str | None,
+           password_file: Path | None, s3_env_file: Path | None) -> None:
     """List files of a snapshot; PATH may be ct:<vmid>:/dir to look inside a container archive."""
     from .browse import list_in_archive, locate
 
-    config, repo = _repo_for(obj, repo_name)
+    repo = _browse_repo(obj, repo_name, repo_url, password_file, s3_env_file)
     try:
         located = locate(repo, snapshot)
         if path and path.startswith("ct:"):

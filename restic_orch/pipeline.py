@@ -238,7 +238,9 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
                                  "; ".join(f["message"] for f in summary.failures[-5:]))
 
         kinds = sorted({a["kind"] for a in manifest["artifacts"]})
-        tags = [TAG, f"run:{summary.run_id}", f"status:{manifest['status']}"] + [f"kind:{k}" for k in kinds]
+        # status, kinds and size as tags: `snapshots` lists them without reading every manifest
+        tags = [TAG, f"run:{summary.run_id}", f"status:{manifest['status']}", f"bytes:{summary.bytes_staged}"]
+        tags += [f"kind:{k}" for k in kinds]
         first = "local" if "local" in repos else "offsite"
         order = [first] + ([] if first == "offsite" else (["offsite"] if "offsite" in repos else []))
         for name in order:

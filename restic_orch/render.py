@@ -47,11 +47,12 @@ def backup_table(summary: RunSummary) -> str:
 
 def snapshot_table(repo: str, snapshots: list[dict[str, Any]]) -> str:
     table = Table(title=f"restic-orch snapshots in {repo}")
-    for column in ("day", "time", "id", "host", "status", "kinds"):
+    for column in ("day", "time", "id", "host", "status", "size", "kinds"):
         table.add_column(column)
     for snap in snapshots:
         day, _, rest = snap["time"].partition("T")
-        table.add_row(day, rest[:8], snap["id"], snap["host"], snap["status"], ",".join(snap["kinds"]))
+        size = human_bytes(snap["bytes"]) if snap.get("bytes") else "?"
+        table.add_row(day, rest[:8], snap["id"], snap["host"], snap["status"], size, ",".join(snap["kinds"]))
     return _render(table) if snapshots else f"no restic-orch snapshot in {repo}"
 
 
