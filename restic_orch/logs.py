@@ -50,6 +50,14 @@ def setup_console(verbosity: int) -> None:
     handler.setLevel({-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
     handler._restic_orch_console = True  # type: ignore[attr-defined]
     root.addHandler(handler)
+    if verbosity == 0 and sys.stderr.isatty():
+        # a person at a terminal sees each phase end; cron (no TTY) stays silent unless something fails
+        progress = logging.StreamHandler(sys.stderr)
+        progress.setFormatter(logging.Formatter("%(message)s"))
+        progress.setLevel(logging.INFO)
+        progress.addFilter(lambda record: record.name == "restic_orch.progress")
+        progress._restic_orch_console = True  # type: ignore[attr-defined]
+        root.addHandler(progress)
 
 
 def open_run_log(log_dir: Path, run_id: str) -> tuple[Path, logging.Handler]:

@@ -266,6 +266,10 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
             summary.finish("failure")
         elif summary.failures:
             summary.finish("partial")
+        elif only:
+            # a partial selection must not push a day's full snapshot out of a keep-daily policy
+            summary.retention = {name: {"skipped": "--only run"} for name in repos}
+            summary.finish("success")
         else:
             apply_retention(config, repos, summary)
             summary.finish("partial" if summary.failures else "success")

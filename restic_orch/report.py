@@ -15,6 +15,7 @@ from typing import Any
 from . import runner
 
 log = logging.getLogger("restic_orch.report")
+progress = logging.getLogger("restic_orch.progress")  # shown on a terminal even without -v
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 STATUS_EXIT = {"success": EXIT_OK, "failure": EXIT_FAILURE, "partial": EXIT_PARTIAL}
@@ -58,6 +59,8 @@ class RunSummary:
 
     def phase(self, name: str, started: float, ok: bool, detail: str = "") -> None:
         self.phases.append(Phase(name, round(time.monotonic() - started, 3), ok, runner.mask(detail)))
+        progress.info(f"{name}: {'ok' if ok else 'FAILED'} in {self.phases[-1].seconds:.1f} s"
+                      + (f" ({runner.mask(detail)})" if detail else ""))
 
     def fail(self, kind: str, source: str, message: str, component: str = "") -> None:
         self.failures.append({"kind": kind, "source": source, "component": component,

@@ -77,7 +77,7 @@ def test_retention_keeps_7_days_local_and_30_offsite(lab, fresh_repos):
         repos["local"].backup([seed], tags=["restic-orch", "kind:seed"], host=config.host, when=when)
     repos["offsite"].copy_from(repos["local"])
     assert len(repos["offsite"].snapshots()) == 40
-    summary = run_json(lab["config"], "backup", "--only", "terraform")
+    summary = run_json(lab["config"], "backup")
     assert summary["status"] == "success", summary["failures"]
     local_days = {s.time.date() for s in repos["local"].snapshots()}
     offsite_days = {s.time.date() for s in repos["offsite"].snapshots()}
