@@ -24,7 +24,8 @@ from restic_orch.lab.s3 import s3_client
 from tests.clihelp import CLI, restic_orch, run_json
 from tests.e2e import restore_helpers as rh
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")]  # the fake PVE
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "restore.sh"
 COMPONENTS_SEEDED = 19  # 4 containers, 7 databases (+globals/users), 4 states, 4 vault files
