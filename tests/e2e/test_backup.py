@@ -190,3 +190,7 @@ def test_no_secret_in_argv_logs_or_summary(lab, fresh_repos):
             assert secret not in text, f"a secret leaked into {where}"
     for name in os.listdir(secrets_dir):
         assert (secrets_dir / name).stat().st_mode & 0o077 == 0, name
+    # what is stored is not readable by other users either
+    for path in (Path(config.repositories.local.url), Path(config.repositories.local.url) / "data",
+                 config.staging_dir, config.log_dir):
+        assert path.stat().st_mode & 0o007 == 0, path

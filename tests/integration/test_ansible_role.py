@@ -113,6 +113,7 @@ def confined_paths(root: Path) -> dict:
         "backup_systemd_unit_dir": str(root / "etc/systemd/system"),
         "backup_local_repository": str(root / "var/backups/infra-oldevops/restic"),
         "backup_monitoring_textfile_dir": str(root / "var/lib/prometheus/node-exporter"),
+        "backup_command_link": str(root / "usr/local/bin/restic-orch"),
     }
 
 
