@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import time
@@ -73,13 +74,19 @@ def _estimate_need(config: Config) -> int:
     return max(config.limits.min_free_bytes, int(previous * 1.2))
 
 
-def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSummary) -> dict[str, restic.Repo]:
+def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSummary,
+                  interrupted: bool = False) -> dict[str, restic.Repo]:
     """Open (and with auto_init create) each repository; return those usable."""
     usable: dict[str, restic.Repo] = {}
     for name, repo in repos.items():
         started = time.monotonic()
         try:
-            if not repo.exists():
+            exists = repo.exists()
+            if exists and interrupted:
+                # the last run died: its restic may have left a lock; `unlock` removes only stale ones
+                repo.unlock()
+                log.warning("removed stale restic locks left by an interrupted run", extra={"repo": name})
+            if not exists:
                 known = load_repositories(config.state_dir)
                 if name in known:
                     # it held our snapshots before: silently starting a new empty one would hide the loss
@@ -199,11 +206,17 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
                          log_file=str(log_file or ""))
     lock = RunLock(config.state_dir, f"backup {summary.run_id}")
     lock.acquire()
+    marker = config.state_dir / "run-in-progress.json"
+    interrupted = marker.exists()  # only our flock holder writes it: present now means a run was killed
+    marker.write_text(json.dumps({"run_id": summary.run_id, "pid": os.getpid()}) + "\n")
     restore_signals = _install_signal_handlers()
     notify.started(config, summary)
     day: Path | None = None
     snapshot_saved = False
     try:
+        if interrupted:
+            summary.notices.append({"kind": "run", "source": "previous",
+                                    "message": "the previous run was interrupted; its leftovers were cleaned"})
         userhooks.run_parts(config, "pre-backup.d", summary)
         started = time.monotonic()
         version = restic.version()
@@ -214,7 +227,7 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
         if free < need:
             raise PreflightError(f"not enough free space in {config.staging_dir}: {free // 2**20} MiB free,"
                                  f" about {need // 2**20} MiB needed (limits.min_free_bytes or the last run)")
-        repos = _ensure_repos(config, open_all(config), summary)
+        repos = _ensure_repos(config, open_all(config), summary, interrupted)
         if not repos:
             raise PreflightError("no repository can be opened: " +
                                  "; ".join(f["message"] for f in summary.failures))
@@ -284,6 +297,7 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
         if day is not None and (snapshot_saved or summary.status == "success"):
             staging.clean(day)
         _finalise(config, summary)
+        marker.unlink(missing_ok=True)
         lock.release()
     return summary
 

@@ -250,15 +250,20 @@ class Repo:
     def _run(self, args: Sequence[str], *, timeout: float | None = None, ok_codes: Iterable[int] = (0,),
              heavy: bool = False, stdout_path: Path | None = None, env: Mapping[str, str] | None = None,
              retry_locked: bool = True) -> runner.Result:
-        """Run restic; a locked repository is retried with backoff for lock_wait_seconds."""
-        deadline = time.monotonic() + (self.lock_wait_seconds if retry_locked else 0)
+        """Run restic; a locked repository is retried with backoff for lock_wait_seconds.
+
+        restic >= 0.16 does the waiting itself (--retry-lock); 0.14 and 0.15 get the same from this loop.
+        """
+        native = bool(retry_locked and self.lock_wait_seconds and version(self.binary).has_retry_lock)
+        wait_args = ["--retry-lock", f"{int(self.lock_wait_seconds)}s"] if native else []
+        deadline = time.monotonic() + (self.lock_wait_seconds if retry_locked and not native else 0)
         delay = 2.0
         full_env = self.env()
         if env:
             full_env.update(env)
         while True:
             try:
-                return runner.run(self._global_args() + list(args), env=full_env, timeout=timeout,
+                return runner.run(self._global_args() + wait_args + list(args), env=full_env, timeout=timeout,
                                   ok_codes=ok_codes, low_priority=heavy, stdout_path=stdout_path)
             except runner.CommandTimeout as exc:
                 raise ResticError(str(exc), repo=self.name, stderr=exc.stderr) from None
