@@ -96,10 +96,7 @@ class AnsibleVaultHook(Hook):
 
     @classmethod
     def from_config(cls, config: Config) -> list[Hook]:
-        source = config.sources.ansible_vault
-        if source is None or not source.enabled:
-            return []
-        return [cls(source)]
+        return cls.one_if_enabled(config.sources.ansible_vault)
 
     def matches(self) -> tuple[list[str], list[str], list[str]]:
         """(files, globs matching no file, relative globs) — files sorted and without duplicates."""

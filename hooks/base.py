@@ -126,6 +126,13 @@ class Hook:
     def from_config(cls, config: Config) -> list[Hook]:
         raise NotImplementedError
 
+    @classmethod
+    def one_if_enabled(cls, source: Any) -> list[Hook]:
+        """For kinds configured once (not a list): one hook when the section is there and enabled."""
+        if source is None or not getattr(source, "enabled", True):
+            return []
+        return [cls(source)]  # type: ignore[call-arg]
+
     def dump(self, ctx: DumpContext) -> DumpOutcome:
         raise NotImplementedError
 

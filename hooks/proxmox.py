@@ -45,8 +45,7 @@ class ProxmoxHook(Hook):
 
     @classmethod
     def from_config(cls, config: Config) -> list[Hook]:
-        source = config.sources.proxmox
-        return [cls(source)] if source is not None and source.enabled else []
+        return cls.one_if_enabled(config.sources.proxmox)
 
     # --- API plumbing -----------------------------------------------------------------------------
     @property

@@ -109,10 +109,7 @@ class TerraformStateHook(Hook):
 
     @classmethod
     def from_config(cls, config: Config) -> list[Hook]:
-        source = config.sources.terraform_state
-        if source is None or not source.enabled:
-            return []
-        return [cls(source)]
+        return cls.one_if_enabled(config.sources.terraform_state)
 
     # --- S3 plumbing -------------------------------------------------------------------
 

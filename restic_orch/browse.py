@@ -41,13 +41,28 @@ class Located:
         return f"{self.root}/{artifact.path}"
 
 
-def resolve_snapshot(repo: restic.Repo, spec: str, host: str | None = None) -> restic.Snapshot:
+# what a --only selector needs a snapshot to hold (any of the kinds)
+SELECTOR_KINDS = {"ct": {"proxmox"}, "db": {"postgres", "mysql"}, "tfstate": {"terraform"},
+                  "vault": {"ansible-vault"}}
+
+
+def _holds(snapshot: restic.Snapshot, selectors: list[str]) -> bool:
+    kinds = {t.split(":", 1)[1] for t in snapshot.tags if t.startswith("kind:")}
+    if not selectors:
+        return "scope:only" not in snapshot.tags
+    return all(SELECTOR_KINDS.get(s.split(":", 1)[0], set()) & kinds for s in selectors)
+
+
+def resolve_snapshot(repo: restic.Repo, spec: str, host: str | None = None,
+                     selectors: list[str] | None = None) -> restic.Snapshot:
+    """latest = the newest snapshot holding what is asked for (an `--only` backup is passed over otherwise)."""
     snaps = repo.snapshots(tags=[TAG], host=host) if host else repo.snapshots(tags=[TAG])
     if not snaps:
         where = f" for host {host}" if host else ""
         raise SelectionError(f"no restic-orch snapshot in repository {repo.name}{where}")
     if spec in ("latest", ""):
-        return snaps[-1]
+        fitting = [s for s in snaps if _holds(s, selectors or [])]
+        return (fitting or snaps)[-1]
     if DAY.match(spec):
         same_day = [s for s in snaps if s.time.date().isoformat() == spec or _staged_day(s) == spec]
         if not same_day:
@@ -81,8 +96,8 @@ def read_manifest(repo: restic.Repo, snapshot: restic.Snapshot) -> tuple[str, di
         return root, json.loads(target.read_text(encoding="utf-8"))
 
 
-def locate(repo: restic.Repo, spec: str, host: str | None = None) -> Located:
-    snapshot = resolve_snapshot(repo, spec, host)
+def locate(repo: restic.Repo, spec: str, host: str | None = None, selectors: list[str] | None = None) -> Located:
+    snapshot = resolve_snapshot(repo, spec, host, selectors)
     root, manifest = read_manifest(repo, snapshot)
     return Located(repo, snapshot, root, manifest)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -57,6 +59,26 @@ def _record(config: Config, summary: Any) -> None:
     if config.monitoring.textfile_dir:
         write_metrics(config.monitoring.textfile_dir, config.state_dir)
     notify.finished(config, summary)
+
+
+@contextmanager
+def _locked_run(config: Config, what: str) -> Iterator[tuple[str, Path, logging.Handler]]:
+    """Hold the host's run lock and a run log for one command; exit 1 naming the holder when busy."""
+    from .lock import RunLock
+    from .report import new_run_id
+
+    lock = RunLock(config.state_dir, what)
+    try:
+        lock.acquire()
+    except Busy as exc:
+        fail(str(exc))
+    run_id = new_run_id()
+    run_log, handler = logs.open_run_log(config.log_dir, run_id)
+    try:
+        yield run_id, run_log, handler
+    finally:
+        logs.close_run_log(handler)
+        lock.release()
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
@@ -391,9 +413,7 @@ def restore_cmd(obj: Ctx, snapshot: str | None, from_repo: str | None, only: str
 
     from . import bootstrap, interactive
     from .browse import locate
-    from .lock import RunLock
     from .render import restore_table
-    from .report import new_run_id
     from .repos import ad_hoc
     from .restore import execute, plan_steps
 
@@ -408,7 +428,7 @@ def restore_cmd(obj: Ctx, snapshot: str | None, from_repo: str | None, only: str
             repo = ad_hoc(repo_url, password_file, s3_env_file)
             if interactive_mode and snapshot is None:
                 snapshot = interactive.choose_snapshot(repo.snapshots(tags=["restic-orch"]))
-            located = locate(repo, snapshot or "latest")
+            located = locate(repo, snapshot or "latest", selectors=selectors)
             config = bootstrap.config_from_manifest(located.manifest, repo, list(overrides))
             if not obj.as_json:
                 click.echo("Configuration stored in the snapshot (override with --set KEY=VALUE):", err=True)
@@ -420,7 +440,7 @@ def restore_cmd(obj: Ctx, snapshot: str | None, from_repo: str | None, only: str
             config, repo = _repo_for(obj, from_repo)
             if interactive_mode and snapshot is None:
                 snapshot = interactive.choose_snapshot(repo.snapshots(tags=["restic-orch"]))
-            located = locate(repo, snapshot or "latest")
+            located = locate(repo, snapshot or "latest", selectors=selectors)
         if interactive_mode and not selectors:
             selectors = interactive.choose_components(located)
         steps = plan_steps(located, selectors, options, config, skip_redeploy=skip_redeploy)
@@ -445,22 +465,12 @@ def restore_cmd(obj: Ctx, snapshot: str | None, from_repo: str | None, only: str
     if interactive_mode:
         interactive.show_plan(steps)
         confirm = interactive.confirm_step
-    lock = RunLock(config.state_dir, f"restore {located.snapshot.short_id}")
-    try:
-        lock.acquire()
-    except Busy as exc:
-        fail(str(exc))
-    run_id = new_run_id()
-    run_log, handler = logs.open_run_log(config.log_dir, run_id)
-    try:
-        from .report import RunSummary
+    from .report import RunSummary
 
+    with _locked_run(config, f"restore {located.snapshot.short_id}") as (run_id, run_log, _handler):
         summary = RunSummary("restore", run_id, config.host, "", log_file=str(run_log))
         summary = execute(config, located, steps, options, confirm=confirm, summary=summary)
         _record(config, summary)
-    finally:
-        logs.close_run_log(handler)
-        lock.release()
     obj.emit(summary.to_json(), restore_table(summary))
     raise SystemExit(summary.exit_code)
 
@@ -479,33 +489,23 @@ def drill_cmd(obj: Ctx, scenario: str, from_repo: str | None, snapshot: str, rep
     """Restore into a sandbox, verify against the manifest, measure RTO/RPO, write a dated report."""
     from . import drill
     from .browse import locate
-    from .lock import RunLock
-    from .report import RunSummary, new_run_id
+    from .report import RunSummary
 
     config, repo = _repo_for(obj, from_repo)
-    lock = RunLock(config.state_dir, f"drill {scenario}")
-    try:
-        lock.acquire()
-    except Busy as exc:
-        fail(str(exc))
-    run_id = new_run_id()
-    run_log, handler = logs.open_run_log(config.log_dir, run_id)
-    try:
-        located = locate(repo, snapshot)
+    with _locked_run(config, f"drill {scenario}") as (run_id, run_log, handler):
+        try:
+            located = locate(repo, snapshot, selectors=drill.SCENARIOS[scenario])
+        except SelectionError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except restic.ResticError as exc:
+            fail(str(exc))
         summary = RunSummary("drill", run_id, config.host, "", log_file=str(run_log))
         report = drill.run_drill(config, located, scenario, summary)
         summary.extra["report"] = {k: report[k] for k in ("passed", "rto", "rpo", "scenario", "snapshot")}
-        logs.close_run_log(handler)
+        logs.close_run_log(handler)  # flushed, so the report's log excerpt is complete
         paths = drill.write_report(report, report_dir or config.drill.report_dir, run_log, lab=lab_note)
         summary.extra["report_files"] = [str(p) for p in paths]
         _record(config, summary)
-    except SelectionError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except restic.ResticError as exc:
-        fail(str(exc))
-    finally:
-        logs.close_run_log(handler)
-        lock.release()
     human = (f"drill {scenario} of snapshot {located.snapshot.short_id}: {'PASSED' if report['passed'] else 'FAILED'}"
              f"\nRTO {report['rto']['seconds']} s (target {report['rto']['target_seconds']} s),"
              f" RPO {report['rpo']['seconds'] / 3600:.1f} h (target {report['rpo']['target_seconds'] / 3600:.0f} h)"

@@ -254,6 +254,8 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
         # status, kinds and size as tags: `snapshots` lists them without reading every manifest
         tags = [TAG, f"run:{summary.run_id}", f"status:{manifest['status']}", f"bytes:{summary.bytes_staged}"]
         tags += [f"kind:{k}" for k in kinds]
+        if only:
+            tags.append("scope:only")  # `latest` passes over it unless it holds what a restore asks for
         first = "local" if "local" in repos else "offsite"
         order = [first] + ([] if first == "offsite" else (["offsite"] if "offsite" in repos else []))
         for name in order:
