@@ -47,7 +47,13 @@ class Plan:
 
 
 def plan(config: Config, only: set[str] | None = None) -> Plan:
-    return Plan(build_hooks(config, only), [name for name, _ in config.repositories.items()], config.staging_dir)
+    repos = []
+    for name, repo in config.repositories.items():
+        policy = " ".join(repo.retention.restic_args()) if repo.retention else "none (append-only)"
+        step = "restic backup" if name == "local" or config.repositories.local is None else "restic copy from local"
+        retention = "skipped for an --only run" if only else f"forget {policy}"
+        repos.append(f"{name} {repo.url}: {step}, then {retention}")
+    return Plan(build_hooks(config, only), repos, config.staging_dir)
 
 
 def _install_signal_handlers() -> Callable[[], None]:
