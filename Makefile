@@ -43,7 +43,7 @@ lint: venv
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # the main job on the embedded simulated homelab: lab up, backup, list, lab down
 demo: setup
