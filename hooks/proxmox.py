@@ -35,6 +35,14 @@ class PveError(Exception):
     pass
 
 
+def _cause(log: list[str]) -> str:
+    """The guest's own error lines: the last line, `TASK ERROR: job errors`, says nothing about why."""
+    lines = [line.strip() for line in log
+             if ("ERROR" in line and "job errors" not in line) or "tar:" in line or "zstd:" in line
+             or "No space left" in line]
+    return f" ({' | '.join(lines[-3:])})" if lines else ""
+
+
 class ProxmoxHook(Hook):
     kind = KIND
 
@@ -66,6 +74,10 @@ class ProxmoxHook(Hook):
         try:
             return func(*args, **kwargs)
         except ResourceException as exc:
+            if exc.status_code == 401:
+                raise PveError(f"PVE API {what}: authentication failed ({exc.status_message}): check"
+                               f" {self.source.token_file}, user {self.source.user} and token"
+                               f" {self.source.token_name}") from None
             raise PveError(f"PVE API {what}: {exc}") from None
         except Exception as exc:  # requests' connection errors and TLS failures
             raise PveError(f"PVE API {what}: {type(exc).__name__}: {runner.mask(str(exc))}") from None
@@ -148,9 +160,8 @@ class ProxmoxHook(Hook):
                           compress=src.compress, storage=src.storage, remove=0, lockwait=src.lockwait_minutes)
         exitstatus, log = self.wait_task(upid, src.timeout_seconds)
         duration = time.monotonic() - started
-        errors = [line for line in log if line.startswith("ERROR") or "ERROR:" in line]
         if exitstatus != "OK" and not exitstatus.startswith("WARNINGS"):
-            raise PveError(f"vzdump of CT {vmid} failed: {exitstatus}" + (f" ({errors[-1]})" if errors else ""))
+            raise PveError(f"vzdump of CT {vmid} failed: {exitstatus}" + _cause(log))
         text = "\n".join(log)
         modes = MODE_RE.findall(text)
         mode_used = modes[-1] if modes else src.mode
@@ -197,7 +208,11 @@ class ProxmoxHook(Hook):
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            shutil.copyfile(source_path, target)
+            try:
+                shutil.copyfile(source_path, target)
+            except OSError:
+                target.unlink(missing_ok=True)  # a half copy would fill staging for the other sources
+                raise
             self._remove_volume(name, source_path)
         # vzdump's side files: <base>.log and <archive>.notes; the log is kept in staging by the caller
         for side in (source_path.parent / (name.split(".tar")[0] + ".log"), source_path.with_name(name + ".notes")):
@@ -247,9 +262,7 @@ class ProxmoxHook(Hook):
                 if local.exists():
                     local.unlink()
             if exitstatus != "OK" and not exitstatus.startswith("WARNINGS"):
-                errors = [line for line in log if "ERROR" in line or "error" in line.lower()]
-                return RestoreOutcome(component, False, f"restore task failed: {exitstatus}"
-                                      + (f" ({errors[-1]})" if errors else ""))
+                return RestoreOutcome(component, False, f"restore task failed: {exitstatus}" + _cause(log))
             restored = self._call(f"CT {vmid} config", self.api.nodes(self.node).lxc(vmid).config.get)
             expected = meta.get("config") or {}
             diffs = {k: {"expected": expected.get(k), "found": restored.get(k)} for k in CHECKED_KEYS

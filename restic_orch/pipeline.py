@@ -29,8 +29,11 @@ log = logging.getLogger("restic_orch.pipeline")
 TAG = "restic-orch"
 
 
-class Terminated(Exception):
-    """SIGTERM or SIGINT arrived (host shutdown, Ctrl-C): stop children, record the run as failed."""
+class Terminated(BaseException):  # noqa: N818 - a signal, not an error
+    """SIGTERM or SIGINT arrived (host shutdown, Ctrl-C): stop children, record the run as failed.
+
+    A BaseException, so that no pre-hook's `except Exception` can swallow it and carry on.
+    """
 
 
 @dataclass
