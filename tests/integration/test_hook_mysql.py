@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from restic_orch.hooks.base import Artifact, DumpContext, RestoreOptions, sha256_file
-from restic_orch.hooks.mysql import MysqlHook, count_dump_rows
 
 from restic_orch.config import Config
+from restic_orch.hooks.base import Artifact, DumpContext, RestoreOptions, sha256_file
+from restic_orch.hooks.mysql import MysqlHook, count_dump_rows
 from restic_orch.lab import mariadb as labdb
 from restic_orch.lab import procs
 from restic_orch.lab.secrets import write_secret

@@ -11,10 +11,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from restic_orch.hooks.base import DumpContext, RestoreOptions
-from restic_orch.hooks.terraform_state import BACKUP_SUFFIX, TerraformStateHook, key_to_relpath
 
 from restic_orch.config import Config
+from restic_orch.hooks.base import DumpContext, RestoreOptions
+from restic_orch.hooks.terraform_state import BACKUP_SUFFIX, TerraformStateHook, key_to_relpath
 from restic_orch.lab import procs, s3
 from restic_orch.lab.secrets import write_secret
 

@@ -9,10 +9,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from restic_orch.hooks.ansible_vault import AnsibleVaultHook, vault_header
-from restic_orch.hooks.base import DumpContext, RestoreOptions, sha256_file
 
 from restic_orch.config import Config
+from restic_orch.hooks.ansible_vault import AnsibleVaultHook, vault_header
+from restic_orch.hooks.base import DumpContext, RestoreOptions, sha256_file
 from restic_orch.lab import vault
 from restic_orch.lab.secrets import write_secret
 

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from restic_orch.hooks.base import RestoreOptions
 
 from restic_orch import restic
 from restic_orch.bootstrap import OverrideError, apply_override
 from restic_orch.browse import Located, SelectionError
 from restic_orch.config import Config
+from restic_orch.hooks.base import RestoreOptions
 from restic_orch.restore import plan_steps
 
 
