@@ -47,6 +47,9 @@ test: setup
 
 # the main job on the embedded simulated homelab: lab up, backup, list, lab down
 demo: setup
+	@# a fresh lab each time: moto keeps S3 only in memory, so an old local repository would meet an empty offsite
+	@$(BIN)/restic-orch lab down --dir $(LAB) >/dev/null 2>&1 || true
+	@rm -rf $(LAB)
 	@$(BIN)/restic-orch lab up --dir $(LAB)
 	@set -o pipefail; rc=0; \
 	$(BIN)/restic-orch --config $(LAB)/config.yml backup || rc=$$?; \
@@ -77,6 +80,8 @@ drill: setup
 	else $(MAKE) --no-print-directory drill-lab; fi
 
 drill-lab: setup
+	@$(BIN)/restic-orch lab down --dir $(LAB) >/dev/null 2>&1 || true
+	@rm -rf $(LAB)
 	@$(BIN)/restic-orch lab up --dir $(LAB)
 	@rc=0; $(BIN)/restic-orch -q --config $(LAB)/config.yml backup || rc=$$?; \
 	if [ $$rc -le 3 ] && [ $$rc -ne 1 ]; then $(BIN)/restic-orch --config $(LAB)/config.yml drill --scenario full \
