@@ -81,10 +81,14 @@ def lane_config(lab_dir: Path, lane_dir: Path, *, offsite_bucket: str | None, co
     config["monitoring"] = {"textfile_dir": str(lane_dir / "metrics")}
     config["drill"]["report_dir"] = str(lane_dir / "drills")
     config["repositories"]["local"]["url"] = str(lane_dir / "repo")
+    # day 1 and day 2 run on the same calendar day here: keep_within_daily would forget day 1 and prune,
+    # which a real day 2 never does; keep_within keeps both, and forget still runs (and finds nothing)
+    config["repositories"]["local"]["retention"] = {"keep_within": "7d"}
     if offsite_bucket:
         offsite = config["repositories"]["offsite"]
         endpoint = offsite["url"][len("s3:"):].rsplit("/", 1)[0]
         offsite["url"] = f"s3:{endpoint}/{offsite_bucket}"
+        offsite["retention"] = {"keep_within": "30d"}
     else:
         config["repositories"].pop("offsite", None)
     config["sources"]["proxmox"]["compress"] = compress
@@ -148,10 +152,13 @@ def _chown_like(path: Path, like: Path) -> None:
     os.lchown(path, st.st_uid, st.st_gid)
 
 
-def churn_containers(pve_root: Path, fraction: float, seed: int = 2) -> dict[str, Any]:
-    """Change about `fraction` of each container's bytes: scattered in-place rewrites of existing files
-    (40 %), appends to logs (20 %), new files, half text, half incompressible (40 %)."""
+def churn_containers(pve_root: Path, fraction: float, seed: int = 2) -> tuple[dict[str, Any], dict[str, set[str]]]:
+    """Change about `fraction` of each container's bytes, as a night of a homelab does:
+    30 % whole files replaced (package upgrades: binaries, libraries, 16 KiB - 8 MiB), 10 % in-place
+    8 KiB page writes in a few large data files (databases, TSDB chunks, caches), 20 % appended to
+    logs, 40 % new files (a new log, half; incompressible uploads/cache files, half)."""
     report: dict[str, Any] = {}
+    touched: dict[str, set[str]] = {"replaced": set(), "pages": set(), "appended": set(), "new": set()}
     for ct in sorted((pve_root / "lxc").iterdir()):
         root = ct / "rootfs"
         rng = random.Random(f"churn:{seed}:{ct.name}")
@@ -160,29 +167,41 @@ def churn_containers(pve_root: Path, fraction: float, seed: int = 2) -> dict[str
             rel = os.path.relpath(dirpath, root)
             if rel.startswith(("tmp", "var/tmp")):
                 continue
-            for name in names:
+            for name in sorted(names):
                 p = Path(dirpath) / name
                 if not p.is_symlink():
                     files.append((p, p.stat().st_size))
+        files.sort()
         total = sum(size for _, size in files)
         budget = int(total * fraction)
-        stats = {"bytes_before": total, "rewritten": 0, "appended": 0, "new": 0, "files_rewritten": 0,
-                 "files_appended": 0, "files_new": 0}
-        # 1. scattered in-place rewrites (package updates, database pages) in files >= 64 KiB
-        big = [(p, s) for p, s in files if s >= 65536]
-        touched: set[Path] = set()
-        goal = int(budget * 0.4)
-        while stats["rewritten"] < goal and big:
-            p, size = rng.choice(big)
-            length = min(rng.randint(4096, 65536), goal - stats["rewritten"], size)
-            offset = rng.randrange(0, max(1, size - length))
+        stats = {"bytes_before": total, "replaced": 0, "pages": 0, "appended": 0, "new": 0,
+                 "files_replaced": 0, "files_paged": 0, "files_appended": 0, "files_new": 0}
+        # 1. whole files replaced (same size, new content), e.g. upgraded binaries and libraries
+        goal = int(budget * 0.3)
+        candidates = [(p, s) for p, s in files if 16 * 1024 <= s <= 8 * 2**20 and "/var/log/" not in str(p)]
+        rng.shuffle(candidates)
+        for p, size in candidates:
+            if stats["replaced"] + size > goal:
+                continue
             with open(p, "r+b") as fh:
-                fh.seek(offset)
+                fh.write(rng.randbytes(size))
+            stats["replaced"] += size
+            stats["files_replaced"] += 1
+            touched["replaced"].add(str(p))
+        # 2. 8 KiB pages rewritten in place in the three largest non-log files (data files)
+        goal = int(budget * 0.1)
+        data_files = sorted((f for f in files if "/var/log/" not in str(f[0])), key=lambda f: -f[1])[:3]
+        while stats["pages"] < goal and data_files:
+            p, size = rng.choice(data_files)
+            page = rng.randrange(0, max(1, size // 8192)) * 8192
+            length = min(8192, goal - stats["pages"], size - page)
+            with open(p, "r+b") as fh:
+                fh.seek(page)
                 fh.write(rng.randbytes(length))
-            stats["rewritten"] += length
-            touched.add(p)
-        stats["files_rewritten"] = len(touched)
-        # 2. appends to logs
+            stats["pages"] += length
+        stats["files_paged"] = len(data_files)
+        touched["pages"].update(str(p) for p, _ in data_files)
+        # 3. appends to logs
         logs = [p for p, _ in files if "/var/log/" in str(p) and not p.name.endswith(".gz")]
         goal = int(budget * 0.2)
         per = max(1, goal // max(1, len(logs)))
@@ -194,8 +213,9 @@ def churn_containers(pve_root: Path, fraction: float, seed: int = 2) -> dict[str
                 fh.write(data)
             stats["appended"] += len(data)
             stats["files_appended"] += 1
-        # 3. new files: a new log and new incompressible uploads/cache files
-        goal = budget - stats["rewritten"] - stats["appended"]
+            touched["appended"].add(str(p))
+        # 4. new files: a new log and new incompressible uploads/cache files
+        goal = budget - stats["replaced"] - stats["pages"] - stats["appended"]
         newdir = root / "srv" / "churn"
         if not newdir.exists():
             newdir.mkdir(parents=True)
@@ -206,6 +226,7 @@ def churn_containers(pve_root: Path, fraction: float, seed: int = 2) -> dict[str
         _chown_like(log_new, log_new.parent)
         stats["new"] += len(data)
         stats["files_new"] += 1
+        touched["new"].add(str(log_new))
         left, i = goal - goal // 2, 0
         while left > 0:
             n = min(left, rng.randint(256 * 1024, 4 * 2**20))
@@ -214,26 +235,35 @@ def churn_containers(pve_root: Path, fraction: float, seed: int = 2) -> dict[str
             _chown_like(target, newdir)
             stats["new"] += n
             stats["files_new"] += 1
+            touched["new"].add(str(target))
             left -= n
             i += 1
-        stats["changed"] = stats["rewritten"] + stats["appended"] + stats["new"]
+        stats["changed"] = stats["replaced"] + stats["pages"] + stats["appended"] + stats["new"]
         report[ct.name] = stats
-    return report
+    return report, touched
 
 
+# Rows change the way a homelab's applications change them: about 1 % of the rows are inserted (new
+# issues, attachments, devices, orders, comments: appended at the end) and about 1 % are updated, chosen
+# among the newest 10 % (recent issues get closed, recent orders shipped). Uniformly scattered updates
+# (`id % 100 = k` over the whole table) make a logical dump ~100 % new every day: see docs/performance.md.
 _PG_CHURN = {
     "appdb": """
-UPDATE issues SET closed = NOT closed, body = body || ' (modifié)' WHERE id % 100 = 3;
+CREATE TEMP TABLE m AS SELECT (SELECT max(id) FROM issues) AS issues, (SELECT max(id) FROM attachments) AS att;
+UPDATE issues SET closed = NOT closed, body = body || ' (modifié)'
+  WHERE id > (SELECT issues FROM m) * 0.9 AND id % 10 = 3;
 INSERT INTO issues (repo_id, title, body, closed, created)
   SELECT repo_id, title || ' (suite)', body, false, now() FROM issues WHERE id % 100 = 5;
 UPDATE attachments SET data = (SELECT decode(string_agg(md5('v2:' || attachments.id || ':' || j), ''), 'hex')
-                               FROM generate_series(1, 64) AS j) WHERE id % 100 = 7;
+                               FROM generate_series(1, 64) AS j)
+  WHERE id > (SELECT att FROM m) * 0.9 AND id % 10 = 7;
 INSERT INTO attachments (issue_id, name, data)
   SELECT issue_id, name || '.v2', (SELECT decode(string_agg(md5('new:' || a.id || ':' || j), ''), 'hex')
                                    FROM generate_series(1, 64) AS j) FROM attachments a WHERE id % 100 = 9;
 """,
     "inventory": """
-UPDATE devices SET status = 'offline', config = config || '{"churn": 1}'::jsonb WHERE id % 100 = 11;
+UPDATE devices SET status = 'offline', config = config || '{"churn": 1}'::jsonb
+  WHERE id > (SELECT max(id) FROM devices) * 0.9 AND id % 10 = 1;
 INSERT INTO devices (site_id, name, serial, status, config, created)
   SELECT site_id, name || '-n', serial, status, config, now() FROM devices WHERE id % 100 = 13;
 INSERT INTO ip_addresses (interface_id, address, dns_name)
@@ -242,7 +272,7 @@ INSERT INTO ip_addresses (interface_id, address, dns_name)
 }
 
 _PG_TABLES = {"appdb": ["issues", "attachments"], "inventory": ["devices", "ip_addresses"]}
-# rows touched per table: (updated share, inserted share)
+# share of the rows touched in each churned table (updated + inserted)
 _TOUCH = 0.02
 
 
@@ -250,11 +280,13 @@ def _my_churn() -> str:
     blob = labmaria._blob_expr("CONCAT('v2:', id)", 1)
     return f"""
 USE shop;
-UPDATE products SET stock = stock - 1, image = {blob} WHERE id % 100 = 7;
-UPDATE orders SET status = 'shipped' WHERE id % 100 = 3;
+SET @p = (SELECT MAX(id) FROM products), @o = (SELECT MAX(id) FROM orders);
+UPDATE products SET stock = stock - 1, image = {blob} WHERE id > @p * 0.9 AND id % 10 = 7;
+UPDATE orders SET status = 'shipped' WHERE id > @o * 0.9 AND id % 10 = 3;
 INSERT INTO orders (customer_id, status, created) SELECT customer_id, 'new', NOW() FROM orders WHERE id % 100 = 5;
 USE blog;
-UPDATE wp_posts SET post_content = CONCAT(post_content, ' Mise à jour.') WHERE ID % 100 = 3;
+SET @w = (SELECT MAX(ID) FROM wp_posts);
+UPDATE wp_posts SET post_content = CONCAT(post_content, ' Mise à jour.') WHERE ID > @w * 0.9 AND ID % 10 = 3;
 INSERT INTO wp_comments (comment_post_ID, comment_author, comment_content, comment_approved, comment_date)
   SELECT comment_post_ID, comment_author, CONCAT(comment_content, ' (réponse)'), '1', NOW()
   FROM wp_comments WHERE comment_ID % 100 = 5;
@@ -262,8 +294,8 @@ INSERT INTO wp_comments (comment_post_ID, comment_author, comment_content, comme
 
 
 def churn_databases(lab_dir: Path) -> dict[str, Any]:
-    """Update ~1 % and insert ~1 % of the rows of the big tables; estimate the bytes that changed as
-    (rows touched / rows) x table size, summed over the touched tables."""
+    """Insert ~1 % and update ~1 % of the rows of the big tables; estimate the bytes that changed as
+    2 % x table size, summed over the touched tables."""
     svc = state(lab_dir)["services"]
     pg, my = svc["postgres"], svc["mariadb"]
     est = 0

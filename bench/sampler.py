@@ -2,7 +2,8 @@
 
 Per group and sample: exact cumulative CPU (cpuacct.usage), the largest and the summed RSS of the live
 processes, and a cumulative count of bytes read (rchar deltas of live processes; a process that exits
-between two samples loses at most its last 0.25 s). The host's /proc/stat busy time is sampled too, so
+between two samples loses at most its last 0.25 s; per-thread counters, so a reaped child's I/O is
+not counted again in its parent). The host's /proc/stat busy time is sampled too, so
 CPU used by other tenants of the machine shows up.
 """
 
@@ -38,15 +39,24 @@ def _rss_kib(pid: int) -> int:
         return 0
 
 
-def _rchar(pid: int) -> int | None:
+def _thread_rchar(pid: int) -> dict[int, int]:
+    """rchar per thread. The per-process /proc/PID/io also holds the I/O of reaped children, which were
+    already counted while they lived; the per-thread files hold the thread's own I/O only."""
+    out = {}
     try:
-        with open(f"/proc/{pid}/io") as fh:
-            for line in fh:
-                if line.startswith("rchar:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/io") as fh:
+                for line in fh:
+                    if line.startswith("rchar:"):
+                        out[int(tid)] = int(line.split()[1])
+                        break
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 @dataclass
@@ -101,13 +111,11 @@ class Sampler:
                 pids = cgroups.procs(path)
                 rss = [_rss_kib(pid) for pid in pids]
                 for pid in pids:
-                    value = _rchar(pid)
-                    if value is None:
-                        continue
-                    last = self._last_rchar.get((name, pid), 0)
-                    if value >= last:
-                        self._read_total[name] += value - last
-                    self._last_rchar[(name, pid)] = value
+                    for tid, value in _thread_rchar(pid).items():
+                        last = self._last_rchar.get((name, tid), 0)
+                        if value >= last:
+                            self._read_total[name] += value - last
+                        self._last_rchar[(name, tid)] = value
                 s.t.append(now)
                 s.cpu.append(cgroups.usage_ns(path) / 1e9)
                 s.rss_max.append(max(rss, default=0))

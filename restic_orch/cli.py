@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import click
 from pydantic import ValidationError
 
-from . import __version__, logs, restic
+from . import __version__, logs, restic, runner
 from .browse import SelectionError
 from .config import Config, ConfigError, default_config_path, load_config, redacted
 from .lock import Busy
@@ -41,6 +41,9 @@ class Ctx:
                 for problem in exc.problems:
                     click.echo(str(problem), err=True)
                 raise SystemExit(EXIT_USAGE) from None
+            limits = self._config.limits
+            # every heavy child (dumps, restic) runs at the configured CPU and I/O priority
+            runner.set_priority(runner.Priority(limits.nice, limits.ionice_class, limits.ionice_level))
         return self._config
 
     def emit(self, data: Any, human: str) -> None:

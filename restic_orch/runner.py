@@ -81,11 +81,21 @@ class CommandError(Exception):
     reason: str = ""
     stdout: str = field(default="", repr=False)
 
+    @property
+    def program(self) -> str:
+        """The command itself, past any ionice/nice prefix the runner added."""
+        args = list(self.argv)
+        while args and Path(args[0]).name in ("ionice", "nice"):
+            args = args[1:]
+            while args and (args[0].startswith("-") or args[0].isdigit()):
+                args = args[1:]
+        return Path(args[0]).name if args else Path(self.argv[0]).name
+
     def __str__(self) -> str:
         what = self.reason or f"exited with code {self.returncode}"
         tail = self.stderr.strip().splitlines()[-5:]
         detail = ("; " + " | ".join(tail)) if tail else ""
-        return mask(f"{Path(self.argv[0]).name} {what}{detail}")
+        return mask(f"{self.program} {what}{detail}")
 
 
 class CommandTimeout(CommandError):

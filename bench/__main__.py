@@ -1,0 +1,78 @@
+"""`python -m bench [--quick] [--ct-mib N] [--db-mib M] ...`: run the benchmark, write bench/results.json,
+print the Markdown tables. `python -m bench --report` prints the tables of the stored results only.
+
+Sizes (flags win over environment variables):
+  --quick / BENCH_QUICK=1      4 x 64 MiB containers + ~64 MiB of databases (a few minutes)
+  --ct-mib / BENCH_CT_MIB      per-container root filesystem size, default 1024 (the target size)
+  --db-mib / BENCH_DB_MIB      PostgreSQL + MariaDB data together, default 1024
+  --churn / BENCH_CHURN        day-2 change rate, default 0.02
+  --profile                    also profile one more backup with py-spy (not part of the measured runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import report
+from .run import Settings, run
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
+    parser.add_argument("--ct-mib", type=int, default=None)
+    parser.add_argument("--db-mib", type=int, default=None)
+    parser.add_argument("--churn", type=float, default=float(os.environ.get("BENCH_CHURN", "0.02")))
+    parser.add_argument("--cpu-quota-us", type=int, default=_env_int("BENCH_CPU_QUOTA_US", 60_000),
+                        help="cgroup cpu.cfs_quota_us per 100000 us for the capped run (60000 = 30 %% of 2 cores)")
+    parser.add_argument("--gomaxprocs", type=int, default=_env_int("BENCH_GOMAXPROCS", 1),
+                        help="limits.gomaxprocs for the product and raw restic (the Ansible role's default: 1)")
+    parser.add_argument("--base-dir", type=Path, default=Path(os.environ.get("BENCH_DIR", "/tmp/restic-orch-bench")))
+    parser.add_argument("--skip", default=os.environ.get("BENCH_SKIP", ""),
+                        help="comma-separated: capped,raw,naive,borg,zstd,zstd-rsyncable,vi1")
+    parser.add_argument("--profile", action="store_true",
+                        help="after day 2, profile one more backup with py-spy (pip install py-spy into the venv)")
+    parser.add_argument("--keep", action="store_true", help="leave the lab running and the work files in place")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--report", action="store_true", help="print the tables of the stored results and exit")
+    args = parser.parse_args(argv)
+
+    if args.report:
+        data = json.loads(args.out.read_text())
+        for result in data["runs"].values():
+            print(report.render(result))
+        return 0
+    ct = args.ct_mib or _env_int("BENCH_CT_MIB", 64 if args.quick else 1024)
+    db = args.db_mib or _env_int("BENCH_DB_MIB", 64 if args.quick else 1024)
+    name = "quick" if (ct, db) == (64, 64) else "full" if (ct, db) == (1024, 1024) else f"ct{ct}-db{db}"
+    settings = Settings(name=name, ct_mib=ct, db_mib=db, churn=args.churn, quota_us=args.cpu_quota_us,
+                        gomaxprocs=args.gomaxprocs or None, base_dir=args.base_dir, keep=args.keep,
+                        skip={s.strip() for s in args.skip.split(",") if s.strip()}, profile=args.profile)
+    result = run(settings)
+    data = {"schema": 1, "runs": {}}
+    if args.out.exists():
+        try:
+            data = json.loads(args.out.read_text())
+        except ValueError:
+            pass
+    data.setdefault("runs", {})[name] = result
+    args.out.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    print(report.render(result))
+    print(f"results: {args.out} (run '{name}')", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Targets and the Markdown tables printed by `make bench` (also `python -m bench --report`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MiB = 2**20
+GiB = 2**30
+
+
+def _mib(n: float | None) -> str:
+    return "–" if n is None else f"{n / MiB:,.1f}"
+
+
+def _pct(n: float | None) -> str:
+    return "–" if n is None else f"{n:.1f} %"
+
+
+def _s(n: float | None) -> str:
+    return "–" if n is None else f"{n:,.1f}"
+
+
+def _ok(met: bool | None) -> str:
+    return {True: "met", False: "**missed**", None: "n/a"}[met]
+
+
+def overhead(day: dict[str, Any]) -> dict[str, float] | None:
+    """Orchestration overhead of (a) over (b): everything (a) spends beyond the dumps themselves (minus its
+    artifact hashing, which is overhead) and beyond raw restic's backup + copy + forget on the same tree."""
+    a, b = day["product"].get("uncapped"), day.get("raw")
+    if not a or not b:
+        return None
+    dumps = sum(p["seconds"] for p in a["phases"] if p["name"].startswith("dump:"))
+    restic_part = sum(p["seconds"] for p in a["phases"]
+                      if p["name"] in ("backup:local", "copy:offsite") or p["name"].startswith("retention:"))
+    sha = day.get("sha256_seconds", 0.0)
+    orchestration = a["wall"] - (dumps - sha)
+    return {"a_wall": a["wall"], "dumps": round(dumps, 2), "sha256": sha, "a_minus_dumps": round(orchestration, 2),
+            "a_restic_phases": round(restic_part, 2), "b_wall": b["wall"],
+            "overhead_pct": round(100 * (orchestration - b["wall"]) / b["wall"], 1),
+            "restic_phases_overhead_pct": round(100 * (restic_part - b["wall"]) / b["wall"], 1)}
+
+
+def overhead_breakdown(day: dict[str, Any]) -> list[tuple[str, float]]:
+    """Seconds (a, uncapped) spends beyond the dumps themselves and beyond raw restic (b), item by item."""
+    a, b = day["product"].get("uncapped"), day.get("raw")
+    if not a or not b:
+        return []
+    ph = {p["name"]: p["seconds"] for p in a["phases"]}
+    steps = b["steps"]
+    retention = sum(v for k, v in ph.items() if k.startswith("retention:"))
+    cmds = a.get("commands", {})
+    snapshots = cmds.get("restic snapshots", {}).get("seconds", 0.0)
+    rows = [
+        ("interpreter start-up, configuration", ph.get("startup (interpreter, config)", 0.0)),
+        ("preflight (restic version, `cat config` per repository, init on day 1)", ph.get("preflight", 0.0)),
+        ("sha256 of the staged artifacts (inside the dump phases)", day.get("sha256_seconds", 0.0)),
+        ("restic backup: (a) minus (b)", ph.get("backup:local", 0.0) - steps["backup"]["wall"]),
+        (f"copy: (a) minus (b) (of which `restic snapshots` x2: {snapshots:.1f} s)",
+         ph.get("copy:offsite", 0.0) - steps["copy"]["wall"]),
+        ("retention: (a) minus (b)", retention - steps["forget-local"]["wall"] - steps["forget-offsite"]["wall"]),
+        ("staging removal, summary, metrics, exit", ph.get("clean-up and report (staging removal, summary, "
+                                                           "metrics, exit)", 0.0)),
+    ]
+    return [(k, round(v, 2)) for k, v in rows]
+
+
+def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
+    days = run["days"]
+    rows: list[dict[str, Any]] = []
+    lane = "capped" if "capped" in days["day1"]["product"] else "uncapped"
+    walls = [days[d]["product"][lane]["wall"] for d in ("day1", "day2")]
+    rows.append({"target": f"whole run < 10 min ({lane})", "measured": " / ".join(f"{w:.0f} s" for w in walls),
+                 "met": all(w < 600 for w in walls)})
+    if "capped" in days["day1"]["product"]:
+        cpus = [days[d]["product"]["capped"]["cpu_pct"] for d in ("day1", "day2")]
+        rows.append({"target": "CPU <= 30 % of the host (capped run)", "measured": " / ".join(_pct(c) for c in cpus),
+                     "met": all(c <= 30.5 for c in cpus)})
+    cpus = [days[d]["product"]["uncapped"]["cpu_pct"] for d in ("day1", "day2")]
+    rows.append({"target": "CPU <= 30 % of the host (uncapped run)", "measured": " / ".join(_pct(c) for c in cpus),
+                 "met": all(c <= 30.5 for c in cpus)})
+    for d in ("day1", "day2"):
+        ov = overhead(days[d])
+        if ov:
+            rows.append({"target": f"orchestration overhead <= 5 % over (b), {d}",
+                         "measured": f"{ov['overhead_pct']} % ({ov['a_minus_dumps']} s vs {ov['b_wall']} s); "
+                                     f"restic phases alone {ov['restic_phases_overhead_pct']} %",
+                         "met": ov["overhead_pct"] <= 5})
+    d2 = days["day2"]
+    ours = d2["product"]["uncapped"]["offsite_added"]
+    if "borg" in d2:
+        borg = d2["borg"]["local_added"]
+        rows.append({"target": "day 2 offsite bytes <= borg's", "measured": f"{_mib(ours)} vs {_mib(borg)} MiB",
+                     "met": ours <= d2["borg"]["local_added"]})
+    if "naive" in d2:
+        ratio = d2["naive"]["s3_uploaded"] / max(ours, 1)
+        rows.append({"target": "day 2 offsite bytes >= 10x less than naive", "measured": f"{ratio:.1f}x "
+                     f"({_mib(d2['naive']['s3_uploaded'])} vs {_mib(ours)} MiB)", "met": ratio >= 10})
+    changed = run["churn"]["changed_bytes"]
+    rows.append({"target": "goal: day 2 offsite bytes <= 2x changed bytes",
+                 "measured": f"{ours / changed:.1f}x ({_mib(ours)} vs {_mib(changed)} MiB changed)",
+                 "met": ours <= 2 * changed})
+    freezes = [c.get("freeze_seconds") or 0.0 for d in ("day1", "day2") for lane_ in days[d]["product"].values()
+               for c in lane_["vi1"]]
+    probe = run.get("vi1_suspend_probe", {}).get("containers", [])
+    freezes += [c.get("freeze_seconds") or 0.0 for c in probe]
+    rows.append({"target": "VI1: container freeze <= 5 s", "measured": f"max {max(freezes, default=0):.1f} s",
+                 "met": max(freezes, default=0) <= 5})
+    logs = [days[d]["product"]["uncapped"].get("log_lines", 0) for d in ("day1", "day2")]
+    rows.append({"target": "logs for troubleshooting", "measured": f"JSON-lines run log, {logs[0]} / {logs[1]} lines; "
+                 "phases with seconds in the --json summary", "met": all(n > 0 for n in logs)})
+    return rows
+
+
+def render(run: dict[str, Any]) -> str:
+    m, st = run["machine"], run["settings"]
+    lab = run["lab"]
+    out = [f"## Benchmark `{run['name']}`: 4 x {st['ct_mib']} MiB containers, ~{st['db_mib']} MiB of databases, "
+           f"{st['churn']:.0%} churn",
+           "",
+           f"Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_bytes'] / GiB:.1f} GiB RAM, kernel "
+           f"{m['kernel']}; {m['restic']}; {m['borg']}; load average at start {m['loadavg_at_start'][0]:.2f}. "
+           f"Run {run['started']}, {run['wall_seconds'] / 60:.1f} min in all (lab set-up {lab['setup_seconds']} s).",
+           "",
+           f"Lab: containers {', '.join(f'{k}: {_mib(v)} MiB' for k, v in lab['containers'].items())}; databases "
+           f"{', '.join(f'{k}: {_mib(v)} MiB' for k, v in lab['databases'].items())} (db_scale {lab['db_scale']}). "
+           f"Staged per day: {_mib(run['days']['day1']['staged_bytes'])} / "
+           f"{_mib(run['days']['day2']['staged_bytes'])} MiB. "
+           f"Day-2 churn: {_mib(run['churn']['changed_bytes'])} MiB changed "
+           f"({_mib(run['churn']['containers_changed_bytes'])} in containers, "
+           f"~{_mib(run['churn']['db_changed_bytes_est'])} "
+           "in databases).",
+           "",
+           f"CPU % = (user+sys of the whole process tree) / wall / {m['nproc']} cores. Cap: cgroup v1 cpu "
+           f"cfs_quota_us={st['cpu_quota_us']} per {st['cpu_period_us']} (= {st['cap_pct_of_host']} % of the host). "
+           f"GOMAXPROCS={st['gomaxprocs']}. Lab-side CPU (fake PVE vzdump, DB servers, moto S3) is not in the "
+           "process tree; it is listed per phase.",
+           "",
+           "| day | tool | wall s | CPU % host | peak RSS MiB | read MiB | added local MiB "
+           "| added offsite / uploaded MiB |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for d in ("day1", "day2"):
+        day = run["days"][d]
+        for lane, a in day["product"].items():
+            out.append(f"| {d} | (a) restic-orch backup, {lane} | {_s(a['wall'])} | {_pct(a['cpu_pct'])} | "
+                       f"{_mib(a['maxrss_kib'] * 1024)} | {_mib(a['rchar'])} | {_mib(a['local_added'])} | "
+                       f"{_mib(a['offsite_added'])} |")
+        if "raw" in day:
+            b = day["raw"]
+            out.append(f"| {d} | (b) raw restic backup+copy+forget | {_s(b['wall'])} | {_pct(b['cpu_pct'])} | "
+                       f"{_mib(b['maxrss_kib'] * 1024)} | {_mib(b['rchar'])} | {_mib(b['local_added'])} | "
+                       f"{_mib(b['offsite_added'])} |")
+        if "naive" in day:
+            c = day["naive"]
+            out.append(f"| {d} | (c) tar \\| zstd \\| S3 | {_s(c['wall'])} | {_pct(c['cpu_pct'])} | "
+                       f"{_mib(c['maxrss_kib'] * 1024)} | {_mib(c['rchar'])} | – | {_mib(c['s3_uploaded'])} |")
+        if "fs" in day:
+            f = day["fs"]
+            out.append(f"| {d} | (e) restic on the 4 root filesystems (containers only) | {_s(f['wall'])} | "
+                       f"{_pct(f['cpu_pct'])} | {_mib(f['maxrss_kib'] * 1024)} | {_mib(f['rchar'])} | "
+                       f"{_mib(f['local_added'])} | – |")
+        if "borg" in day:
+            e = day["borg"]
+            out.append(f"| {d} | (d) borg create (lz4) | {_s(e['wall'])} | {_pct(e['cpu_pct'])} | "
+                       f"{_mib(e['maxrss_kib'] * 1024)} | {_mib(e['rchar'])} | {_mib(e['local_added'])} | "
+                       f"({_mib(e['local_added'])}) |")
+    out += ["", "### CPU of the (a) runs seen from the host", "",
+            "The cap holds the product's process tree. On a Proxmox host the vzdump tar and the database servers "
+            "answering the dumps also run on the host, outside that tree (here: the fake PVE, written in Python, "
+            "and the lab's PostgreSQL/MariaDB); S3 is remote in production (here: moto + a TCP proxy). "
+            "*Others* = whatever else ran on the machine meanwhile (other tenants).", "",
+            "| day | run | process tree | + vzdump & DB servers | moto S3 + proxy | whole host | others |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for d in ("day1", "day2"):
+        for lane, a in run["days"][d]["product"].items():
+            lab_cpu = a.get("lab_cpu_s", {})
+            denom = a["wall"] * m["nproc"] / 100
+            side = (lab_cpu.get("pve", 0) + lab_cpu.get("postgres", 0) + lab_cpu.get("mariadb", 0)) / denom
+            s3 = lab_cpu.get("s3", 0) / denom
+            host = a.get("host_cpu_pct")
+            others = None if host is None else max(0.0, host - a["cpu_pct"] - side - s3)
+            out.append(f"| {d} | {lane} | {_pct(a['cpu_pct'])} | {_pct(a['cpu_pct'] + side)} | {_pct(s3)} | "
+                       f"{_pct(host)} | {_pct(others)} |")
+    for d in ("day1", "day2"):
+        for lane, a in run["days"][d]["product"].items():
+            extra = ""
+            if a.get("throttled"):
+                t = a["throttled"]
+                extra = f" — throttled in {t['throttled_periods']} of {t['periods']} periods ({t['throttled_s']} s)"
+            out += ["", f"### (a) phases, {d}, {lane}: {a['status']}, {_s(a['wall'])} s{extra}", "",
+                    "| phase | s | CPU % host | lab CPU s (pve / pg / maria / s3) | peak RSS MiB | read MiB | bytes |",
+                    "|---|---:|---:|---|---:|---:|---|"]
+            for p in a["phases"]:
+                lab_cpu = p.get("lab_cpu_s", {})
+                lab_txt = " / ".join(f"{lab_cpu.get(g, 0):.1f}" for g in ("pve", "postgres", "mariadb", "s3"))
+                bytes_txt = ""
+                if "local_added" in p:
+                    bytes_txt = f"local +{_mib(p['local_added'])} MiB"
+                if "s3_uploaded" in p:
+                    bytes_txt = f"S3 +{_mib(p['s3_uploaded'])} MiB"
+                out.append(f"| {p['name']} | {_s(p['seconds'])} | {_pct(p.get('cpu_pct'))} | {lab_txt} | "
+                           f"{_mib(p.get('peak_rss_kib', 0) * 1024)} | {_mib(p.get('read_bytes'))} | {bytes_txt} |")
+            cmds = a.get("commands", {})
+            if cmds:
+                out += ["", "Child commands (from the run log): " + ", ".join(
+                    f"{k} {v['count']}x {v['seconds']:.1f} s"
+                    for k, v in sorted(cmds.items(), key=lambda kv: -kv[1]["seconds"]))
+                    + "."]
+    if run["days"]["day1"].get("raw"):
+        out += ["", "### Where the orchestration overhead goes ((a) uncapped over (b), seconds)", "",
+                "| item | day 1 | day 2 |", "|---|---:|---:|"]
+        o1, o2 = overhead_breakdown(run["days"]["day1"]), overhead_breakdown(run["days"]["day2"])
+        for (k, v1), (_, v2) in zip(o1, o2, strict=True):
+            out.append(f"| {k} | {v1:.1f} | {v2:.1f} |")
+        out.append(f"| **total** | **{sum(v for _, v in o1):.1f}** | **{sum(v for _, v in o2):.1f}** |")
+        out += ["", "### Bytes added to the repository per staged kind (raw restic `backup -vv`: new blobs)", "",
+                "| kind | day 1 staged | day 1 new / stored | day 2 staged | day 2 new / stored | day 2 new / staged |",
+                "|---|---:|---:|---:|---:|---:|"]
+        b1, b2 = run["days"]["day1"]["raw"]["steps"]["backup"], run["days"]["day2"]["raw"]["steps"]["backup"]
+        for kind in sorted(set(b1.get("size_by_kind", {})) | set(b2.get("size_by_kind", {}))):
+            s1, s2 = b1.get("size_by_kind", {}).get(kind, 0), b2.get("size_by_kind", {}).get(kind, 0)
+            n1, n2 = b1.get("new_by_kind", {}).get(kind, 0), b2.get("new_by_kind", {}).get(kind, 0)
+            a1, a2 = b1.get("added_by_kind", {}).get(kind, 0), b2.get("added_by_kind", {}).get(kind, 0)
+            out.append(f"| {kind} | {_mib(s1)} | {_mib(n1)} / {_mib(a1)} | {_mib(s2)} | {_mib(n2)} / {_mib(a2)} | "
+                       f"{100 * n2 / max(s2, 1):.1f} % |")
+        out.append("")
+        out.append("(MiB; *new* = bytes of blobs the repository did not have, *stored* = the same after restic's "
+                   "compression.)")
+        out += ["", "### (b) raw restic steps", "", "| day | step | wall s | CPU % host | peak RSS MiB | bytes |",
+                "|---|---|---:|---:|---:|---|"]
+        for d in ("day1", "day2"):
+            for name, s in run["days"][d]["raw"]["steps"].items():
+                b = f"local +{_mib(s['local_added'])} MiB" if "local_added" in s else (
+                    f"S3 +{_mib(s['s3_uploaded'])} MiB" if "s3_uploaded" in s else "")
+                out.append(f"| {d} | {name} | {_s(s['wall'])} | {_pct(s['cpu_pct'])} | "
+                           f"{_mib(s['maxrss_kib'] * 1024)} | {b} |")
+    z1, z2 = run["days"]["day1"].get("zstd", {}), run["days"]["day2"].get("zstd", {})
+    if z1:
+        sto = run["storage_after_day2"]
+        out += ["", "### vzdump compress: 0 vs zstd (restic repository on the same staged days)", "",
+                "| vzdump compress | container archives day 1 MiB | repo after day 1 MiB | day 2 added MiB | "
+                "repo after day 2 MiB |", "|---|---:|---:|---:|---:|"]
+        raw1 = run["days"]["day1"]["raw"]["local_added"] if "raw" in run["days"]["day1"] else None
+        raw2 = run["days"]["day2"]["raw"]["local_added"] if "raw" in run["days"]["day2"] else None
+        ct = sum(a["archive_bytes"] for a in run["days"]["day1"]["product"]["uncapped"]["vi1"])
+        out.append(f"| 0 (default) | {_mib(ct)} | {_mib(raw1)} | {_mib(raw2)} | {_mib(sto.get('raw-local'))} |")
+        for variant in z1:
+            label = "zstd --rsyncable (the fake PVE)" if variant == "zstd-rsyncable" else "zstd (PVE 8: not rsyncable)"
+            out.append(f"| {label} | {_mib(z1[variant]['container_archive_bytes'])} | "
+                       f"{_mib(z1[variant]['local_added'])} | "
+                       f"{_mib(z2.get(variant, {}).get('local_added'))} | {_mib(sto.get(variant))} |")
+    f1, f2 = run["days"]["day1"].get("fs"), run["days"]["day2"].get("fs")
+    if f1 and f2 and "raw" in run["days"]["day2"]:
+        b2 = run["days"]["day2"]["raw"]["steps"]["backup"]
+        tar_new = sum(v for k, v in b2.get("new_by_kind", {}).items() if k.startswith("proxmox/"))
+        tar_stored = sum(v for k, v in b2.get("added_by_kind", {}).items() if k.startswith("proxmox/"))
+        changed = run["churn"]["containers_changed_bytes"]
+        out += ["", "### Containers on day 2: vzdump tar archives vs the root filesystems file by file", "",
+                "| containers backed up as | day 2 wall s | day 2 CPU % | day 2 bytes read MiB | new MiB | stored MiB "
+                "| stored / changed |", "|---|---:|---:|---:|---:|---:|---:|",
+                f"| vzdump tar (restic on the staged archives, (b)) | – | – | – | {_mib(tar_new)} | "
+                f"{_mib(tar_stored)} | "
+                f"{tar_stored / max(changed, 1):.1f}x |",
+                f"| root filesystems, file level ((e), as from a ZFS snapshot) | {_s(f2['wall'])} | "
+                f"{_pct(f2['cpu_pct'])} | {_mib(f2['rchar'])} | {_mib(f2.get('data_added'))} | "
+                f"{_mib(f2['local_added'])} | {f2['local_added'] / max(changed, 1):.1f}x |",
+                "", f"Changed in the containers: {_mib(changed)} MiB. File level on day 2: {f2.get('files_new')} new, "
+                f"{f2.get('files_changed')} changed, {f2.get('files_unmodified')} unmodified files."]
+        kinds = f2.get("by_kind_of_change")
+        if kinds:
+            changed_by = run["churn"].get("by_kind_of_change", {})
+            out += ["", "Day 2 at file level, by kind of change (restic `backup -vv` per file):", "",
+                    "| kind of change | files | changed MiB | new MiB | stored MiB | stored / changed |",
+                    "|---|---:|---:|---:|---:|---:|"]
+            for kind, v in sorted(kinds.items(), key=lambda kv: -kv[1]["stored"]):
+                ch = changed_by.get(kind)
+                ratio = f"{v['stored'] / ch:.1f}x" if ch else "–"
+                out.append(f"| {kind} | {v['files']} | {_mib(ch)} | {_mib(v['new'])} | {_mib(v['stored'])} | {ratio} |")
+    prof = run.get("profile")
+    if prof and prof.get("categories"):
+        out += ["", f"### py-spy profile of the product's Python process (one more run, {_s(prof['wall'])} s, "
+                "wall-clock samples incl. idle)", "", "| where the time went | s |", "|---|---:|"]
+        out += [f"| {c['what']} | {c['seconds']:.1f} |" for c in prof["categories"]]
+    out += ["", "### VI1: vzdump mode and guest freeze per container", "",
+            "| run | container | mode requested | mode used | freeze s |", "|---|---|---|---|---:|"]
+    for d in ("day1", "day2"):
+        for lane, a in run["days"][d]["product"].items():
+            for c in a["vi1"]:
+                out.append(f"| {d} {lane} | {c.get('component')} | {c.get('mode_requested')} | {c.get('mode_used')} | "
+                           f"{c.get('freeze_seconds') if c.get('freeze_seconds') is not None else 'none logged'} |")
+    for c in run.get("vi1_suspend_probe", {}).get("containers", []):
+        out.append(f"| suspend probe (fault {run['vi1_suspend_probe']['fault_suspend_freeze_seconds']} s) | "
+                   f"{c['component']} | {c['mode_requested']} | {c['mode_used']} | {c['freeze_seconds']} |")
+    out += ["", "### Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+    out += [f"| {t['target']} | {t['measured']} | {_ok(t['met'])} |" for t in targets(run)]
+    peaks = run.get("lab_peak_rss_kib", {})
+    if peaks:
+        out += ["", "Lab services' peak RSS: " + ", ".join(f"{k} {_mib(v * 1024)} MiB" for k, v in peaks.items()) + "."]
+    return "\n".join(out) + "\n"
