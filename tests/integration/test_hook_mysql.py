@@ -19,6 +19,7 @@ from restic_orch.hooks.mysql import MysqlHook, count_dump_rows
 from restic_orch.lab import mariadb as labdb
 from restic_orch.lab import procs
 from restic_orch.lab.secrets import write_secret
+from tests.hookhelp import by_component, fetch_from, our_child, staged_files
 
 # strings and bytes that look like SQL structure: the row counter must not be fooled by them
 TRICKY_SQL = r"""
@@ -87,28 +88,16 @@ def _dump(lab: dict, tmp_path: Path, hook: MysqlHook):
     return day, hook.dump(ctx)
 
 
-def _fetch(day: Path, artifact: Artifact):
-    return lambda dest: Path(shutil.copyfile(day / artifact.path, dest))
 
 
 def _sql(lab: dict, sql: str, database: str | None = None) -> str:
     return labdb.mariadb_sql(lab, sql, database).strip()
 
 
-def _by_component(outcome) -> dict[str, Artifact]:
-    return {a.component: a for a in outcome.artifacts}
 
 
-def _our_child(entry: Path) -> bool:
-    """A process this test process started (its parent is us): the only kind a test may kill."""
-    try:
-        return entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
-    except OSError:
-        return False
 
 
-def _files(day: Path) -> list[str]:
-    return sorted(str(p.relative_to(day)) for p in day.rglob("*") if p.is_file())
 
 
 def _checksum(lab: dict, database: str, table: str, key: str = "id") -> str:
@@ -130,7 +119,7 @@ def full_dump(lab, tmp_path_factory):
 def test_dump_every_database_with_row_counts(lab, full_dump):
     day, outcome = full_dump
     assert outcome.failures == [] and outcome.notices == []
-    arts = _by_component(outcome)
+    arts = by_component(outcome)
     assert set(arts) == {"db:main/@users", "db:main/blog", "db:main/shop", "db:main/tricky"}
     for name, tables in lab["seed"]["databases"].items():
         art = arts[f"db:main/{name}"]
@@ -154,8 +143,8 @@ def test_dump_every_database_with_row_counts(lab, full_dump):
     assert "`backup`@`127.0.0.1`" in users.meta["accounts"]
     assert outcome.tools["mariadb-dump"].startswith("10.11")
     assert outcome.tools["mariadb-server:main"].startswith("10.11")
-    assert not [f for f in _files(day) if f.endswith(".partial")]
-    for path in _files(day):
+    assert not [f for f in staged_files(day) if f.endswith(".partial")]
+    for path in staged_files(day):
         assert (day / path).stat().st_mode & 0o077 == 0, path
 
 
@@ -171,12 +160,12 @@ def test_defaults_file_first_and_no_password_in_argv(lab, full_dump):
 
 def test_restore_into_another_name_same_rows_and_bytes(lab, full_dump):
     day, outcome = full_dump
-    arts = _by_component(outcome)
+    arts = by_component(outcome)
     admin = _admin(lab)
     for name, tables in (("shop", ["customers", "products", "orders"]), ("blog", ["wp_posts", "wp_comments"]),
                          ("tricky", ["weird"])):
         art = arts[f"db:main/{name}"]
-        result = admin.restore(art, _fetch(day, art), RestoreOptions(target_db=f"{name}_restored"))
+        result = admin.restore(art, fetch_from(day, art), RestoreOptions(target_db=f"{name}_restored"))
         assert result.ok and result.checks["row_counts"] == "ok", result
         assert result.restored_to == f"main/{name}_restored"
         for table in tables:
@@ -192,14 +181,14 @@ def test_restore_into_another_name_same_rows_and_bytes(lab, full_dump):
 
 def test_restore_refused_on_non_empty_database_without_force(lab, full_dump):
     day, outcome = full_dump
-    blog = _by_component(outcome)["db:main/blog"]
+    blog = by_component(outcome)["db:main/blog"]
     _sql(lab, "CREATE DATABASE occupied; CREATE TABLE occupied.precious (v text);"
               " INSERT INTO occupied.precious VALUES ('keep me');")
     admin = _admin(lab)
-    result = admin.restore(blog, _fetch(day, blog), RestoreOptions(target_db="occupied"))
+    result = admin.restore(blog, fetch_from(day, blog), RestoreOptions(target_db="occupied"))
     assert not result.ok and "not empty" in result.message and "--force" in result.message
     assert _sql(lab, "SELECT v FROM occupied.precious") == "keep me"
-    forced = admin.restore(blog, _fetch(day, blog), RestoreOptions(target_db="occupied", force=True))
+    forced = admin.restore(blog, fetch_from(day, blog), RestoreOptions(target_db="occupied", force=True))
     assert forced.ok, forced.message
     assert _sql(lab, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'occupied'"
                      " AND TABLE_NAME = 'precious'") == "0"
@@ -217,10 +206,10 @@ def test_restore_under_another_name_when_the_dump_names_the_database(lab, tmp_pa
               " ALTER DATABASE legacy CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;")
     hook = _hook(lab, databases=["legacy"], users_and_grants=False)
     day, outcome = _dump(lab, tmp_path, hook)
-    art = _by_component(outcome)["db:main/legacy"]
+    art = by_component(outcome)["db:main/legacy"]
     assert "ALTER DATABASE `legacy`" in (day / art.path).read_text()
     _sql(lab, "DROP DATABASE legacy")
-    result = _admin(lab).restore(art, _fetch(day, art), RestoreOptions(suffix="_drill"))
+    result = _admin(lab).restore(art, fetch_from(day, art), RestoreOptions(suffix="_drill"))
     assert result.ok and result.restored_to == "main/legacy_drill", result
     assert _sql(lab, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'legacy'") == "0"
     assert _sql(lab, "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'legacy_drill'") == "1"
@@ -236,11 +225,11 @@ def test_users_and_grants_round_trip(lab, tmp_path, monkeypatch, fallback):
     hook = _hook(lab, databases=[])
     day, outcome = _dump(lab, tmp_path, hook)
     assert outcome.failures == []
-    art = _by_component(outcome)["db:main/@users"]
+    art = by_component(outcome)["db:main/@users"]
     assert art.meta["method"] == ("SHOW GRANTS" if fallback else "mariadb-dump --system=users")
     assert "`probe`@`%`" in art.meta["accounts"]
     _sql(lab, "DROP USER 'probe'@'%'")
-    result = _admin(lab).restore(art, _fetch(day, art), RestoreOptions())
+    result = _admin(lab).restore(art, fetch_from(day, art), RestoreOptions())
     assert result.ok and result.checks["accounts"] == "ok", result
     grants = _sql(lab, "SHOW GRANTS FOR 'probe'@'%'")
     assert "GRANT SELECT, INSERT ON `shop`.* TO `probe`@`%`" in grants
@@ -250,7 +239,7 @@ def test_users_and_grants_round_trip(lab, tmp_path, monkeypatch, fallback):
 def test_server_down_fails_the_source_without_artifacts(lab, tmp_path):
     hook = _hook(lab, name="down", port=procs.free_port())
     day, outcome = _dump(lab, tmp_path, hook)
-    assert outcome.artifacts == [] and not _files(day)
+    assert outcome.artifacts == [] and not staged_files(day)
     assert [f.component for f in outcome.failures] == ["db:down/*"]
     assert "Can't connect" in outcome.failures[0].message
 
@@ -261,7 +250,7 @@ def test_wrong_password_fails_loudly_and_never_shows_it(lab, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     hook = _hook(lab, name="badpw", password_file=str(secret))
     day, outcome = _dump(lab, tmp_path, hook)
-    assert outcome.artifacts == [] and not _files(day)
+    assert outcome.artifacts == [] and not staged_files(day)
     assert len(outcome.failures) == 1 and "Access denied" in outcome.failures[0].message
     logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     for text in (outcome.failures[0].message, logged):
@@ -291,7 +280,7 @@ def test_dump_killed_by_timeout_leaves_no_artifact(lab, tmp_path):
     assert [a.component for a in outcome.artifacts] == ["db:main/blog"]
     assert [f.component for f in outcome.failures] == ["db:main/shop"]
     assert "timed out" in outcome.failures[0].message
-    assert _files(day) == ["mysql/main/blog.sql"]
+    assert staged_files(day) == ["mysql/main/blog.sql"]
 
 
 def test_dump_killed_by_a_signal_halfway_leaves_no_artifact(lab, tmp_path):
@@ -308,7 +297,7 @@ def test_dump_killed_by_a_signal_halfway_leaves_no_artifact(lab, tmp_path):
                         cmd = (entry / "cmdline").read_bytes().split(b"\0")
                     except OSError:
                         continue
-                    if _our_child(entry) and cmd[0].endswith(b"mariadb-dump") and b"shop" in cmd:
+                    if our_child(entry) and cmd[0].endswith(b"mariadb-dump") and b"shop" in cmd:
                         killed.append(partial.read_text())
                         os.kill(int(entry.name), signal.SIGKILL)  # the dump this test started
                         return
@@ -325,7 +314,7 @@ def test_dump_killed_by_a_signal_halfway_leaves_no_artifact(lab, tmp_path):
     assert killed and not killed[0].rstrip().endswith("-- Dump completed"), "the dump was not caught halfway"
     assert outcome.artifacts == []
     assert "killed by signal SIGKILL" in outcome.failures[0].message
-    assert not _files(day)
+    assert not staged_files(day)
 
 
 def test_broken_and_excluded_databases_do_not_lose_the_others(lab, tmp_path):
@@ -341,7 +330,7 @@ def test_broken_and_excluded_databases_do_not_lose_the_others(lab, tmp_path):
     assert [f.component for f in outcome.failures] == ["db:main/broken"]
     assert "dump of broken failed" in outcome.failures[0].message
     assert sorted(a.component for a in outcome.artifacts) == ["db:main/blog", "db:main/shop"]
-    assert _files(day) == ["mysql/main/blog.sql", "mysql/main/shop.sql"]
+    assert staged_files(day) == ["mysql/main/blog.sql", "mysql/main/shop.sql"]
 
 
 def test_missing_database_in_the_list_is_a_failure(lab, tmp_path):
@@ -361,12 +350,12 @@ def test_row_counter_on_single_line_extended_inserts(tmp_path):
 
 def test_truncated_dump_is_not_restored_as_good(lab, full_dump):
     day, outcome = full_dump
-    shop = _by_component(outcome)["db:main/shop"]
+    shop = by_component(outcome)["db:main/shop"]
     whole = (day / shop.path).read_bytes()
     cut = day / "cut.sql"
     cut.write_bytes(whole[: len(whole) // 2])
     bad = Artifact("db:main/shop", "mysql", "main", "cut.sql", cut.stat().st_size, sha256_file(cut), dict(shop.meta))
-    result = _admin(lab).restore(bad, _fetch(day, bad), RestoreOptions(target_db="shop_cut"))
+    result = _admin(lab).restore(bad, fetch_from(day, bad), RestoreOptions(target_db="shop_cut"))
     assert not result.ok
     assert _sql(lab, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_cut'") == "0"
 
@@ -396,4 +385,4 @@ def test_a_dump_without_its_trailer_is_caught_by_validation(lab, tmp_path):
     assert [a.component for a in outcome.artifacts] == ["db:main/tricky"]
     assert [f.component for f in outcome.failures] == ["db:main/shop"]
     assert "Dump completed" in outcome.failures[0].message
-    assert _files(day) == ["mysql/main/tricky.sql"]
+    assert staged_files(day) == ["mysql/main/tricky.sql"]

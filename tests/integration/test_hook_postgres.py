@@ -19,6 +19,7 @@ from restic_orch.hooks.postgres import PostgresHook
 from restic_orch.lab import postgres as labpg
 from restic_orch.lab import procs
 from restic_orch.lab.secrets import write_secret
+from tests.hookhelp import by_component, fetch_from, our_child, staged_files
 
 
 @pytest.fixture(scope="module")
@@ -66,28 +67,16 @@ def _dump(lab: dict, tmp_path: Path, hook: PostgresHook):
     return day, hook.dump(ctx)
 
 
-def _fetch(day: Path, artifact: Artifact):
-    return lambda dest: Path(shutil.copyfile(day / artifact.path, dest))
 
 
 def _sql(lab: dict, sql: str, db: str = "postgres") -> str:
     return labpg.psql(lab, sql, db).strip()
 
 
-def _by_component(outcome) -> dict[str, Artifact]:
-    return {a.component: a for a in outcome.artifacts}
 
 
-def _our_child(entry: Path) -> bool:
-    """A process this test process started (its parent is us): the only kind a test may kill."""
-    try:
-        return entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
-    except OSError:
-        return False
 
 
-def _files(day: Path) -> list[str]:
-    return sorted(str(p.relative_to(day)) for p in day.rglob("*") if p.is_file())
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +91,7 @@ def full_dump(lab, tmp_path_factory):
 def test_dump_every_database_with_row_counts(lab, full_dump):
     day, outcome = full_dump
     assert outcome.failures == []
-    arts = _by_component(outcome)
+    arts = by_component(outcome)
     assert set(arts) == {"db:main/@globals", "db:main/postgres", "db:main/inventory", "db:main/appdb"}
     for name, tables in lab["seed"]["databases"].items():
         art = arts[f"db:main/{name}"]
@@ -117,8 +106,8 @@ def test_dump_every_database_with_row_counts(lab, full_dump):
     assert "CREATE ROLE gitea;" in globals_sql and "CREATE ROLE netbox_ro;" in globals_sql
     assert {"gitea", "netbox_ro"} <= set(arts["db:main/@globals"].meta["roles"])
     assert outcome.tools == {"pg_dump": "15.18", "postgres-server:main": "15.18"}
-    assert not [f for f in _files(day) if f.endswith(".partial")]
-    for path in _files(day):
+    assert not [f for f in staged_files(day) if f.endswith(".partial")]
+    for path in staged_files(day):
         assert (day / path).stat().st_mode & 0o077 == 0, path
 
 
@@ -135,9 +124,9 @@ def test_every_client_runs_through_the_prefix_and_no_password_in_argv(lab, full_
 
 def test_restore_into_another_name_same_rows_and_bytes(lab, full_dump):
     day, outcome = full_dump
-    art = _by_component(outcome)["db:main/appdb"]
+    art = by_component(outcome)["db:main/appdb"]
     hook = _hook(lab)
-    result = hook.restore(art, _fetch(day, art), RestoreOptions(target_db="appdb_restored"))
+    result = hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="appdb_restored"))
     assert result.ok, result.message
     assert result.checks["row_counts"] == "ok" and result.checks["owners"] == "kept"
     for table, key in (("users", "id"), ("issues", "id"), ("attachments", "id")):
@@ -152,14 +141,14 @@ def test_restore_into_another_name_same_rows_and_bytes(lab, full_dump):
 
 def test_restore_refused_on_non_empty_database_without_force(lab, full_dump):
     day, outcome = full_dump
-    inventory = _by_component(outcome)["db:main/inventory"]
+    inventory = by_component(outcome)["db:main/inventory"]
     _sql(lab, "CREATE DATABASE occupied")
     _sql(lab, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me')", "occupied")
     hook = _hook(lab)
-    result = hook.restore(inventory, _fetch(day, inventory), RestoreOptions(target_db="occupied"))
+    result = hook.restore(inventory, fetch_from(day, inventory), RestoreOptions(target_db="occupied"))
     assert not result.ok and "not empty" in result.message and "--force" in result.message
     assert _sql(lab, "SELECT v FROM precious", "occupied") == "keep me"
-    forced = hook.restore(inventory, _fetch(day, inventory), RestoreOptions(target_db="occupied", force=True))
+    forced = hook.restore(inventory, fetch_from(day, inventory), RestoreOptions(target_db="occupied", force=True))
     assert forced.ok, forced.message
     assert _sql(lab, "SELECT to_regclass('public.precious') IS NULL", "occupied") == "t"
     assert _sql(lab, "SELECT name FROM sites WHERE slug = 'tyo'", "occupied") == "東京データセンター"
@@ -171,7 +160,7 @@ def test_restore_refused_on_non_empty_database_without_force(lab, full_dump):
 
 def test_restore_refuses_a_corrupted_fetch(lab, full_dump):
     day, outcome = full_dump
-    art = _by_component(outcome)["db:main/inventory"]
+    art = by_component(outcome)["db:main/inventory"]
 
     def bad_fetch(dest: Path) -> Path:
         data = bytearray((day / art.path).read_bytes())
@@ -191,28 +180,28 @@ def test_globals_and_owners(lab, tmp_path):
     hook = _hook(lab, databases=["owned"])
     day, outcome = _dump(lab, tmp_path, hook)
     assert outcome.failures == []
-    arts = _by_component(outcome)
+    arts = by_component(outcome)
     assert set(arts) == {"db:main/@globals", "db:main/owned"}
     assert "probe_owner" in arts["db:main/owned"].meta["roles"]
     _sql(lab, "DROP DATABASE owned; DROP ROLE probe_owner;")
 
     # the role is missing: the data still comes back, without owners and grants, and the outcome says so
     art = arts["db:main/owned"]
-    result = hook.restore(art, _fetch(day, art), RestoreOptions(target_db="owned_noroles"))
+    result = hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="owned_noroles"))
     assert result.ok and "without owners" in result.message and "@globals" in result.message
     assert result.checks["owners"] == {"dropped, roles missing": ["probe_owner"]}
     assert _sql(lab, "SELECT count(*) FROM t", "owned_noroles") == "77"
 
     # globals bring the role back (the others already exist: tolerated, and said)
     glob = arts["db:main/@globals"]
-    result = hook.restore(glob, _fetch(day, glob), RestoreOptions())
+    result = hook.restore(glob, fetch_from(day, glob), RestoreOptions())
     assert result.ok, result.message
     assert "already existed" in result.message and "ON_ERROR_STOP off" in result.message
     assert result.checks["roles"] == "ok"
     assert _sql(lab, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'probe_owner'") == "t"
 
     # now the owners are kept
-    result = hook.restore(art, _fetch(day, art), RestoreOptions())
+    result = hook.restore(art, fetch_from(day, art), RestoreOptions())
     assert result.ok and result.checks["owners"] == "kept", result.message
     assert result.restored_to == "main/owned"
     assert _sql(lab, "SELECT tableowner FROM pg_tables WHERE tablename = 't'", "owned") == "probe_owner"
@@ -238,10 +227,10 @@ def test_row_counts_consistent_with_the_dump_under_concurrent_writes(lab, tmp_pa
     finally:
         writer.join()
     assert outcome.failures == []
-    art = _by_component(outcome)["db:main/busy"]
+    art = by_component(outcome)["db:main/busy"]
     counted = art.meta["row_counts"]["public.events"]
     assert 50 <= counted < int(_sql(lab, "SELECT count(*) FROM events", "busy"))
-    result = hook.restore(art, _fetch(day, art), RestoreOptions(suffix="_drill"))
+    result = hook.restore(art, fetch_from(day, art), RestoreOptions(suffix="_drill"))
     assert result.ok and result.checks["row_counts"] == "ok", result
     assert _sql(lab, "SELECT count(*) FROM events", "busy_drill") == str(counted)
     hook.drop_database("main", "busy_drill")
@@ -254,7 +243,7 @@ def test_server_down_fails_the_source_without_artifacts(lab, tmp_path):
     assert outcome.artifacts == []
     assert [f.component for f in outcome.failures] == ["db:down/*"]
     assert "Connection refused" in outcome.failures[0].message or "connect" in outcome.failures[0].message
-    assert not _files(day)
+    assert not staged_files(day)
 
 
 def test_wrong_password_fails_loudly_and_never_shows_it(lab, tmp_path, caplog):
@@ -263,7 +252,7 @@ def test_wrong_password_fails_loudly_and_never_shows_it(lab, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     hook = _hook(lab, name="badpw", password_file=str(secret))
     day, outcome = _dump(lab, tmp_path, hook)
-    assert outcome.artifacts == [] and not _files(day)
+    assert outcome.artifacts == [] and not staged_files(day)
     assert len(outcome.failures) == 1
     message = outcome.failures[0].message
     assert "password authentication failed" in message
@@ -293,7 +282,7 @@ def test_dump_killed_by_timeout_leaves_no_artifact(lab, bigdb, tmp_path):
     assert outcome.artifacts == []
     assert [f.component for f in outcome.failures] == ["db:main/bigdb"]
     assert "timed out" in outcome.failures[0].message
-    assert not _files(day)
+    assert not staged_files(day)
 
 
 def test_dump_killed_by_a_signal_halfway_leaves_no_artifact(lab, bigdb, tmp_path):
@@ -310,7 +299,7 @@ def test_dump_killed_by_a_signal_halfway_leaves_no_artifact(lab, bigdb, tmp_path
                         cmd = (entry / "cmdline").read_bytes().split(b"\0")
                     except OSError:
                         continue
-                    if _our_child(entry) and cmd[0].endswith(b"pg_dump") and any(b"bigdb" in c for c in cmd):
+                    if our_child(entry) and cmd[0].endswith(b"pg_dump") and any(b"bigdb" in c for c in cmd):
                         os.kill(int(entry.name), signal.SIGKILL)  # the dump this test started
                         killed.append(int(entry.name))
                         return
@@ -323,7 +312,7 @@ def test_dump_killed_by_a_signal_halfway_leaves_no_artifact(lab, bigdb, tmp_path
     assert killed, "the dump finished before it could be killed"
     assert outcome.artifacts == []
     assert "killed by signal SIGKILL" in outcome.failures[0].message
-    assert not _files(day)
+    assert not staged_files(day)
 
 
 def test_broken_and_excluded_databases_do_not_lose_the_others(lab, tmp_path):
@@ -335,11 +324,11 @@ def test_broken_and_excluded_databases_do_not_lose_the_others(lab, tmp_path):
         _sql(lab, "DROP DATABASE broken")
     assert [f.component for f in outcome.failures] == ["db:main/broken"]
     assert "broken" in outcome.failures[0].message
-    arts = _by_component(outcome)
+    arts = by_component(outcome)
     assert {"db:main/inventory", "db:main/appdb", "db:main/@globals"} <= set(arts)
     assert "db:main/postgres" not in arts
     assert arts["db:main/inventory"].meta["row_counts"]["public.devices"] == 2000
-    assert not [f for f in _files(day) if "broken" in f]
+    assert not [f for f in staged_files(day) if "broken" in f]
 
 
 def test_missing_database_in_the_list_is_a_failure(lab, tmp_path):
@@ -359,7 +348,7 @@ def test_client_older_than_server_is_refused(lab, tmp_path):
     fake.chmod(0o755)
     hook = _hook(lab, bin_dir=str(bin_dir))
     day, outcome = _dump(lab, tmp_path, hook)
-    assert outcome.artifacts == [] and not _files(day)
+    assert outcome.artifacts == [] and not staged_files(day)
     assert len(outcome.failures) == 1
     message = outcome.failures[0].message
     assert "14.11" in message and "15.18" in message and "older" in message
@@ -368,11 +357,11 @@ def test_client_older_than_server_is_refused(lab, tmp_path):
 
 def test_restore_into_an_existing_empty_database_and_a_failed_restore(lab, full_dump):
     day, outcome = full_dump
-    arts = _by_component(outcome)
+    arts = by_component(outcome)
     hook = _hook(lab)
     # `postgres` exists and holds nothing: restored into as it is (no drop, no cut-off sessions)
     pg = arts["db:main/postgres"]
-    result = hook.restore(pg, _fetch(day, pg), RestoreOptions())
+    result = hook.restore(pg, fetch_from(day, pg), RestoreOptions())
     assert result.ok and result.restored_to == "main/postgres", result
     # a truncated archive (its manifest entry matching, as if the dump had been cut short unnoticed)
     whole = (day / arts["db:main/appdb"].path).read_bytes()
@@ -380,7 +369,7 @@ def test_restore_into_an_existing_empty_database_and_a_failed_restore(lab, full_
     cut.write_bytes(whole[: len(whole) // 2])
     bad = Artifact("db:main/appdb", "postgres", "main", "cut.dump", cut.stat().st_size, sha256_file(cut),
                    dict(arts["db:main/appdb"].meta))
-    result = hook.restore(bad, _fetch(day, bad), RestoreOptions(target_db="appdb_cut"))
+    result = hook.restore(bad, fetch_from(day, bad), RestoreOptions(target_db="appdb_cut"))
     assert not result.ok and "pg_restore" in result.message
     assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'appdb_cut'") == "0"
 
@@ -400,4 +389,4 @@ def test_a_dump_cut_short_with_exit_code_zero_is_caught_by_validation(lab, bigdb
     assert [a.component for a in outcome.artifacts] == ["db:main/inventory"]
     assert [f.component for f in outcome.failures] == ["db:main/bigdb"]
     assert "pg_restore" in outcome.failures[0].message
-    assert _files(day) == ["postgres/main/inventory.dump"]
+    assert staged_files(day) == ["postgres/main/inventory.dump"]

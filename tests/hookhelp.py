@@ -1,0 +1,30 @@
+"""Helpers shared by the database hook tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from restic_orch.hooks.base import Artifact
+
+
+def fetch_from(day: Path, artifact: Artifact):
+    """A fetch() that copies the artifact out of the staging day, as restic dump would."""
+    return lambda dest: Path(shutil.copyfile(day / artifact.path, dest))
+
+
+def by_component(outcome) -> dict[str, Artifact]:
+    return {a.component: a for a in outcome.artifacts}
+
+
+def our_child(entry: Path) -> bool:
+    """A process this test process started (its parent is us): the only kind a test may kill."""
+    try:
+        return entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    except OSError:
+        return False
+
+
+def staged_files(day: Path) -> list[str]:
+    return sorted(str(p.relative_to(day)) for p in day.rglob("*") if p.is_file())
