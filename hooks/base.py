@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -81,6 +82,10 @@ class DumpContext:
     day_dir: Path
     run_id: str
     log: logging.Logger
+    # hash in a worker thread, so the next dump runs while this one is read back (hashlib drops the GIL)
+    background_hashing: bool = False
+    _hashing: list[tuple[Artifact, Future[str]]] = field(default_factory=list, repr=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def out_dir(self, kind: str) -> Path:
         path = self.day_dir / kind
@@ -89,9 +94,30 @@ class DumpContext:
 
     def artifact(self, file: Path, *, component: str, kind: str, source: str,
                  meta: dict[str, Any] | None = None) -> Artifact:
-        return Artifact(component=component, kind=kind, source=source,
+        item = Artifact(component=component, kind=kind, source=source,
                         path=str(file.relative_to(self.day_dir)), size=file.stat().st_size,
-                        sha256=sha256_file(file), meta=dict(meta or {}))
+                        sha256="", meta=dict(meta or {}))
+        if not self.background_hashing:
+            item.sha256 = sha256_file(file)
+            return item
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        self._hashing.append((item, self._pool.submit(sha256_file, file)))
+        return item
+
+    def finish_hashing(self) -> list[tuple[Artifact, str]]:
+        """Wait for the background hashes; return the artifacts whose file could not be read, with why."""
+        failed: list[tuple[Artifact, str]] = []
+        for item, future in self._hashing:
+            try:
+                item.sha256 = future.result()
+            except OSError as exc:
+                failed.append((item, f"could not read the staged file back to hash it: {exc}"))
+        self._hashing.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        return failed
 
 
 @dataclass

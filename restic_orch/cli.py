@@ -46,6 +46,12 @@ class Ctx:
             runner.set_priority(runner.Priority(limits.nice, limits.ionice_class, limits.ionice_level))
         return self._config
 
+    def cap_cpu(self) -> None:
+        """Heavy commands (backup, check, drill) run inside the CPU budget; light ones need not."""
+        from . import cpucap
+
+        cpucap.apply(self.config().limits.cpu_percent)
+
     def emit(self, data: Any, human: str) -> None:
         if self.as_json:
             click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
@@ -186,6 +192,7 @@ def backup_cmd(obj: Ctx, only: str | None, dry_run: bool) -> None:
         the_plan = pipeline.plan(config, kinds)
         obj.emit({"dry_run": True, "plan": the_plan.describe()}, "\n".join(the_plan.describe()))
         return
+    obj.cap_cpu()
     run_id = new_run_id()
     run_log, handler = logs.open_run_log(config.log_dir, run_id)
     try:
@@ -262,6 +269,7 @@ def check_cmd(obj: Ctx, repo_name: str | None, read_data_subset: str | None) -> 
     from .repos import open_all
 
     config = obj.config()
+    obj.cap_cpu()
     repos = open_all(config)
     results: dict[str, Any] = {}
     worst = EXIT_OK
@@ -495,6 +503,7 @@ def drill_cmd(obj: Ctx, scenario: str, from_repo: str | None, snapshot: str, rep
     from .report import RunSummary
 
     config, repo = _repo_for(obj, from_repo)
+    obj.cap_cpu()
     with _locked_run(config, f"drill {scenario}") as (run_id, run_log, handler):
         try:
             located = locate(repo, snapshot, selectors=drill.SCENARIOS[scenario])

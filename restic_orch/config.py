@@ -197,6 +197,8 @@ class Limits(Strict):
     upload_kib: int | None = Field(None, ge=1)
     lock_wait_seconds: int = Field(300, ge=0)
     min_free_bytes: int = Field(512 * 1024 * 1024, ge=0)
+    # VI2: the share of the whole host (all cores) the run and its children may use; null = no cap
+    cpu_percent: float | None = Field(30, gt=0, le=100)
 
 
 class Monitoring(Strict):

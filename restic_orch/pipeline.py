@@ -18,7 +18,7 @@ from typing import Any
 from restic_orch.hooks import build_hooks
 from restic_orch.hooks.base import DumpContext, Hook
 
-from . import __version__, notify, restic, runner, staging, userhooks
+from . import __version__, cpucap, notify, restic, runner, staging, userhooks
 from .config import Config, redacted
 from .lock import RunLock
 from .report import RunSummary, load_repositories, new_run_id, remember_repositories, save_summary, write_metrics
@@ -83,26 +83,39 @@ def _estimate_need(config: Config) -> int:
     return max(config.limits.min_free_bytes, int(previous * 1.2))
 
 
+def _disappeared(name: str, known: dict[str, dict[str, Any]]) -> restic.RepoNotFound:
+    return restic.RepoNotFound(f"repository has disappeared (it held snapshot {known[name].get('snapshot')});"
+                               " refusing to create a new empty one: investigate, then run"
+                               " `restic-orch init` to re-create it deliberately", repo=name)
+
+
+def _explain_missing(config: Config, exc: restic.ResticError) -> str:
+    """A repository we skipped probing (it held our snapshots) and that is now missing has disappeared."""
+    known = load_repositories(config.state_dir)
+    if isinstance(exc, restic.RepoNotFound) and exc.repo in known:
+        return str(_disappeared(exc.repo, known))
+    return str(exc)
+
+
 def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSummary,
                   interrupted: bool = False) -> dict[str, restic.Repo]:
-    """Open (and with auto_init create) each repository; return those usable."""
+    """Open (and with auto_init create) each repository; return those usable.
+
+    A repository that already holds a snapshot of ours is not probed (`restic cat config` costs a key
+    derivation, ~0.7 s): the backup or copy itself then reports it missing, as disappeared.
+    """
     usable: dict[str, restic.Repo] = {}
+    known = load_repositories(config.state_dir)
     for name, repo in repos.items():
         started = time.monotonic()
+        # same name but another address (the configuration changed): probe it like a new one
+        proven = name in known and known[name].get("url") == repo.url
         try:
-            exists = repo.exists()
-            if exists and interrupted:
+            if interrupted:
                 # the last run died: its restic may have left a lock; `unlock` removes only stale ones
                 repo.unlock()
                 log.warning("removed stale restic locks left by an interrupted run", extra={"repo": name})
-            if not exists:
-                known = load_repositories(config.state_dir)
-                if name in known:
-                    # it held our snapshots before: silently starting a new empty one would hide the loss
-                    raise restic.RepoNotFound(f"repository has disappeared (it held snapshot"
-                                              f" {known[name].get('snapshot')});"
-                                              " refusing to create a new empty one: investigate, then run"
-                                              " `restic-orch init` to re-create it deliberately", repo=name)
+            elif not proven and not repo.exists():
                 if not config.auto_init:
                     raise restic.RepoNotFound("repository not initialised (run `restic-orch init` or set"
                                               " auto_init: true)", repo=name)
@@ -111,6 +124,10 @@ def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSum
                 log.info("repository initialised", extra={"repo": name})
             usable[name] = repo
             summary.phase(f"open:{name}", started, True)
+        except restic.RepoNotFound as exc:
+            message = str(_disappeared(name, known)) if name in known else str(exc)
+            summary.phase(f"open:{name}", started, False, message)
+            summary.fail("repository", name, message)
         except restic.ResticError as exc:
             summary.phase(f"open:{name}", started, False, str(exc))
             summary.fail("repository", name, str(exc))
@@ -131,7 +148,7 @@ def _run_hooks(hooks: list[Hook], ctx: DumpContext, summary: RunSummary, manifes
             manifest["failures"].append(summary.failures[-1])
             continue
         for artifact in outcome.artifacts:
-            manifest["artifacts"].append(artifact.to_json())
+            manifest["artifacts"].append(artifact)  # serialised once its background hash is known
             summary.components.append(artifact.component)
         for failure in outcome.failures:
             summary.fail(failure.kind, failure.source, failure.message, failure.component)
@@ -147,6 +164,23 @@ def _run_hooks(hooks: list[Hook], ctx: DumpContext, summary: RunSummary, manifes
                       f"{len(outcome.artifacts)} artifacts, {len(outcome.failures)} failures")
         log.info("pre-hook done", extra={"kind": hook.kind, "source": hook.name,
                                          "artifacts": len(outcome.artifacts), "failures": len(outcome.failures)})
+    _finish_hashing(ctx, summary, manifest)
+
+
+def _finish_hashing(ctx: DumpContext, summary: RunSummary, manifest: dict[str, Any]) -> None:
+    started = time.monotonic()
+    failed = {id(item): why for item, why in ctx.finish_hashing()}
+    kept = []
+    for artifact in manifest["artifacts"]:
+        if id(artifact) in failed:
+            summary.fail(artifact.kind, artifact.source, failed[id(artifact)], artifact.component)
+            manifest["failures"].append(summary.failures[-1])
+            summary.components.remove(artifact.component)
+            summary.artifacts -= 1
+        else:
+            kept.append(artifact.to_json())
+    manifest["artifacts"] = kept
+    summary.phase("hash:wait", started, not failed, f"{len(kept)} artifacts hashed, {len(failed)} unreadable")
 
 
 def _retention_due(config: Config, name: str, every_days: int) -> bool:
@@ -184,26 +218,32 @@ def apply_retention(config: Config, repos: dict[str, restic.Repo], summary: RunS
 
 
 def _copy_offsite(config: Config, local: restic.Repo, offsite: restic.Repo, summary: RunSummary) -> bool:
-    """Copy every snapshot of ours that offsite lacks (restic copy skips those already there)."""
+    """Copy every snapshot of ours that offsite lacks (restic copy skips those already there).
+
+    restic copy names each copy it saves, so the new offsite id comes from its output; only when that text
+    says nothing about this run's snapshot does one `snapshots` listing decide.
+    """
     started = time.monotonic()
+    newest = summary.snapshots.get("local") or "-"
     try:
-        mine = [s.id for s in local.snapshots(tags=[TAG], host=config.host)]
-        offsite.copy_from(local, mine)
-        copied = offsite.snapshots(tags=[TAG], host=config.host)
-        newest = summary.snapshots.get("local")
-        present = any(s.id.startswith(newest or "-") or s.short_id == newest for s in copied)
-        # restic copy gives the copy a new id; find it by the run tag
-        for snap in copied:
-            if f"run:{summary.run_id}" in snap.tags:
-                summary.snapshots["offsite"] = snap.short_id
-                present = True
-        summary.phase("copy:offsite", started, present, f"{len(mine)} snapshots checked")
+        results = offsite.copy_from(local, host=config.host, tags=[TAG])
+        mine = [r for r in results if r.source.startswith(newest[:8]) or newest.startswith(r.source)]
+        target = mine[0].target if mine else None
+        if target is None:
+            # restic gives the copy a new id; the run tag finds it
+            found = offsite.snapshots(tags=[f"run:{summary.run_id}"], host=config.host)
+            target = found[-1].short_id if found else None
+        if target:
+            summary.snapshots["offsite"] = target[:8]
+        present = target is not None
+        copied = sum(1 for r in results if not r.skipped)
+        summary.phase("copy:offsite", started, present, f"{copied} copied, {len(results) - copied} already there")
         if not present:
             summary.fail("repository", "offsite", "the new snapshot is missing offsite after restic copy")
         return present
     except restic.ResticError as exc:
         summary.phase("copy:offsite", started, False, str(exc))
-        summary.fail("repository", "offsite", f"offsite copy failed: {exc}")
+        summary.fail("repository", "offsite", f"offsite copy failed: {_explain_missing(config, exc)}")
         return False
 
 
@@ -226,6 +266,12 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
         if interrupted:
             summary.notices.append({"kind": "run", "source": "previous",
                                     "message": "the previous run was interrupted; its leftovers were cleaned"})
+        cap = cpucap.current()
+        summary.extra["cpu_cap"] = cap.to_json()
+        if cap.method == "unavailable":
+            summary.notices.append({"kind": "run", "source": "cpu_cap",
+                                    "message": f"limits.cpu_percent {cap.requested_percent} not enforced:"
+                                               f" {cap.detail}; the run is not held to its CPU budget"})
         userhooks.run_parts(config, "pre-backup.d", summary)
         started = time.monotonic()
         version = restic.version()
@@ -249,7 +295,7 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
             "hostname": socket.gethostname(), "tools": {}, "artifacts": [], "failures": [], "notices": [],
             "config": redacted(config),
         }
-        ctx = DumpContext(config=config, day_dir=day, run_id=summary.run_id, log=log)
+        ctx = DumpContext(config=config, day_dir=day, run_id=summary.run_id, log=log, background_hashing=True)
         _run_hooks(build_hooks(config, only), ctx, summary, manifest)
         manifest["finished_dumps"] = datetime.now(UTC).isoformat(timespec="seconds")
         manifest["status"] = "partial" if manifest["failures"] else "complete"
@@ -284,7 +330,7 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
                                  "; ".join(result.errors[:5]))
             except restic.ResticError as exc:
                 summary.phase(f"backup:{name}", started, False, str(exc))
-                summary.fail("repository", name, f"backup failed: {exc}")
+                summary.fail("repository", name, f"backup failed: {_explain_missing(config, exc)}")
                 # when local failed, the offsite turn below backs up directly: the RPO holds without the disk
         if not snapshot_saved:
             summary.finish("failure")
@@ -317,7 +363,8 @@ def _finalise(config: Config, summary: RunSummary) -> None:
     try:
         if summary.snapshots:
             counts = {name: r["kept"] for name, r in summary.retention.items() if "kept" in r}
-            remember_repositories(config.state_dir, summary.snapshots, counts)
+            urls = {name: repo.url for name, repo in config.repositories.items()}
+            remember_repositories(config.state_dir, summary.snapshots, counts, urls)
         save_summary(config.state_dir, summary)
         if config.monitoring.textfile_dir:
             write_metrics(config.monitoring.textfile_dir, config.state_dir)

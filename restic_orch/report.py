@@ -170,8 +170,11 @@ def load_repositories(state_dir: Path) -> dict[str, dict[str, Any]]:
     return {k: (v if isinstance(v, dict) else {"snapshot": v, "time": 0}) for k, v in data.items()}
 
 
-def remember_repositories(state_dir: Path, snapshots: dict[str, str], counts: dict[str, int]) -> None:
+def remember_repositories(state_dir: Path, snapshots: dict[str, str], counts: dict[str, int],
+                          urls: dict[str, str] | None = None) -> None:
+    """Record where each repository is and its newest snapshot: a known repository is not probed next run."""
     known = load_repositories(state_dir)
     for name, snap in snapshots.items():
-        known[name] = {"snapshot": snap, "time": time.time(), **({"count": counts[name]} if name in counts else {})}
+        known[name] = {"snapshot": snap, "time": time.time(), **({"count": counts[name]} if name in counts else {}),
+                       **({"url": urls[name]} if urls and name in urls else {})}
     _write_private(state_dir / "repositories.json", json.dumps(known, indent=2) + "\n")

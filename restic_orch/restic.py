@@ -159,6 +159,13 @@ class ForgetGroup:
 
 
 @dataclass
+class CopiedSnapshot:
+    source: str            # short id in the source repository
+    target: str | None     # short id of its copy in the destination (None when restic did not say)
+    skipped: bool = False  # it was already there from an earlier copy
+
+
+@dataclass
 class CheckResult:
     ok: bool
     output: str
@@ -365,10 +372,21 @@ class Repo:
         return json.loads(self._run(["cat", kind, ident], timeout=120).stdout)
 
     # --- copy, retention, checks -----------------------------------------------------------------
-    def copy_from(self, source: Repo, snapshot_ids: Sequence[str] = (), timeout: float | None = None) -> None:
+    def copy_from(self, source: Repo, snapshot_ids: Sequence[str] = (), *, host: str | None = None,
+                  tags: Sequence[str] = (), timeout: float | None = None) -> list[CopiedSnapshot]:
+        """Copy snapshots (by id, or all matching host/tags) that this repository lacks; say what became of each.
+
+        restic copy has no --json; its text names every source snapshot and the copy it now has.
+        """
         args = ["copy", "--from-repo", source.url, "--from-password-file", str(source.password_file)]
+        if not snapshot_ids:
+            if host:
+                args += ["--host", host]
+            for tag in tags:
+                args += ["--tag", tag]
         args += list(snapshot_ids)
-        self._run(args, timeout=timeout, heavy=True, env=_from_env(source))
+        result = self._run(args, timeout=timeout, heavy=True, env=_from_env(source))
+        return parse_copy_output(result.stdout)
 
     def forget(self, policy: Sequence[str], *, host: str, tags: Sequence[str], dry_run: bool = False,
                timeout: float | None = None) -> list[ForgetGroup]:
@@ -448,3 +466,30 @@ def parse_forget_output(stdout: str) -> list[ForgetGroup]:
             remove=[Snapshot.from_json(s) for s in item.get("remove") or []],
         ))
     return groups
+
+
+_COPY_SOURCE = re.compile(r"^snapshot ([0-9a-f]{8,64}) of \[")
+_COPY_SAVED = re.compile(r"^snapshot ([0-9a-f]{8,64}) saved")
+_COPY_SKIPPED = re.compile(r"^skipping (?:source )?snapshot ([0-9a-f]{8,64}),"
+                           r" was already copied to snapshot ([0-9a-f]{8,64})")
+
+
+def parse_copy_output(stdout: str) -> list[CopiedSnapshot]:
+    """Pair each source snapshot restic copy announced with the copy it saved or found (0.14 to 0.18 text)."""
+    copied: list[CopiedSnapshot] = []
+    pending: str | None = None
+    for raw in stdout.splitlines():
+        line = raw.strip()
+        if match := _COPY_SOURCE.match(line):
+            if pending:
+                copied.append(CopiedSnapshot(pending, None))
+            pending = match.group(1)
+        elif match := _COPY_SKIPPED.match(line):
+            copied.append(CopiedSnapshot(match.group(1), match.group(2), skipped=True))
+            pending = None
+        elif (match := _COPY_SAVED.match(line)) and pending:
+            copied.append(CopiedSnapshot(pending, match.group(1)))
+            pending = None
+    if pending:
+        copied.append(CopiedSnapshot(pending, None))
+    return copied

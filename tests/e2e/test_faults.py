@@ -440,6 +440,34 @@ def test_missing_bucket_without_auto_init_is_a_clear_failure(lab, seeded, before
     assert_nothing_lost(lab, before, scenario="offsite bucket missing, auto_init false")
 
 
+def test_vanished_local_repository_is_never_silently_recreated(lab, seeded, before, tmp_path):
+    """A repository that held our snapshots is not probed before each run (that costs a key derivation);
+    when it is gone the backup says so, offsite still gets the day, and no new empty repository appears."""
+    state_dir, repo_dir = tmp_path / "state", tmp_path / "local-repo"
+
+    def edit(data: dict[str, Any]) -> None:
+        data["auto_init"] = True
+        data["state_dir"] = str(state_dir)
+        data["repositories"]["local"]["url"] = str(repo_dir)
+
+    config = config_copy(lab, tmp_path, edit)
+    first = assert_truthful(backup(config, "--only", "ansible-vault"), state_dir, 0)
+    assert (repo_dir / "config").is_file() and first["snapshots"]["offsite"]
+    shutil.move(repo_dir, tmp_path / "the-disk-that-died")
+    run = backup(config, "--only", "ansible-vault")
+    summary = assert_truthful(run, state_dir, 3)
+    local = failures_of(summary, source="local")
+    assert local and "has disappeared" in local[0]["message"] and first["snapshots"]["local"] in local[0]["message"]
+    assert summary["snapshots"].get("offsite"), "offsite must still get the day's snapshot"
+    assert not repo_dir.exists(), "a vanished repository must not be re-created empty"
+    # another address for `local` is a new repository: probed, and initialised since auto_init is on
+    moved = config_copy(lab, tmp_path, lambda d: (edit(d), d["repositories"]["local"].update(
+        url=str(tmp_path / "new-local-repo"))), "config-moved.yml")
+    assert_truthful(backup(moved, "--only", "ansible-vault"), state_dir, 0)
+    assert (tmp_path / "new-local-repo" / "config").is_file()
+    assert_nothing_lost(lab, before, scenario="local repository vanished")
+
+
 # ------------------------------------------------------------------------------------------ databases
 def test_mariadb_down_is_partial_and_keeps_the_rest(lab, seeded, before, tmp_path):
     manager.stop_service(lab["dir"], "mariadb")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from restic_orch import cpucap
+
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "ansible" / "roles" / "backup"
 BIN = Path(sys.executable).parent
@@ -247,6 +249,7 @@ def test_deployed_config_passes_the_schema(deployed):
     assert cfg["sources"]["ansible_vault"]["paths"] == v["backup_ansible_vault_paths"]
     assert cfg["staging_dir"] == v["backup_staging_dir"]
     assert cfg["limits"]["nice"] == 10
+    assert cfg["limits"]["cpu_percent"] == 30  # VI2: the deployed run holds itself to 30 % of the host
 
 
 @pytest.mark.skipif(not CLI, reason="restic_orch.cli is not there yet: `restic-orch config validate` cannot run")
@@ -357,6 +360,7 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
     service = (units / "restic-orch-backup.service").read_text().splitlines()
     cli = f"{deployed['venv']}/bin/restic-orch -q --config {config}"
     assert f"ExecStart={cli} backup" in service
+    # facts are not gathered in this play: one core is assumed, so 30 % of the host is CPUQuota=30%
     assert "CPUQuota=30%" in service
     assert "Nice=10" in service
     assert "IOSchedulingClass=best-effort" in service
@@ -457,3 +461,9 @@ def test_cron_command_line_backs_up(deployed):
     listing = subprocess.run(["restic", "-r", repo, "--password-file", password_file, "ls", "latest"],
                              capture_output=True, text=True, timeout=60, check=True)
     assert "vault.yml" in listing.stdout
+    # the cron line has no cgroup of its own: the run held itself to the role's 30 % of the host
+    cap = json.loads((Path(v["backup_state_dir"]) / "last-run.json").read_text())["extra"]["cpu_cap"]
+    if os.geteuid() == 0 and (cpucap._v1_dir() is not None or cpucap._v2_has_cpu()):
+        assert cap["method"] in ("cgroup1", "cgroup2") and cap["percent_of_host"] == 30.0, cap
+    else:
+        assert cap["method"] in ("unavailable", "inherited"), cap

@@ -130,10 +130,17 @@ def test_copy_with_same_chunker_params_and_check(tmp_path, data):
     offsite = make_repo(tmp_path, "offsite", password="another password")
     offsite.init(copy_chunker_from=local)
     assert offsite.cat_json("config", "")["chunker_polynomial"] == local.cat_json("config", "")["chunker_polynomial"]
-    offsite.copy_from(local)
+    source = local.snapshots()[0]
+    first = offsite.copy_from(local, host="pve1", tags=["restic-orch"])
+    copies = offsite.snapshots()
+    assert len(copies) == 1 and copies[0].tree == source.tree
+    # the copy's new id is read from restic's text: it must name the snapshot really saved
+    assert [(c.source, c.target, c.skipped) for c in first] == [(source.short_id, copies[0].short_id, False)]
+    again = offsite.copy_from(local)  # idempotent: restic copy skips what is there
     assert len(offsite.snapshots()) == 1
-    offsite.copy_from(local)  # idempotent: restic copy skips what is there
-    assert len(offsite.snapshots()) == 1
+    assert [(c.source, c.target, c.skipped) for c in again] == [(source.short_id, copies[0].short_id, True)]
+    # the filters reach restic: another host's snapshots are not copied
+    assert offsite.copy_from(local, host="elsewhere", tags=["restic-orch"]) == []
     assert offsite.check().ok
     # corrupt one pack file: check must report it
     packs = sorted(p for p in (Path(local.url) / "data").rglob("*") if p.is_file())
