@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from . import report
-from .run import Settings, run
+from .run import EXCLUDES, Settings, run
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ct-mib", type=int, default=None)
     parser.add_argument("--db-mib", type=int, default=None)
     parser.add_argument("--churn", type=float, default=float(os.environ.get("BENCH_CHURN", "0.02")))
-    parser.add_argument("--cpu-quota-us", type=int, default=_env_int("BENCH_CPU_QUOTA_US", 60_000),
-                        help="cgroup cpu.cfs_quota_us per 100000 us for the capped run (60000 = 30 %% of 2 cores)")
+    parser.add_argument("--cpu-percent", type=float, default=float(os.environ.get("BENCH_CPU_PERCENT", "30")),
+                        help="limits.cpu_percent of the capped run: the product holds itself to it (cgroup quota)")
+    parser.add_argument("--exclude-paths", default=os.environ.get("BENCH_EXCLUDE_PATHS", ",".join(EXCLUDES)),
+                        help="comma-separated sources.proxmox.exclude_paths for every container ('' for none)")
     parser.add_argument("--gomaxprocs", type=int, default=_env_int("BENCH_GOMAXPROCS", 1),
                         help="limits.gomaxprocs for the product and raw restic (the Ansible role's default: 1)")
     parser.add_argument("--base-dir", type=Path, default=Path(os.environ.get("BENCH_DIR", "/tmp/restic-orch-bench")))
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ct = args.ct_mib or _env_int("BENCH_CT_MIB", 64 if args.quick else 1024)
     db = args.db_mib or _env_int("BENCH_DB_MIB", 64 if args.quick else 1024)
     name = "quick" if (ct, db) == (64, 64) else "full" if (ct, db) == (1024, 1024) else f"ct{ct}-db{db}"
-    settings = Settings(name=name, ct_mib=ct, db_mib=db, churn=args.churn, quota_us=args.cpu_quota_us,
+    settings = Settings(name=name, ct_mib=ct, db_mib=db, churn=args.churn, cpu_percent=args.cpu_percent,
+                        exclude_paths=[p.strip() for p in args.exclude_paths.split(",") if p.strip()],
                         gomaxprocs=args.gomaxprocs or None, base_dir=args.base_dir, keep=args.keep,
                         skip={s.strip() for s in args.skip.split(",") if s.strip()}, profile=args.profile)
     result = run(settings)

@@ -71,7 +71,8 @@ def descendants(pid: int) -> list[int]:
 
 
 def lane_config(lab_dir: Path, lane_dir: Path, *, offsite_bucket: str | None, compress: str = "0",
-                gomaxprocs: int | None = 1, proxmox: dict[str, Any] | None = None) -> Path:
+                gomaxprocs: int | None = 1, proxmox: dict[str, Any] | None = None,
+                cpu_percent: float | None = None) -> Path:
     """The lab's config.yml with this lane's own staging, state, logs and repositories."""
     config = yaml.safe_load((lab_dir / "config.yml").read_text())
     lane_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,7 @@ def lane_config(lab_dir: Path, lane_dir: Path, *, offsite_bucket: str | None, co
     config["sources"]["proxmox"].update(proxmox or {})
     # what the Ansible role deploys (backup_limits_*): nice 10, ionice best-effort 7, GOMAXPROCS 1
     config["limits"].update({"nice": 10, "ionice_class": "best-effort", "ionice_level": 7,
-                             "gomaxprocs": gomaxprocs})
+                             "gomaxprocs": gomaxprocs, "cpu_percent": cpu_percent})
     path = lane_dir / "config.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     os.chmod(path, 0o600)

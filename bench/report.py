@@ -24,6 +24,17 @@ def _ok(met: bool | None) -> str:
     return {True: "met", False: "**missed**", None: "n/a"}[met]
 
 
+def _background_hashing(a: dict[str, Any]) -> bool:
+    """Since the product hashes in a worker thread, the dumps no longer contain the hashing; what is left
+    of it is the `hash:wait` phase, counted as overhead like any other non-dump phase."""
+    return any(p["name"] == "hash:wait" for p in a["phases"])
+
+
+def _hash_inside_dumps(day: dict[str, Any]) -> float:
+    a = day["product"].get("uncapped") or {}
+    return 0.0 if _background_hashing(a) else day.get("sha256_seconds", 0.0)
+
+
 def overhead(day: dict[str, Any]) -> dict[str, float] | None:
     """Orchestration overhead of (a) over (b): everything (a) spends beyond the dumps themselves (minus its
     artifact hashing, which is overhead) and beyond raw restic's backup + copy + forget on the same tree."""
@@ -33,7 +44,7 @@ def overhead(day: dict[str, Any]) -> dict[str, float] | None:
     dumps = sum(p["seconds"] for p in a["phases"] if p["name"].startswith("dump:"))
     restic_part = sum(p["seconds"] for p in a["phases"]
                       if p["name"] in ("backup:local", "copy:offsite") or p["name"].startswith("retention:"))
-    sha = day.get("sha256_seconds", 0.0)
+    sha = _hash_inside_dumps(day)
     orchestration = a["wall"] - (dumps - sha)
     return {"a_wall": a["wall"], "dumps": round(dumps, 2), "sha256": sha, "a_minus_dumps": round(orchestration, 2),
             "a_restic_phases": round(restic_part, 2), "b_wall": b["wall"],
@@ -53,10 +64,14 @@ def overhead_breakdown(day: dict[str, Any]) -> list[tuple[str, float]]:
     snapshots = cmds.get("restic snapshots", {}).get("seconds", 0.0)
     rows = [
         ("interpreter start-up, configuration", ph.get("startup (interpreter, config)", 0.0)),
-        ("preflight (restic version, `cat config` per repository, init on day 1)", ph.get("preflight", 0.0)),
-        ("sha256 of the staged artifacts (inside the dump phases)", day.get("sha256_seconds", 0.0)),
+        ("preflight (restic version; `cat config` only for repositories not yet known; init on day 1)"
+         " minus (b)'s init", ph.get("preflight", 0.0) - sum(steps[k]["wall"] for k in ("init-local", "init-offsite")
+                                                               if k in steps)),
+        (("waiting for the background sha256 after the last dump (hash:wait)", ph.get("hash:wait", 0.0))
+         if _background_hashing(a) else
+         ("sha256 of the staged artifacts (inside the dump phases)", day.get("sha256_seconds", 0.0))),
         ("restic backup: (a) minus (b)", ph.get("backup:local", 0.0) - steps["backup"]["wall"]),
-        (f"copy: (a) minus (b) (of which `restic snapshots` x2: {snapshots:.1f} s)",
+        (f"copy: (a) minus (b) (of which `restic snapshots`: {snapshots:.1f} s)",
          ph.get("copy:offsite", 0.0) - steps["copy"]["wall"]),
         ("retention: (a) minus (b)", retention - steps["forget-local"]["wall"] - steps["forget-offsite"]["wall"]),
         ("staging removal, summary, metrics, exit", ph.get("clean-up and report (staging removal, summary, "
@@ -100,16 +115,31 @@ def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append({"target": "goal: day 2 offsite bytes <= 2x changed bytes",
                  "measured": f"{ours / changed:.1f}x ({_mib(ours)} vs {_mib(changed)} MiB changed)",
                  "met": ours <= 2 * changed})
-    freezes = [c.get("freeze_seconds") or 0.0 for d in ("day1", "day2") for lane_ in days[d]["product"].values()
-               for c in lane_["vi1"]]
-    probe = run.get("vi1_suspend_probe", {}).get("containers", [])
-    freezes += [c.get("freeze_seconds") or 0.0 for c in probe]
-    rows.append({"target": "VI1: container freeze <= 5 s", "measured": f"max {max(freezes, default=0):.1f} s",
-                 "met": max(freezes, default=0) <= 5})
+    # vzdump logs the difference of two whole-second clocks, so a logged N means a real freeze below
+    # N + 1 s: the target is judged on that upper bound (freeze_seconds_max), never on N itself.
+    conts = [c for d in ("day1", "day2") for lane_ in days[d]["product"].values() for c in lane_["vi1"]]
+    conts += run.get("vi1_suspend_probe", {}).get("containers", [])
+    bounds = [_freeze_bound(c) for c in conts]
+    worst = max(bounds, default=0.0)
+    rows.append({"target": "VI1: container freeze <= 5 s", "measured": f"every freeze < {worst:.0f} s "
+                 "(vzdump's whole-second reading + 1)", "met": worst <= 5})
     logs = [days[d]["product"]["uncapped"].get("log_lines", 0) for d in ("day1", "day2")]
     rows.append({"target": "logs for troubleshooting", "measured": f"JSON-lines run log, {logs[0]} / {logs[1]} lines; "
                  "phases with seconds in the --json summary", "met": all(n > 0 for n in logs)})
     return rows
+
+
+def _freeze_bound(c: dict[str, Any]) -> float:
+    if c.get("freeze_seconds_max") is not None:
+        return float(c["freeze_seconds_max"])
+    return float(c["freeze_seconds"]) + 1 if c.get("freeze_seconds") is not None else 0.0
+
+
+def _freeze_cell(c: dict[str, Any]) -> str:
+    n = c.get("freeze_seconds")
+    if n is None:
+        return "none logged"
+    return "< 1" if n == 0 else f"{n:g} (< {_freeze_bound(c):g})"
 
 
 def render(run: dict[str, Any]) -> str:
@@ -131,8 +161,11 @@ def render(run: dict[str, Any]) -> str:
            f"~{_mib(run['churn']['db_changed_bytes_est'])} "
            "in databases).",
            "",
-           f"CPU % = (user+sys of the whole process tree) / wall / {m['nproc']} cores. Cap: cgroup v1 cpu "
-           f"cfs_quota_us={st['cpu_quota_us']} per {st['cpu_period_us']} (= {st['cap_pct_of_host']} % of the host). "
+           f"CPU % = (user+sys of the whole process tree) / wall / {m['nproc']} cores. Cap: "
+           + (f"cgroup v1 cfs_quota_us={st['cpu_quota_us']} per {st['cpu_period_us']} set by the benchmark "
+              f"(= {st['cap_pct_of_host']} % of the host). " if "cpu_quota_us" in st else
+              f"limits.cpu_percent={st.get('cpu_percent')} (the product's own cgroup quota). ")
+           + f"Container excludes: {', '.join(st.get('exclude_paths') or []) or 'none'}. "
            f"GOMAXPROCS={st['gomaxprocs']}. Lab-side CPU (fake PVE vzdump, DB servers, moto S3) is not in the "
            "process tree; it is listed per phase.",
            "",
@@ -245,7 +278,7 @@ def render(run: dict[str, Any]) -> str:
         ct = sum(a["archive_bytes"] for a in run["days"]["day1"]["product"]["uncapped"]["vi1"])
         out.append(f"| 0 (default) | {_mib(ct)} | {_mib(raw1)} | {_mib(raw2)} | {_mib(sto.get('raw-local'))} |")
         for variant in z1:
-            label = "zstd --rsyncable (the fake PVE)" if variant == "zstd-rsyncable" else "zstd (PVE 8: not rsyncable)"
+            label = "zstd --rsyncable (PVE 7)" if variant == "zstd-rsyncable" else "zstd (PVE 8 and the fake PVE)"
             out.append(f"| {label} | {_mib(z1[variant]['container_archive_bytes'])} | "
                        f"{_mib(z1[variant]['local_added'])} | "
                        f"{_mib(z2.get(variant, {}).get('local_added'))} | {_mib(sto.get(variant))} |")
@@ -287,10 +320,10 @@ def render(run: dict[str, Any]) -> str:
         for lane, a in run["days"][d]["product"].items():
             for c in a["vi1"]:
                 out.append(f"| {d} {lane} | {c.get('component')} | {c.get('mode_requested')} | {c.get('mode_used')} | "
-                           f"{c.get('freeze_seconds') if c.get('freeze_seconds') is not None else 'none logged'} |")
+                           f"{_freeze_cell(c)} |")
     for c in run.get("vi1_suspend_probe", {}).get("containers", []):
         out.append(f"| suspend probe (fault {run['vi1_suspend_probe']['fault_suspend_freeze_seconds']} s) | "
-                   f"{c['component']} | {c['mode_requested']} | {c['mode_used']} | {c['freeze_seconds']} |")
+                   f"{c['component']} | {c['mode_requested']} | {c['mode_used']} | {_freeze_cell(c)} |")
     out += ["", "### Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     out += [f"| {t['target']} | {t['measured']} | {_ok(t['met'])} |" for t in targets(run)]
     peaks = run.get("lab_peak_rss_kib", {})

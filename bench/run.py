@@ -1,14 +1,15 @@
 """The benchmark: lab up, day 1, churn, day 2, each for the product and its three baselines; lab down.
 
 Per day:
-  (a) `restic-orch --json backup` end to end, uncapped and under a 30 % CPU cap (cgroup v1 cpu quota);
+  (a) `restic-orch --json backup` end to end, uncapped, and held by the product itself to
+      limits.cpu_percent (30 % of the host: a cgroup quota it sets up, as a deployed run does);
       its staging tree is hard-linked away the moment manifest.json appears, so (b)-(d) and the zstd
       comparison use exactly the bytes the product backed up;
   (b) raw restic on that staged tree: backup to a local repository, copy to S3, forget (the floor);
   (c) the naive script: tar | zstd | upload to the same S3;
   (d) borg create of the same staged tree (Debian's borgbackup, repokey-blake2, lz4);
   (z) vzdump compress=zstd instead of 0: the staged container tars recompressed with zstd exactly as
-      the fake PVE does (--rsyncable) and as PVE 8 does (no --rsyncable), each into its own restic repo;
+      PVE 8 and the fake PVE do (no --rsyncable) and as PVE 7 did (--rsyncable), each into its own restic repo;
   (e) restic on the containers' root filesystems directly (file level, what a ZFS-snapshot source would
       give), with the day-2 bytes split by kind of change.
 After day 2: a VI1 probe (CT 101 in suspend mode with a simulated freeze) and, with --profile, one more
@@ -40,6 +41,9 @@ from . import s3 as bs3
 from .sampler import Sampler, host_cpu
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# what a homelab's operator leaves out of the container archives: a cache that rebuilds itself and the live
+# database directories, which the postgres and mysql hooks already dump consistently
+EXCLUDES = ("/var/cache/nginx", "/var/lib/postgresql", "/var/lib/mysql")
 LAB_GROUPS = {"pve": ("pve",), "s3": ("s3", "s3proxy"), "postgres": ("postgres",), "mariadb": ("mariadb",)}
 
 
@@ -49,7 +53,8 @@ class Settings:
     ct_mib: int
     db_mib: int
     churn: float = 0.02
-    quota_us: int = 60_000
+    cpu_percent: float = 30.0
+    exclude_paths: list[str] = field(default_factory=lambda: list(EXCLUDES))
     gomaxprocs: int | None = 1
     base_dir: Path = Path("/tmp/restic-orch-bench")
     keep: bool = False
@@ -143,7 +148,6 @@ class Bench:
         self.env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
         self.env.pop("RESTIC_REPOSITORY", None)
         self.groups: dict[str, Path] = {}
-        self.cpu_cap: Path | None = None
         self.date = datetime.now(UTC).date().isoformat()
         self.wall_offset = time.time() - time.monotonic()
         self.stage_root = self.work / "stage"
@@ -168,7 +172,7 @@ class Bench:
         path = self.groups.get(name)
         return cgroups.usage_ns(path) / 1e9 if path else 0.0
 
-    def probe(self, tag: str, argv: list[str], group: str, *, capped: bool = False,
+    def probe(self, tag: str, argv: list[str], group: str, *,
               env: dict[str, str] | None = None, cwd: Path | None = None) -> dict[str, Any]:
         pdir = self.work / "probes"
         pdir.mkdir(parents=True, exist_ok=True)
@@ -178,15 +182,12 @@ class Bench:
         acct = self.group(group)
         if acct:
             cmd += ["--cgroup", str(acct)]
-        if capped and self.cpu_cap:
-            cmd += ["--cgroup", str(self.cpu_cap)]
         if cwd:
             cmd += ["--cwd", str(cwd)]
         cmd += ["--", *argv]
         lab0 = {g: self.cpu_of(f"lab-{g}") for g in LAB_GROUPS}
         cpu0 = self.cpu_of(group)
         host0 = host_cpu()[0]
-        throttle0 = cgroups.throttling(self.cpu_cap) if capped and self.cpu_cap else {}
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, env=env or self.env, cwd=REPO_ROOT)
         try:
@@ -209,12 +210,6 @@ class Bench:
         res["cpu_pct"] = round(100 * cpu / max(res["wall"], 1e-6) / self.ncores, 1)
         res["lab_cpu_s"] = {g: round(self.cpu_of(f"lab-{g}") - lab0[g], 3) for g in LAB_GROUPS}
         res["host_cpu_pct"] = round(100 * (host_cpu()[0] - host0) / max(t1 - t0, 1e-6) / self.ncores, 1)
-        if throttle0:
-            th = cgroups.throttling(self.cpu_cap)
-            res["throttled"] = {"periods": th.get("nr_periods", 0) - throttle0.get("nr_periods", 0),
-                                "throttled_periods": th.get("nr_throttled", 0) - throttle0.get("nr_throttled", 0),
-                                "throttled_s": round((th.get("throttled_time", 0)
-                                                      - throttle0.get("throttled_time", 0)) / 1e9, 3)}
         return res
 
     @staticmethod
@@ -247,7 +242,6 @@ class Bench:
                     if pid:
                         for p in blab.descendants(pid):
                             self.cg.move(p, path)
-            self.cpu_cap = self.cg.cpu("cap", self.s.quota_us)
         st = blab.state(self.lab_dir)
         self.pve_root = Path(st["services"]["pve"]["root"])
         self.results["lab"].update(containers=blab.container_bytes(self.pve_root),
@@ -261,16 +255,21 @@ class Bench:
             if lane == "capped" and ("capped" in self.s.skip or not self.cg):
                 continue
             ldir = self.work / lane
+            # the capped lane holds itself to its budget (limits.cpu_percent), as a deployed run does
             self.lanes[lane] = {"dir": ldir, "bucket": bucket, "capped": lane == "capped",
                                 "config": blab.lane_config(self.lab_dir, ldir, offsite_bucket=bucket,
-                                                           gomaxprocs=self.s.gomaxprocs)}
+                                                           gomaxprocs=self.s.gomaxprocs,
+                                                           cpu_percent=self.s.cpu_percent if lane == "capped" else None,
+                                                           proxmox=self._proxmox_settings())}
         self.results["settings"] = {
             "ct_mib": self.s.ct_mib, "db_mib": self.s.db_mib, "churn": self.s.churn,
-            "cpu_quota_us": self.s.quota_us, "cpu_period_us": cgroups.PERIOD_US,
-            "cap_pct_of_host": round(100 * self.s.quota_us / cgroups.PERIOD_US / self.ncores, 1),
+            "cpu_percent": self.s.cpu_percent, "exclude_paths": self.s.exclude_paths,
             "gomaxprocs": self.s.gomaxprocs, "restic_compression": "auto", "vzdump_compress": "0",
             "cgroups": bool(self.cg), "skip": sorted(self.s.skip),
         }
+
+    def _proxmox_settings(self) -> dict[str, Any]:
+        return {"exclude_paths": {"all": self.s.exclude_paths}} if self.s.exclude_paths else {}
 
     # --- (a) the product ---------------------------------------------------------------------------
     def product(self, lane: str, day: str) -> dict[str, Any]:
@@ -285,7 +284,7 @@ class Bench:
         argv = [str(exe)] if exe.exists() else [self.py, "-m", "restic_orch.cli"]
         self.say(f"{day} (a) restic-orch backup [{lane}]")
         res = self.probe(f"{day}-a-{lane}", argv + ["--config", str(info["config"]), "--json", "backup"],
-                         f"a-{lane}", capped=info["capped"])
+                         f"a-{lane}")
         if copier:
             copier.stop()
             res["staging_copied"] = copier.ok
@@ -298,7 +297,8 @@ class Bench:
                    duration_seconds=summary["duration_seconds"], bytes_staged=summary["bytes_staged"],
                    data_added=summary.get("data_added", {}), local_added=local1 - local0,
                    offsite_added=s3_1 - s3_0, notices=summary.get("notices", []), failures=summary.get("failures", []),
-                   log_file=summary.get("log_file"), staging_copied=res.get("staging_copied"))
+                   log_file=summary.get("log_file"), staging_copied=res.get("staging_copied"),
+                   cpu_cap=summary.get("extra", {}).get("cpu_cap"))
         if summary.get("log_file") and Path(summary["log_file"]).exists():
             lines = Path(summary["log_file"]).read_text().splitlines()
             out["log_lines"] = len(lines)
@@ -376,6 +376,7 @@ class Bench:
         manifest = json.loads(out.stdout)
         return [{"component": a["component"], "mode_requested": a["meta"].get("mode_requested"),
                  "mode_used": a["meta"].get("mode_used"), "freeze_seconds": a["meta"].get("freeze_seconds"),
+                 "freeze_seconds_max": a["meta"].get("freeze_seconds_max"),
                  "vzdump_seconds": a["meta"].get("duration_seconds"), "archive_bytes": a["size"]}
                 for a in manifest["artifacts"] if a["kind"] == "proxmox"]
 
@@ -416,14 +417,18 @@ class Bench:
         offsite = f"s3:{self.s3info['endpoint']}/bench-raw"
         opts = ["-o", "s3.bucket-lookup=path"]
         lenv, oenv = self.restic_env(local, cache), self.restic_env(offsite, cache)
-        if not (rdir / "repo").exists():
-            rdir.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["restic", "init", "--repository-version", "2"], env=lenv, check=True, capture_output=True)
-            subprocess.run(["restic", *opts, "init", "--repository-version", "2", "--copy-chunker-params",
-                            "--from-repo", local, "--from-password-file", str(self.secrets / "restic-local")],
-                           env=oenv, check=True, capture_output=True)
-        self.say(f"{day} (b) raw restic: backup, copy, forget")
+        self.say(f"{day} (b) raw restic: {'init, ' if not (rdir / 'repo').exists() else ''}backup, copy, forget")
         steps: dict[str, Any] = {}
+        if not (rdir / "repo").exists():
+            # a raw-restic user creates the repositories on day 1 too, as the product does in its preflight
+            rdir.mkdir(parents=True, exist_ok=True)
+            res = self.probe(f"{day}-b-init-local", ["restic", "init", "--repository-version", "2"], "raw", env=lenv)
+            steps["init-local"] = self.brief(res)
+            res = self.probe(f"{day}-b-init-offsite", ["restic", *opts, "init", "--repository-version", "2",
+                                                       "--copy-chunker-params", "--from-repo", local,
+                                                       "--from-password-file", str(self.secrets / "restic-local")],
+                             "raw", env=oenv)
+            steps["init-offsite"] = self.brief(res)
         local0, (s3_0, _) = _du(rdir / "repo"), bs3.bucket_bytes(self.s3, "bench-raw")
         res = self.probe(f"{day}-b-backup", ["restic", "backup", "--json", "-vv", "--host", "pve1", "--compression",
                                              "auto", "--tag", "bench", str(stage)], "raw", env=lenv)
@@ -618,7 +623,8 @@ class Bench:
         shutil.rmtree(ldir, ignore_errors=True)
         return {"fault_suspend_freeze_seconds": self.s.freeze_seconds, "wall": res["wall"],
                 "containers": [{"component": a["component"], "mode_requested": a["meta"]["mode_requested"],
-                                "mode_used": a["meta"]["mode_used"], "freeze_seconds": a["meta"]["freeze_seconds"]}
+                                "mode_used": a["meta"]["mode_used"], "freeze_seconds": a["meta"]["freeze_seconds"],
+                                "freeze_seconds_max": a["meta"].get("freeze_seconds_max")}
                                for a in data["artifacts"]], "failures": data["failures"]}
 
     # --- a day -------------------------------------------------------------------------------------

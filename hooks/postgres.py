@@ -235,7 +235,8 @@ class PostgresHook(Hook):
         partial = path.with_name(path.name + ".partial")
         try:
             with _SnapshotSession(self, database, env, self.source.timeout_seconds) as info:
-                runner.run([*client(self.source, "pg_dump"), "-Fc", *self._conn(), f"--snapshot={info['snapshot']}",
+                runner.run([*client(self.source, "pg_dump"), "-Fc", f"-Z{self.source.dump_compression}",
+                            *self._conn(), f"--snapshot={info['snapshot']}",
                             "-d", _conninfo(database)],
                            env=env, stdout_path=partial, low_priority=True, timeout=self.source.timeout_seconds)
             toc = runner.run([*client(self.source, "pg_restore"), "--list"], stdin_path=partial,
@@ -250,7 +251,8 @@ class PostgresHook(Hook):
         except BaseException:
             remove(partial)
             raise
-        meta = {"database": database, "format": "custom", "row_counts": info["row_counts"] or {},
+        meta = {"database": database, "format": "custom", "compression": self.source.dump_compression,
+                "row_counts": info["row_counts"] or {},
                 "row_counts_source": "count(*) in the exported snapshot pg_dump used",
                 "owner": info["owner"], "encoding": info["encoding"], "collate": info["collate"],
                 "ctype": info["ctype"], "roles": info["roles"] or [], **versions}

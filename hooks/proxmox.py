@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shlex
 import shutil
 import socket
 import time
@@ -28,7 +29,11 @@ CHECKED_KEYS = ("hostname", "arch", "ostype", "cores", "memory", "swap", "unpriv
 ARCHIVE_RE = re.compile(r"creating (?:vzdump )?archive '([^']+)'")
 MODE_RE = re.compile(r"backup mode: (\w+)")
 FALLBACK_RE = re.compile(r"trying '(\w+)' mode instead")
-ONLINE_RE = re.compile(r"guest is online again after (\d+(?:\.\d+)?) seconds")
+# vzdump logs the difference of two whole-second clock readings, and '<1' when they are equal
+ONLINE_RE = re.compile(r"guest is online again after (<1|\d+) seconds")
+JOB_RE = re.compile(r"starting new backup job: (.*)")
+# task polling: start short (small containers finish in well under a second), never sleep long after the end
+POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.1, 1.5, 0.5
 
 
 class PveError(Exception):
@@ -41,6 +46,29 @@ def _cause(log: list[str]) -> str:
              if ("ERROR" in line and "job errors" not in line) or "tar:" in line or "zstd:" in line
              or "No space left" in line]
     return f" ({' | '.join(lines[-3:])})" if lines else ""
+
+
+def freeze_bounds(logged: str) -> tuple[float, float]:
+    """(freeze_seconds, freeze_seconds_max) from vzdump's 'online again after N seconds'.
+
+    N is the difference of two whole-second clock readings, so the real freeze lay between N - 1 and
+    N + 1 s: freeze_seconds is vzdump's own N ('<1', equal readings, is 0) and freeze_seconds_max the
+    bound a budget must be checked against.
+    """
+    seconds = 0.0 if logged == "<1" else float(logged)
+    return seconds, seconds + 1.0
+
+
+def logged_excludes(log_text: str) -> list[str] | None:
+    """The --exclude-path values of the command line vzdump logs first, or None without that line."""
+    match = JOB_RE.search(log_text)
+    if not match:
+        return None
+    try:
+        args = shlex.split(match.group(1))
+    except ValueError:
+        return None
+    return [value for flag, value in zip(args, args[1:], strict=False) if flag == "--exclude-path"]
 
 
 class ProxmoxHook(Hook):
@@ -86,7 +114,7 @@ class ProxmoxHook(Hook):
         """Wait for a UPID task; return its exitstatus and whole log (proxmoxer never checks exitstatus)."""
         tasks = self.api.nodes(self.node).tasks(upid)
         deadline = time.monotonic() + timeout
-        delay = 0.2
+        delay = POLL_FIRST
         while True:
             status = self._call("task status", tasks.status.get)
             if status.get("status") == "stopped":
@@ -94,7 +122,7 @@ class ProxmoxHook(Hook):
             if time.monotonic() > deadline:
                 raise PveError(f"task {upid} still running after {timeout:.0f} s")
             time.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+            delay = min(delay * POLL_GROWTH, POLL_MAX)
         lines: list[str] = []
         start = 0
         while True:
@@ -156,8 +184,13 @@ class ProxmoxHook(Hook):
         config = self._call(f"CT {vmid} config", lxc.config.get)
         status = self._call(f"CT {vmid} status", lxc.status.current.get)
         started = time.monotonic()
-        upid = self._call(f"vzdump {vmid}", self.api.nodes(self.node).vzdump.post, vmid=str(vmid), mode=src.mode,
-                          compress=src.compress, storage=src.storage, remove=0, lockwait=src.lockwait_minutes)
+        params: dict[str, Any] = {"vmid": str(vmid), "mode": src.mode, "compress": src.compress,
+                                  "storage": src.storage, "remove": 0, "lockwait": src.lockwait_minutes}
+        excludes = src.exclude_paths_for(vmid)
+        if excludes:
+            # a list goes out as repeated form fields; PVE hands vzdump the values NUL-separated
+            params["exclude-path"] = excludes
+        upid = self._call(f"vzdump {vmid}", self.api.nodes(self.node).vzdump.post, **params)
         exitstatus, log = self.wait_task(upid, src.timeout_seconds)
         duration = time.monotonic() - started
         if exitstatus != "OK" and not exitstatus.startswith("WARNINGS"):
@@ -189,14 +222,29 @@ class ProxmoxHook(Hook):
             "vmid": vmid, "name": config.get("hostname", ""), "node": self.node,
             "status": status.get("status", ""), "archive": name, "compress": src.compress,
             "mode_requested": src.mode, "mode_used": mode_used, "fallback": bool(fallback),
-            "freeze_seconds": float(online[-1]) if online else None, "upid": upid, "exitstatus": exitstatus,
+            "upid": upid, "exitstatus": exitstatus,
             "duration_seconds": round(duration, 3),
             "config": {k: v for k, v in config.items() if k not in ("digest", "lock")},
             "log_excerpt": log[-15:],
         }
+        freeze, freeze_max = freeze_bounds(online[-1]) if online else (None, None)
+        meta.update(freeze_seconds=freeze, freeze_seconds_max=freeze_max,
+                    exclude_paths=self._confirm_excludes(vmid, excludes, text, outcome))
         outcome.artifacts.append(ctx.artifact(target, component=f"ct:{vmid}", kind=KIND, source=self.name,
                                               meta=meta))
         ctx.log.info("container archived", extra={"vmid": vmid, "mode": mode_used, "bytes": target.stat().st_size})
+
+    def _confirm_excludes(self, vmid: int, requested: list[str], log_text: str, outcome: DumpOutcome) -> list[str]:
+        """The requested patterns vzdump's own command line shows: only those may be reported as not backed up."""
+        if not requested:
+            return []
+        logged = logged_excludes(log_text) or []
+        confirmed = [p for p in requested if p in logged]
+        missing = [p for p in requested if p not in confirmed]
+        if missing:
+            outcome.notices.append(Notice(KIND, self.name, f"CT {vmid}: vzdump's command line does not show"
+                                          f" exclude-path {', '.join(missing)}: these may still be in the archive"))
+        return confirmed
 
     def _take(self, source_path: Path, target: Path, name: str) -> None:
         """Move the archive into staging (a rename on one filesystem); copy when PVE should keep its copy."""
@@ -268,6 +316,9 @@ class ProxmoxHook(Hook):
             diffs = {k: {"expected": expected.get(k), "found": restored.get(k)} for k in CHECKED_KEYS
                      if str(expected.get(k)) != str(restored.get(k))}
             checks: dict[str, Any] = {"config": "ok" if not diffs else diffs, "sha256": True}
+            if meta.get("exclude_paths"):
+                # left out by vzdump at backup time: the restored CT lacks them (e.g. a database's files)
+                checks["not_in_backup"] = list(meta["exclude_paths"])
             started = False
             # a copy beside the original keeps its static IP: starting it would clash on the network
             beside = vmid != int(meta["vmid"])

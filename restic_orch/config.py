@@ -99,6 +99,8 @@ class ProxmoxSource(Strict):
     node: str | None = None
     vmids: list[int] | Literal["all"] = "all"
     exclude: list[int] = Field(default_factory=list)
+    # vzdump's exclude-path patterns: 'all' applies to every container, a VMID key adds to it for that one
+    exclude_paths: dict[Literal["all"] | int, list[str]] = Field(default_factory=dict)
     mode: Literal["snapshot", "suspend", "stop"] = "snapshot"
     require_snapshot: bool = False
     compress: Literal["0", "gzip", "lzo", "zstd"] = "0"
@@ -113,6 +115,80 @@ class ProxmoxSource(Strict):
     @classmethod
     def _compress_str(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
+
+    @field_validator("exclude_paths", mode="before")
+    @classmethod
+    def _exclude_paths_shape(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("must map 'all' or a container VMID to a list of paths, e.g."
+                             " {all: [/var/cache/apt], 102: [/var/lib/postgresql]}")
+        out: dict[str | int, list[str]] = {}
+        problems: list[str] = []
+        for key, paths in value.items():
+            vmid = cls._exclude_key(key)
+            if vmid is None:
+                problems.append(f"key {key!r}: use 'all' or a container VMID")
+                continue
+            if not isinstance(paths, list):
+                problems.append(f"{key}: must be a list of paths")
+                continue
+            problems += [f"{key}[{i}] {p!r}: {why}" for i, p in enumerate(paths) if (why := cls._exclude_problem(p))]
+            out[vmid] = paths
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
+
+    @field_validator("exclude_paths")
+    @classmethod
+    def _exclude_paths_vmids(cls, value: dict[str | int, list[str]], info: Any) -> dict[str | int, list[str]]:
+        # a key for a container that is never backed up is a typo that would silently exclude nothing
+        vmids, skipped = info.data.get("vmids"), set(info.data.get("exclude") or ())
+        for key in value:
+            if key in skipped:
+                raise ValueError(f"{key}: CT {key} is in exclude, so it is not backed up")
+            if isinstance(key, int) and isinstance(vmids, list) and key not in vmids:
+                raise ValueError(f"{key}: CT {key} is not in vmids {vmids}")
+        return value
+
+    @staticmethod
+    def _exclude_key(key: Any) -> str | int | None:
+        if key == "all":
+            return "all"
+        if isinstance(key, str) and key.isdigit():
+            key = int(key)
+        if isinstance(key, int) and not isinstance(key, bool) and 100 <= key <= 999_999_999:
+            return key
+        return None
+
+    @staticmethod
+    def _exclude_problem(pattern: Any) -> str | None:
+        """Why vzdump would mishandle this exclude-path pattern, or None when it is fine."""
+        from fnmatch import fnmatchcase
+
+        if not isinstance(pattern, str) or not pattern.strip():
+            return "must be a non-empty path"
+        if any(ord(c) < 32 for c in pattern):
+            return "contains a control character (the API passes the list NUL-separated)"
+        if pattern.endswith("/"):
+            return ("ends with '/', which tar never matches in snapshot or stop mode (vzdump only warns): write"
+                    f" {pattern.rstrip('/')!r} to leave the directory out, or {pattern + '*'!r} to keep it empty")
+        # GNU tar as vzdump runs it: '/x' is anchored at the CT root ('./x'), other patterns match any
+        # trailing part of the name, and a match on a directory covers what is below it
+        tar_pattern = "." + pattern if pattern.startswith("/") else pattern
+        for name in ("./etc/vzdump/pct.conf", "./etc/vzdump/pct.fw"):
+            parts = name.split("/")
+            starts = [0] if pattern.startswith("/") else range(len(parts))
+            spans = ("/".join(parts[s:e]) for s in starts for e in range(s + 1, len(parts) + 1))
+            if any(fnmatchcase(span, tar_pattern) for span in spans):
+                return (f"would also leave out {name}, vzdump's copy of the container configuration:"
+                        " the archive could not be restored")
+        return None
+
+    def exclude_paths_for(self, vmid: int) -> list[str]:
+        """The patterns for one container: the 'all' ones, then its own, without repeats."""
+        return list(dict.fromkeys([*self.exclude_paths.get("all", []), *self.exclude_paths.get(vmid, [])]))
 
 
 class DatabaseSource(Strict):
@@ -149,6 +225,8 @@ class DatabaseSource(Strict):
 class PostgresSource(DatabaseSource):
     user: str = "postgres"
     globals: bool = True
+    # pg_dump -Z: 0 leaves compression to restic, so a changed row renews a chunk, not the rest of the table
+    dump_compression: int = Field(0, ge=0, le=9)
 
 
 class MysqlSource(DatabaseSource):

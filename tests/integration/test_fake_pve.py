@@ -26,6 +26,7 @@ from proxmoxer import ResourceException
 from proxmoxer.tools import Tasks
 
 from restic_orch.lab.pve import create_node, read_config, rootfs_dir, set_lock, token_secret, unlock
+from restic_orch.lab.pve.archive import compressor
 from restic_orch.lab.pve.layout import load_node, save_node
 
 NODE = "pve1"
@@ -262,6 +263,84 @@ def test_suspend_fallback_on_dir_storage(pve: FakePve, api):
     assert newest_backup(api, 105)["format"] == "tar.gz"
 
 
+def test_suspend_freeze_under_a_second_logs_less_than_one(pve: FakePve, api):
+    # vzdump subtracts two whole-second clock readings: start just after a second ticks so a 0.2 s
+    # freeze ends within the same second (retried, in case a slow machine crosses it anyway)
+    pve.faults(suspend_freeze_seconds=0.2)
+    for _ in range(3):
+        time.sleep(1.02 - time.time() % 1)
+        status, log = run_task(pve, api.vzdump.post(vmid="105", storage="local"))
+        assert status["exitstatus"] == "OK"
+        online = [line for line in log if line.startswith("INFO: guest is online again after ")]
+        assert len(online) == 1 and re.fullmatch(r"INFO: guest is online again after (<1|1) seconds", online[0])
+        if online[0] == "INFO: guest is online again after <1 seconds":
+            return
+    pytest.fail(f"a 0.2 s freeze never logged '<1': {online}")
+
+
+def _extract(path: Path, out: Path) -> None:
+    out.mkdir()
+    subprocess.run(["tar", "-xpf", str(path), "-C", str(out), "--numeric-owner"], check=True)
+
+
+def test_vzdump_exclude_path_leaves_out_only_the_matches(pve: FakePve, api, tmp_path: Path):
+    # a list goes out as repeated form fields: PVE joins them NUL-separated and vzdump splits them
+    upid = api.vzdump.post(vmid="102", storage="local", compress="zstd",
+                           **{"exclude-path": ["/var/lib/postgresql", "syslog*"]})
+    status, log = run_task(pve, upid)
+    assert status["exitstatus"] == "OK"
+    job = next(line for line in log if line.startswith("INFO: starting new backup job: vzdump 102 "))
+    assert " --exclude-path /var/lib/postgresql --exclude-path 'syslog*'" in job
+    out = tmp_path / "x"
+    _extract(archive_path(pve, newest_backup(api, 102)["volid"]), out)
+    assert "hostname: database\n" in (out / "etc/vzdump/pct.conf").read_text()
+    shutil.rmtree(out / "etc/vzdump")
+    rootfs = rootfs_dir(pve.root, 102)
+    syslogs = [str(p.relative_to(rootfs)) for p in rootfs.rglob("syslog*")]
+    assert "var/log/syslog" in syslogs and (rootfs / "var/lib/postgresql/15/main/PG_VERSION").is_file()
+    extracted = owners(tree(out), 0 if IS_ROOT else None)
+    assert "var/lib/postgresql" not in extracted and "var/lib" in extracted
+    assert not [rel for rel in extracted if rel.rsplit("/", 1)[-1].startswith("syslog")]
+    assert "var/log/auth.log" in extracted
+    # everything else: same bytes, modes, owners and links
+    skip = (*SCRATCH, "var/lib/postgresql", *syslogs)
+    assert extracted == owners(tree(rootfs, skip=skip), 100000 if IS_ROOT else None)
+
+
+def test_vzdump_exclude_path_with_trailing_slash_only_warns(pve: FakePve, api):
+    status, log = run_task(pve, api.vzdump.post(vmid="103", storage="local", **{"exclude-path": "/var/log/"}))
+    assert status["exitstatus"] == "WARNINGS: 1" and log[-1] == "TASK WARNINGS: 1"
+    warn = log.index("WARN: tar does not match exclusion with a trailing slash '/var/log/'")
+    assert log[warn - 1].startswith("INFO: creating vzdump archive '")
+    with tarfile.open(archive_path(pve, newest_backup(api, 103)["volid"])) as tar:
+        assert "./var/log/syslog" in tar.getnames()
+
+
+def test_vzdump_exclude_path_with_trailing_slash_in_suspend_mode(pve: FakePve, api):
+    # suspend mode copies the CT with rsync first, which leaves out directories matching 'dir/'
+    status, log = run_task(pve, api.vzdump.post(vmid="105", storage="local", **{"exclude-path": "/var/log/"}))
+    assert status["exitstatus"] == "OK" and "INFO: backup mode: suspend" in log
+    assert not [line for line in log if line.startswith("WARN:")]
+    with tarfile.open(archive_path(pve, newest_backup(api, 105)["volid"])) as tar:
+        names = tar.getnames()
+    assert not [n for n in names if n == "./var/log" or n.startswith("./var/log/")] and "./var/lib" in names
+
+
+def test_vzdump_exclude_path_matching_the_config_drops_it_like_tar(pve: FakePve, api, tmp_path: Path):
+    # tar's excludes apply to vzdump's ./etc/vzdump/pct.conf too: such an archive cannot be restored
+    run_task(pve, api.vzdump.post(vmid="104", storage="local", **{"exclude-path": "/etc"}))
+    with tarfile.open(archive_path(pve, newest_backup(api, 104)["volid"])) as tar:
+        names = tar.getnames()
+    assert not [n for n in names if n == "./etc" or n.startswith("./etc/")] and "./usr" in names
+
+
+def test_zstd_runs_like_pve_8():
+    assert compressor(".zst", {}) == ["zstd", "--threads=1"]
+    assert compressor(".zst", {"zstd": 0}) == ["zstd", f"--threads={((os.cpu_count() or 1) + 1) // 2}"]
+    assert compressor(".gz", {}) == ["gzip", "--rsyncable"]
+    assert compressor(".gz", {"pigz": 4}) == ["pigz", "-p", "4", "--rsyncable"]
+
+
 def test_lock_visible_while_backup_runs(pve: FakePve, api):
     pve.faults(task_delay_seconds=1.5)
     upid = api.vzdump.post(vmid="103", storage="local", compress="zstd")
@@ -283,6 +362,8 @@ def test_vzdump_write_failure(pve: FakePve, api):
     assert "INFO: tar: -: Cannot write: No space left on device" in log
     errors = [line for line in log if line.startswith("ERROR: ")]
     assert len(errors) == 1 and errors[0].startswith("ERROR: Backup of VM 104 failed - command 'set -o pipefail")
+    assert " --no-anchored '--exclude=lost+found' --anchored '--exclude=./tmp/?*'" in errors[0]
+    assert " | zstd '--threads=1' >" in errors[0] and "rsyncable" not in errors[0]
     assert "INFO: Backup job finished with errors" in log and log[-1] == "TASK ERROR: job errors"
     assert {b["volid"] for b in backups(api, 104)} == before
     dump = pve.root / "storage/local/dump"
@@ -353,6 +434,7 @@ def test_global_vzdump_lock(pve: FakePve, api):
      {"color": "property is not defined in schema and the schema does not allow additional properties"}),
     ({"vmid": "101", "remove": True}, {"remove": "type check ('boolean') failed - got 'True'"}),
     ({"vmid": "99"}, {"vmid": "invalid format - value does not look like a valid VM ID\n"}),
+    ({"vmid": "101", "exclude-path": ""}, {"exclude-path": "type check ('array') failed"}),
     ({"storage": "local"}, {"vmid": "property is missing"}),
 ])
 def test_vzdump_parameter_errors(api, params, errors):

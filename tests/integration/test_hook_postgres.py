@@ -97,6 +97,7 @@ def test_dump_every_database_with_row_counts(lab, full_dump):
         art = arts[f"db:main/{name}"]
         assert art.path == f"postgres/main/{name}.dump"
         assert art.meta["database"] == name and art.meta["format"] == "custom"
+        assert art.meta["compression"] == 0  # restic compresses; a zlib stream would not deduplicate
         assert art.meta["row_counts"] == {f"public.{t}": n for t, n in tables.items()}
         assert art.meta["server_version"] == art.meta["client_version"] == "15.18"
         assert (day / art.path).read_bytes()[:5] == b"PGDMP"  # custom format
@@ -277,7 +278,8 @@ def bigdb(lab):
 
 
 def test_dump_killed_by_timeout_leaves_no_artifact(lab, bigdb, tmp_path):
-    hook = _hook(lab, databases=[bigdb], globals=False, timeout_seconds=1)
+    # compressed at level 9 so the dump surely outlasts its 1 s timeout
+    hook = _hook(lab, databases=[bigdb], globals=False, timeout_seconds=1, dump_compression=9)
     day, outcome = _dump(lab, tmp_path, hook)
     assert outcome.artifacts == []
     assert [f.component for f in outcome.failures] == ["db:main/bigdb"]
@@ -286,7 +288,7 @@ def test_dump_killed_by_timeout_leaves_no_artifact(lab, bigdb, tmp_path):
 
 
 def test_dump_killed_by_a_signal_halfway_leaves_no_artifact(lab, bigdb, tmp_path):
-    hook = _hook(lab, databases=[bigdb], globals=False)
+    hook = _hook(lab, databases=[bigdb], globals=False, dump_compression=9)  # slow enough to be caught halfway
     partial = tmp_path / "2024-05-01" / "postgres" / "main" / "bigdb.dump.partial"
     killed: list[int] = []
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from .app import Ctx, Router
 from .errors import ParamError, TaskError
 from .schema import BOOL, NODE, STORAGE_OPT, Prop, schema, split_list
 from .tasks import TaskManager
-from .vzdump import Job
+from .vzdump import Job, shellquote, split_excludes
 
 SCHEMA = schema({
     "node": NODE,
@@ -24,7 +23,8 @@ SCHEMA = schema({
     "quiet": BOOL,
     "mode": Prop(enum=("snapshot", "suspend", "stop")),
     "exclude": Prop(format="pve-vmid-list"),
-    "exclude-path": Prop(),
+    # PVE 8: an array of strings; form bodies carry it as repeated fields, which arrive NUL-joined
+    "exclude-path": Prop(type="array"),
     "mailto": Prop(),
     "mailnotification": Prop(enum=("always", "failure")),
     "notification-mode": Prop(enum=("auto", "legacy-sendmail", "notification-system")),
@@ -55,14 +55,15 @@ ROOT_ONLY = ("maxfiles", "prune-backups", "tmpdir", "dumpdir", "script", "bwlimi
 
 
 def command_line(p: dict[str, Any]) -> str:
-    """PVE::VZDump::Common::command_line: 'vzdump 101 102 --mode snapshot ...'."""
+    """PVE::VZDump::Common::command_line: 'vzdump 101 102 --mode snapshot ...', one --exclude-path per path."""
     cmd = "vzdump"
     if p.get("vmid"):
         cmd += " " + " ".join(split_list(str(p["vmid"])))
     for key, value in p.items():
         if key in ("vmid", "stdout") or value is None or value == "":
             continue
-        cmd += f" --{key} {shlex.quote(str(value))}"
+        values = split_excludes(value) if key == "exclude-path" else [str(value)]
+        cmd += "".join(f" --{key} {shellquote(v)}" for v in values)
     return cmd
 
 

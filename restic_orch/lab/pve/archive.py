@@ -11,17 +11,17 @@ import io
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 # vzdump --compress value -> archive extension suffix after ".tar"
 EXTENSIONS = {"0": "", "1": ".lzo", "lzo": ".lzo", "gzip": ".gz", "zstd": ".zst"}
-_COMPRESS = {".zst": ["zstd", "--rsyncable", "--threads=1", "-q"], ".gz": ["gzip", "--rsyncable"],
-             ".lzo": ["lzop"]}
 _DECOMPRESS = {".zst": ["zstd", "-q", "-d", "-c"], ".gz": ["gzip", "-d", "-c"], ".lzo": ["lzop", "-d", "-c"]}
 ARCHIVE_RE = re.compile(r"^vzdump-(lxc|qemu|openvz)-([1-9][0-9]{2,8})-(\d{4})_(\d{2})_(\d{2})-(\d{2})_(\d{2})_(\d{2})"
                         r"\.(tgz|tar(\.(zst|gz|lzo|bz2|xz))?|vma(\.(zst|gz|lzo))?)$")
@@ -61,12 +61,59 @@ class _Counter(io.RawIOBase):
         return data
 
 
-def compressor_name(ext: str) -> str:
-    return _COMPRESS[ext][0]
+def compressor(ext: str, opts: Mapping[str, Any] | None = None) -> list[str]:
+    """PVE::VZDump::compressor_info: the compressor vzdump pipes tar into, from the job's options.
+
+    PVE 8 runs zstd without --rsyncable (gzip and pigz keep it); zstd=0 and pigz=1 mean half the CPUs.
+    """
+    opts = opts or {}
+    half = ((os.cpu_count() or 1) + 1) // 2
+    if ext == ".zst":
+        return ["zstd", f"--threads={int(opts.get('zstd', 1)) or half}"]
+    if ext == ".gz":
+        pigz = int(opts.get("pigz", 0))
+        return ["pigz", "-p", str(half if pigz == 1 else pigz), "--rsyncable"] if pigz > 0 else ["gzip", "--rsyncable"]
+    return ["lzop"] if ext == ".lzo" else []
 
 
-def tool_available(ext: str) -> bool:
-    return not ext or shutil.which(_COMPRESS[ext][0]) is not None
+def tool_available(ext: str, opts: Mapping[str, Any] | None = None) -> bool:
+    return not ext or shutil.which(compressor(ext, opts)[0]) is not None
+
+
+def _leading_dir_regex(pattern: str) -> re.Pattern[str]:
+    # fnmatch with FNM_LEADING_DIR: a match may stop at a '/' ('./var/cache' covers './var/cache/x')
+    return re.compile(fnmatch.translate(pattern).removesuffix(r"\Z") + r"(?:/.*)?\Z", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Excludes:
+    """vzdump's exclusions as GNU tar applies them (wildcards match '/', FNM_LEADING_DIR).
+
+    anchored: '--anchored --exclude=./x' patterns, matched from the start of the member name.
+    unanchored: '--no-anchored' patterns, matched from any component of the name on.
+    dirs_only: patterns with a trailing '/' that rsync (suspend mode's copy) applies to directories.
+    """
+
+    anchored: tuple[str, ...] = ()
+    unanchored: tuple[str, ...] = ()
+    dirs_only: tuple[str, ...] = ()
+    _compiled: dict[str, re.Pattern[str]] = field(default_factory=dict, compare=False, repr=False)
+
+    def _rx(self, pattern: str) -> re.Pattern[str]:
+        if pattern not in self._compiled:
+            self._compiled[pattern] = _leading_dir_regex(pattern)
+        return self._compiled[pattern]
+
+    def match(self, name: str, is_dir: bool = False) -> bool:
+        """Whether tar (or, for dirs_only, rsync) leaves out the member `name` ('./var/cache')."""
+        starts = [0] + [i + 1 for i, c in enumerate(name) if c == "/" and name[i + 1:i + 2] != "/"]
+        if any(self._rx(p).match(name) for p in self.anchored):
+            return True
+        if any(self._rx(p).match(name, s) for p in self.unanchored for s in starts):
+            return True
+        # rsync: '/x' from the CT root, 'x' as the last components of the path
+        return is_dir and any(fnmatch.fnmatchcase(name, "." + p if p.startswith("/") else "*/" + p)
+                              for p in self.dirs_only)
 
 
 def tar_human(n: float) -> str:
@@ -86,17 +133,7 @@ def totals_line(verb: str, count: int, elapsed: float) -> str:
     return f"Total bytes {verb}: {count} ({tar_human(count)}, {tar_human(rate)}/s)"
 
 
-def _is_excluded(rel: str, patterns: list[str]) -> bool:
-    for pat in patterns:
-        anchored = pat.startswith("./")
-        if anchored and fnmatch.fnmatchcase(rel, pat):
-            return True
-        if not anchored and (fnmatch.fnmatchcase(os.path.basename(rel), pat) or fnmatch.fnmatchcase(rel, f"*/{pat}")):
-            return True
-    return False
-
-
-def _walk(rootfs: Path, excludes: list[str]) -> Iterator[tuple[str, str]]:
+def _walk(rootfs: Path, excludes: Excludes) -> Iterator[tuple[str, str]]:
     """(filesystem path, arcname) in sorted depth-first order, skipping excluded subtrees."""
     yield str(rootfs), "."
     stack = [(str(rootfs), ".")]
@@ -107,7 +144,7 @@ def _walk(rootfs: Path, excludes: list[str]) -> Iterator[tuple[str, str]]:
         subdirs = []
         for entry in entries:
             rel = f"{arc}/{entry.name}"
-            if _is_excluded(rel, excludes):
+            if excludes.match(rel, entry.is_dir(follow_symlinks=False)):
                 continue
             yield entry.path, rel
             if entry.is_dir(follow_symlinks=False):
@@ -115,19 +152,34 @@ def _walk(rootfs: Path, excludes: list[str]) -> Iterator[tuple[str, str]]:
         stack.extend(reversed(subdirs))
 
 
-def write_archive(out: Path, ext: str, head: list[tuple[str, bytes, int, int]], rootfs: Path,
-                  excludes: list[str], map_id: Callable[[int], int], fail: str | None = None) -> int:
-    """Write head members then the rootfs into `out`; return the tar byte count.
+def tree_bytes(rootfs: Path, excludes: Excludes) -> int:
+    """Bytes of the regular files the archive would hold (what suspend mode's rsync copies)."""
+    total = 0
+    for path, _arcname in _walk(rootfs, excludes):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
+
+
+def write_archive(out: Path, compress: list[str], head: list[tuple[str, bytes, int, int]], rootfs: Path,
+                  excludes: Excludes, map_id: Callable[[int], int], fail: str | None = None) -> int:
+    """Write head members then the rootfs into `out` through `compress` (argv, [] for none); return the
+    tar byte count. tar's excludes apply to the head members too, as they do in vzdump's tar.
 
     fail: simulate the compressor hitting a write error (e.g. 'No space left on device').
     """
     with out.open("wb") as fh:
-        proc = subprocess.Popen(_COMPRESS[ext], stdin=subprocess.PIPE, stdout=fh) if ext else None
+        proc = subprocess.Popen(compress, stdin=subprocess.PIPE, stdout=fh) if compress else None
         counter = _Counter(proc.stdin if proc else fh, reading=False)  # type: ignore[arg-type]
         tar = tarfile.open(fileobj=counter, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
         try:
             now = int(time.time())
             for name, data, uid, gid in head:
+                if excludes.match(name):
+                    continue
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime, info.uid, info.gid = len(data), 0o644, now, uid, gid
                 tar.addfile(info, io.BytesIO(data))
@@ -152,7 +204,7 @@ def write_archive(out: Path, ext: str, head: list[tuple[str, bytes, int, int]], 
                 assert proc.stdin is not None
                 proc.stdin.close()
                 if proc.wait() != 0 and not fail:
-                    raise ArchiveError(f"compressor '{_COMPRESS[ext][0]}' failed: exit code {proc.returncode}")
+                    raise ArchiveError(f"compressor '{compress[0]}' failed: exit code {proc.returncode}")
     return counter.count
 
 
@@ -173,7 +225,7 @@ class Reader:
 
     def __init__(self, path: Path) -> None:
         ext = archive_ext(path)
-        if ext and not tool_available(ext):
+        if ext and shutil.which(_DECOMPRESS[ext][0]) is None:
             raise ArchiveError(f"unable to find command '{_DECOMPRESS[ext][0]}'")
         self._src = path.open("rb")
         self._proc: subprocess.Popen[bytes] | None = None

@@ -115,6 +115,12 @@ def _check_prop(value: str | None, prop: Prop, path: str, errors: dict[str, str]
         if not prop.optional:
             _add(errors, path, "property is missing and it is not optional")
         return
+    if prop.type == "array":
+        # RESTHandler wraps a true form value into a list; '' and '0' are false in Perl, stay
+        # scalars and fail the array check
+        if value in ("", "0"):
+            _add(errors, path, f"type check ('{prop.type}') failed")
+        return
     if prop.type == "boolean" and value not in ("0", "1"):
         _add(errors, path, f"type check ('boolean') failed - got '{value}'")
         return

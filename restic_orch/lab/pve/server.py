@@ -167,6 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
 def _stringify(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
+    if isinstance(value, list):  # a JSON array: the same list repeated form fields give
+        return "\0".join(_stringify(v) for v in value)
     return str(value)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import shlex
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +15,11 @@ from .errors import TaskError, TaskExit
 from .schema import parse_prune_backups
 from .tasks import Worker
 
-STD_EXCLUDES = ["./tmp/?*", "./var/tmp/?*", "./var/run/?*.pid"]
+# PVE::VZDump->new's 'stdexcludes', and the same as tar's anchored patterns (what tests compare against)
+STD_EXCLUDE_PATHS = ("/tmp/?*", "/var/tmp/?*", "/var/run/?*.pid")
+STD_EXCLUDES = ["." + p for p in STD_EXCLUDE_PATHS]
+# String::ShellQuote leaves these unquoted; PVE quotes each argument alone, so '=' gets quoted too
+_SHELL_SAFE = re.compile(r"[\w!%+,\-./:@^]+")
 TAR_FLAGS = ("tar cpf - --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs "
              "'--xattrs-include=user.*' '--xattrs-include=security.capability' '--warning=no-file-ignored' "
              "'--warning=no-xattr-write' --one-file-system '--warning=no-file-ignored'")
@@ -48,15 +51,17 @@ def _rsync_human(n: int) -> str:
     return f"{int(n)}" if i == 0 else f"{v:.2f}{units[i]}"
 
 
-def _tree_bytes(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
+def shellquote(arg: str) -> str:
+    """PVE::Tools::shellquote of one argument (String::ShellQuote)."""
+    if _SHELL_SAFE.fullmatch(arg):
+        return arg
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def online_again(stopped_at: float) -> str:
+    """vzdump's 'guest is online again' line: whole-second clock readings, '<1' when they are equal."""
+    delay = int(time.time()) - int(stopped_at)
+    return f"guest is online again after {'<1' if delay < 1 else delay} seconds"
 
 
 def _fault_for(faults: dict[str, Any], key: str, vmid: int) -> str | None:
@@ -110,8 +115,9 @@ class Job:
         self.keep = parse_prune_backups(keep)
         self.remove = int(self.opts.get("remove", 1)) and not self.keep.get("keep-all")
         self.ext = archive.EXTENSIONS[str(self.opts.get("compress", "0"))]
-        if not archive.tool_available(self.ext):
-            raise TaskError(f"unable to find command '{archive.compressor_name(self.ext)}'")
+        self.compress = archive.compressor(self.ext, self.opts)
+        if not archive.tool_available(self.ext, self.opts):
+            raise TaskError(f"unable to find command '{self.compress[0]}'")
         lock_fh = self._getlock(w)
         errcount = 0
         try:
@@ -205,6 +211,8 @@ class Job:
                     mode = "suspend"
             log("info", f"backup mode: {mode}")
             log("info", f"ionice priority: {self.opts.get('ionice', 7)}")
+            unpriv = conf.get("unprivileged") == "1"
+            excludes = tar_excludes(findexcl(self.opts), unpriv, mode)
             faults = layout.read_faults(self.root)
             if mode == "stop":
                 self._prepare(log, conf)
@@ -215,12 +223,13 @@ class Job:
                     stopped_at = time.time()
             elif mode == "suspend":
                 self._prepare(log, conf)
-                self._suspend(w, log, vmid, tmpdir, float(faults.get("suspend_freeze_seconds", 0)))
+                self._suspend(w, log, vmid, tmpdir, excludes, float(faults.get("suspend_freeze_seconds", 0)))
             else:
                 log("info", "create storage snapshot 'vzdump'")
                 cleanup["remove_snapshot"] = True
             w.sleep(float(faults.get("task_delay_seconds", 0)))
-            size = self._archive(log, vmid, conf, target, tmptar, tmpdir, _fault_for(faults, "vzdump_fail", vmid))
+            size = self._archive(log, vmid, conf, (target, tmptar, tmpdir), excludes, mode,
+                                 _fault_for(faults, "vzdump_fail", vmid))
             log("info", f"archive file size: {_format_size(size)}")
             self._notes_and_protection(log, vmid, conf, target)
             if self.remove:
@@ -237,8 +246,7 @@ class Job:
         if cleanup.get("restart"):
             log("info", "restarting vm")
             containers.set_running(self.root, vmid, True)
-            delay = time.time() - stopped_at
-            log("info", f"guest is online again after {'<1' if delay < 1 else int(delay)} seconds")
+            log("info", online_again(stopped_at))
         for leftover in (tmptar,):
             if leftover and leftover.exists():
                 leftover.unlink()
@@ -260,24 +268,34 @@ class Job:
         log("info", f"CT Name: {conf.get('hostname', '')}")
         log("info", "including mount point rootfs ('/') in backup")
 
-    def _suspend(self, w: Worker, log: GuestLog, vmid: int, tmpdir: Path, freeze: float) -> None:
+    def _suspend(self, w: Worker, log: GuestLog, vmid: int, tmpdir: Path, excludes: archive.Excludes,
+                 freeze: float) -> None:
+        """rsync to tmpdir, freeze, rsync again, thaw; vzdump's durations are whole-second differences."""
         pid = containers.read_state(self.root, vmid).get("pid", 0)
         src = f"/proc/{pid}/root/"
-        t0 = time.time()
+        t0 = int(time.time())
         log("info", f"starting first sync {src} to {tmpdir}")
-        size = _tree_bytes(layout.rootfs_dir(self.root, vmid))
-        log("info", f"first sync finished - transferred {_rsync_human(size)} bytes in {int(time.time() - t0)}s")
+        size = archive.tree_bytes(layout.rootfs_dir(self.root, vmid), excludes)
+        log("info", f"first sync finished - transferred {_rsync_human(size)} bytes in {int(time.time()) - t0}s")
         log("info", "suspending guest")
         frozen = time.time()
         log("info", f"starting final sync {src} to {tmpdir}")
         w.sleep(freeze)
-        log("info", f"final sync finished - transferred 0 bytes in {int(time.time() - frozen)}s")
+        log("info", f"final sync finished - transferred 0 bytes in {int(time.time()) - int(frozen)}s")
         log("info", "resuming guest")
-        delay = time.time() - frozen
-        log("info", f"guest is online again after {'<1' if delay < 1 else int(delay)} seconds")
+        log("info", online_again(frozen))
 
-    def _archive(self, log: GuestLog, vmid: int, conf: dict[str, Any], target: Path, tmptar: Path,
-                 tmpdir: Path, fail: str | None) -> int:
+    def _warn_trailing_slash(self, log: GuestLog, mode: str) -> None:
+        # PVE::VZDump::LXC::archive: rsync (suspend) honours 'dir/', tar never matches it
+        if mode == "suspend":
+            return
+        for pattern in findexcl(self.opts):
+            if pattern.endswith("/"):
+                log("warn", f"tar does not match exclusion with a trailing slash '{pattern}'")
+
+    def _archive(self, log: GuestLog, vmid: int, conf: dict[str, Any], paths: tuple[Path, Path, Path],
+                 excludes: archive.Excludes, mode: str, fail: str | None) -> int:
+        target, tmptar, tmpdir = paths
         saved = {k: v for k, v in conf.items() if k not in ("lock", "snapshots", "parent", "pending")}
         fw = layout.ct_dir(self.root, vmid) / "firewall.fw"
         unpriv = conf.get("unprivileged") == "1"
@@ -285,9 +303,6 @@ class Job:
         head_owner = 65534 if unpriv else 0
         head = [("./etc/vzdump/pct.conf", pctconf.render(saved).encode(), head_owner, head_owner),
                 ("./etc/vzdump/pct.fw", fw.read_bytes() if fw.is_file() else b"", head_owner, head_owner)]
-        excludes = list(STD_EXCLUDES) if int(self.opts.get("stdexcludes", 1)) else []
-        for path in split_excludes(self.opts.get("exclude-path", "")):
-            excludes.append("." + path if path.startswith("/") else path)
 
         def map_id(i: int) -> int:
             if not unpriv:
@@ -297,22 +312,30 @@ class Job:
             return 65534 if os.geteuid() == 0 else i
 
         log("info", f"creating vzdump archive '{target}'")
+        self._warn_trailing_slash(log, mode)
         t0 = time.time()
         try:
-            count = archive.write_archive(tmptar, self.ext, head, layout.rootfs_dir(self.root, vmid), excludes,
-                                          map_id, fail)
+            count = archive.write_archive(tmptar, self.compress, head, layout.rootfs_dir(self.root, vmid),
+                                          excludes, map_id, fail)
         except archive.ArchiveError as exc:
             for line in exc.lines:
                 log("info", line)
-            comp = {".zst": " | zstd --rsyncable --threads=1", ".gz": " | gzip --rsyncable", ".lzo": " | lzop",
-                    "": ""}[self.ext]
-            raise TaskError(f"command 'set -o pipefail && {TAR_FLAGS} '--directory={tmpdir}' ./etc/vzdump/pct.conf "
-                            f"./etc/vzdump/pct.fw '--directory={layout.rootfs_dir(self.root, vmid)}' --anchored "
-                            f"{' '.join(shlex.quote('--exclude=' + e) for e in excludes)} ./{comp} "
-                            f">{tmptar}' failed: exit code 2") from exc
+            raise TaskError(f"command '{self._pipeline(vmid, excludes, mode, tmpdir, tmptar)}' failed: exit code 2"
+                            ) from exc
         log("info", archive.totals_line("written", count, time.time() - t0))
         os.rename(tmptar, target)
         return target.stat().st_size
+
+    def _pipeline(self, vmid: int, excludes: archive.Excludes, mode: str, tmpdir: Path, tmptar: Path) -> str:
+        """The tar | compressor command vzdump reports when it fails (PVE::Tools::cmd2string)."""
+        snapdir = tmpdir if mode == "suspend" else layout.rootfs_dir(self.root, vmid)
+        tar = (f"{TAR_FLAGS} {shellquote(f'--directory={tmpdir}')} ./etc/vzdump/pct.conf ./etc/vzdump/pct.fw "
+               f"{shellquote(f'--directory={snapdir}')} --no-anchored")
+        tar += "".join(f" {shellquote('--exclude=' + p)}" for p in excludes.unanchored)
+        tar += " --anchored" + "".join(f" {shellquote('--exclude=' + p)}" for p in excludes.anchored)
+        tar += " ." if mode == "suspend" else " ./"
+        comp = f" | {' '.join(shellquote(a) for a in self.compress)}" if self.compress else ""
+        return f"set -o pipefail && {tar}{comp} >{shellquote(str(tmptar))}"
 
     def _notes_and_protection(self, log: GuestLog, vmid: int, conf: dict[str, Any], target: Path) -> None:
         template = self.opts.get("notes-template")
@@ -352,8 +375,23 @@ class Job:
 
 
 def split_excludes(value: str) -> list[str]:
-    # PVE passes exclude-path lists NUL-separated (repeated form fields).
+    # PVE's HTTP server joins repeated form fields with NUL; vzdump splits them again.
     return [p for p in str(value).split("\0") if p]
+
+
+def findexcl(opts: dict[str, Any]) -> list[str]:
+    """PVE::VZDump->new's findexcl: the job's exclude-path values, then the standard excludes."""
+    paths = split_excludes(opts.get("exclude-path", ""))
+    return paths + list(STD_EXCLUDE_PATHS) if int(opts.get("stdexcludes", 1)) else paths
+
+
+def tar_excludes(paths: list[str], unprivileged: bool, mode: str) -> archive.Excludes:
+    """PVE::VZDump::LXC::archive: '/x' patterns go anchored as './x', the others unanchored; an
+    unprivileged CT's tar also skips every lost+found; suspend mode's rsync honours 'dir/'."""
+    unanchored = (["lost+found"] if unprivileged else []) + [p for p in paths if not p.startswith("/")]
+    return archive.Excludes(anchored=tuple("." + p for p in paths if p.startswith("/")),
+                            unanchored=tuple(unanchored),
+                            dirs_only=tuple(p.rstrip("/") for p in paths if p.endswith("/") and mode == "suspend"))
 
 
 def render_notes(template: str, guestname: str, node: str, vmid: int) -> str:
