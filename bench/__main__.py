@@ -6,6 +6,7 @@ Sizes (flags win over environment variables):
   --ct-mib / BENCH_CT_MIB      per-container root filesystem size, default 1024 (the target size)
   --db-mib / BENCH_DB_MIB      PostgreSQL + MariaDB data together, default 1024
   --churn / BENCH_CHURN        day-2 change rate, default 0.02
+  --pages-into / BENCH_PAGES_INTO  data (default) or largest: which files get day 2's in-place page writes
   --profile                    also profile one more backup with py-spy (not part of the measured runs)
 """
 
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from . import report
+from .lab import PAGE_TARGETS
 from .run import EXCLUDES, Settings, run
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -35,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ct-mib", type=int, default=None)
     parser.add_argument("--db-mib", type=int, default=None)
     parser.add_argument("--churn", type=float, default=float(os.environ.get("BENCH_CHURN", "0.02")))
+    parser.add_argument("--pages-into", choices=PAGE_TARGETS, default=os.environ.get("BENCH_PAGES_INTO", "data"),
+                        help="where day 2's in-place page writes go: files services rewrite in place (data) "
+                        "or the three largest files of any kind (largest, the first model)")
     parser.add_argument("--cpu-percent", type=float, default=float(os.environ.get("BENCH_CPU_PERCENT", "30")),
                         help="limits.cpu_percent of the capped run: the product holds itself to it (cgroup quota)")
     parser.add_argument("--exclude-paths", default=os.environ.get("BENCH_EXCLUDE_PATHS", ",".join(EXCLUDES)),
@@ -59,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ct = args.ct_mib or _env_int("BENCH_CT_MIB", 64 if args.quick else 1024)
     db = args.db_mib or _env_int("BENCH_DB_MIB", 64 if args.quick else 1024)
     name = "quick" if (ct, db) == (64, 64) else "full" if (ct, db) == (1024, 1024) else f"ct{ct}-db{db}"
-    settings = Settings(name=name, ct_mib=ct, db_mib=db, churn=args.churn, cpu_percent=args.cpu_percent,
+    settings = Settings(name=name, ct_mib=ct, db_mib=db, churn=args.churn, pages_into=args.pages_into,
+                        cpu_percent=args.cpu_percent,
                         exclude_paths=[p.strip() for p in args.exclude_paths.split(",") if p.strip()],
                         gomaxprocs=args.gomaxprocs or None, base_dir=args.base_dir, keep=args.keep,
                         skip={s.strip() for s in args.skip.split(",") if s.strip()}, profile=args.profile)

@@ -8,6 +8,7 @@ states and Ansible Vault files.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import random
@@ -95,7 +96,7 @@ def lane_config(lab_dir: Path, lane_dir: Path, *, offsite_bucket: str | None, co
     config["sources"]["proxmox"]["compress"] = compress
     config["sources"]["proxmox"].update(proxmox or {})
     # what the Ansible role deploys (backup_limits_*): nice 10, ionice best-effort 7, GOMAXPROCS 1
-    config["limits"].update({"nice": 10, "ionice_class": "best-effort", "ionice_level": 7,
+    config["limits"].update({"nice": NICE, "ionice_class": "best-effort", "ionice_level": IONICE_LEVEL,
                              "gomaxprocs": gomaxprocs, "cpu_percent": cpu_percent})
     path = lane_dir / "config.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -153,11 +154,36 @@ def _chown_like(path: Path, like: Path) -> None:
     os.lchown(path, st.st_uid, st.st_gid)
 
 
-def churn_containers(pve_root: Path, fraction: float, seed: int = 2) -> tuple[dict[str, Any], dict[str, set[str]]]:
+NICE, IONICE_LEVEL = 10, 7
+# Raw restic (b) runs at the priority the product gives its restic children, as a hand-written cron
+# script would (nice ... ionice ... restic): otherwise the floor would be measured at a higher priority.
+PRIORITY = ["nice", "-n", str(NICE), "ionice", "-c", "2", "-n", str(IONICE_LEVEL)]
+
+# Files that services rewrite in place, page by page: SQLite databases, PostgreSQL relations and WAL,
+# MariaDB tablespaces, caches. Images, uploads and sealed Prometheus blocks are written once and
+# never patched, so page writes into them would model no real service.
+PAGED_PATTERNS = ("*.sqlite", "*.db", "*/var/lib/postgresql/*", "*/var/lib/mysql/*", "*/var/cache/*")
+PAGE_TARGETS = ("data", "largest")
+
+
+def _page_targets(files: list[tuple[Path, int]], how: str) -> list[tuple[Path, int]]:
+    candidates = [f for f in files if "/var/log/" not in str(f[0])]
+    if how == "data":
+        data = [f for f in candidates if any(fnmatch.fnmatch(str(f[0]), pat) for pat in PAGED_PATTERNS)]
+        candidates = data or candidates
+    return sorted(candidates, key=lambda f: -f[1])[:3]
+
+
+def churn_containers(pve_root: Path, fraction: float, seed: int = 2,
+                     pages_into: str = "data") -> tuple[dict[str, Any], dict[str, set[str]]]:
     """Change about `fraction` of each container's bytes, as a night of a homelab does:
     30 % whole files replaced (package upgrades: binaries, libraries, 16 KiB - 8 MiB), 10 % in-place
-    8 KiB page writes in a few large data files (databases, TSDB chunks, caches), 20 % appended to
-    logs, 40 % new files (a new log, half; incompressible uploads/cache files, half)."""
+    8 KiB page writes, 20 % appended to logs, 40 % new files (a new log, half; incompressible
+    uploads/cache files, half). Page writes go into the three largest files services rewrite in place
+    (`pages_into="data"`, PAGED_PATTERNS) or, as the first version of this model did, into the three
+    largest files of any kind (`"largest"`: PNGs, uploads and sealed TSDB chunks included)."""
+    if pages_into not in PAGE_TARGETS:
+        raise ValueError(f"pages_into must be one of {PAGE_TARGETS}, not {pages_into!r}")
     report: dict[str, Any] = {}
     touched: dict[str, set[str]] = {"replaced": set(), "pages": set(), "appended": set(), "new": set()}
     for ct in sorted((pve_root / "lxc").iterdir()):
@@ -189,9 +215,9 @@ def churn_containers(pve_root: Path, fraction: float, seed: int = 2) -> tuple[di
             stats["replaced"] += size
             stats["files_replaced"] += 1
             touched["replaced"].add(str(p))
-        # 2. 8 KiB pages rewritten in place in the three largest non-log files (data files)
+        # 2. 8 KiB pages rewritten in place in three data files
         goal = int(budget * 0.1)
-        data_files = sorted((f for f in files if "/var/log/" not in str(f[0])), key=lambda f: -f[1])[:3]
+        data_files = _page_targets(files, pages_into)
         while stats["pages"] < goal and data_files:
             p, size = rng.choice(data_files)
             page = rng.randrange(0, max(1, size // 8192)) * 8192

@@ -46,10 +46,12 @@ def overhead(day: dict[str, Any]) -> dict[str, float] | None:
                       if p["name"] in ("backup:local", "copy:offsite") or p["name"].startswith("retention:"))
     sha = _hash_inside_dumps(day)
     orchestration = a["wall"] - (dumps - sha)
+    # the repository init of day 1 is in (a)'s preflight, not in its restic phases
+    b_restic = b["wall"] - sum(b["steps"][k]["wall"] for k in ("init-local", "init-offsite") if k in b["steps"])
     return {"a_wall": a["wall"], "dumps": round(dumps, 2), "sha256": sha, "a_minus_dumps": round(orchestration, 2),
             "a_restic_phases": round(restic_part, 2), "b_wall": b["wall"],
             "overhead_pct": round(100 * (orchestration - b["wall"]) / b["wall"], 1),
-            "restic_phases_overhead_pct": round(100 * (restic_part - b["wall"]) / b["wall"], 1)}
+            "restic_phases_overhead_pct": round(100 * (restic_part - b_restic) / b_restic, 1)}
 
 
 def overhead_breakdown(day: dict[str, Any]) -> list[tuple[str, float]]:
@@ -89,11 +91,13 @@ def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
                  "met": all(w < 600 for w in walls)})
     if "capped" in days["day1"]["product"]:
         cpus = [days[d]["product"]["capped"]["cpu_pct"] for d in ("day1", "day2")]
-        rows.append({"target": "CPU <= 30 % of the host (capped run)", "measured": " / ".join(_pct(c) for c in cpus),
-                     "met": all(c <= 30.5 for c in cpus)})
+        rows.append({"target": "CPU <= 30 % of the host (limits.cpu_percent: 30, the default)",
+                     "measured": " / ".join(_pct(c) for c in cpus), "met": all(c <= 30 for c in cpus)})
+    # Reported, not judged: the issue asks for the run with and without the cap, and only the capped
+    # one is what a default configuration (and the Ansible role) deploys.
     cpus = [days[d]["product"]["uncapped"]["cpu_pct"] for d in ("day1", "day2")]
-    rows.append({"target": "CPU <= 30 % of the host (uncapped run)", "measured": " / ".join(_pct(c) for c in cpus),
-                 "met": all(c <= 30.5 for c in cpus)})
+    rows.append({"target": "for comparison: the cap switched off (limits.cpu_percent: null)",
+                 "measured": " / ".join(_pct(c) for c in cpus), "met": None})
     for d in ("day1", "day2"):
         ov = overhead(days[d])
         if ov:

@@ -53,6 +53,7 @@ class Settings:
     ct_mib: int
     db_mib: int
     churn: float = 0.02
+    pages_into: str = "data"
     cpu_percent: float = 30.0
     exclude_paths: list[str] = field(default_factory=lambda: list(EXCLUDES))
     gomaxprocs: int | None = 1
@@ -263,6 +264,7 @@ class Bench:
                                                            proxmox=self._proxmox_settings())}
         self.results["settings"] = {
             "ct_mib": self.s.ct_mib, "db_mib": self.s.db_mib, "churn": self.s.churn,
+            "churn_pages_into": self.s.pages_into,
             "cpu_percent": self.s.cpu_percent, "exclude_paths": self.s.exclude_paths,
             "gomaxprocs": self.s.gomaxprocs, "restic_compression": "auto", "vzdump_compress": "0",
             "cgroups": bool(self.cg), "skip": sorted(self.s.skip),
@@ -417,20 +419,21 @@ class Bench:
         offsite = f"s3:{self.s3info['endpoint']}/bench-raw"
         opts = ["-o", "s3.bucket-lookup=path"]
         lenv, oenv = self.restic_env(local, cache), self.restic_env(offsite, cache)
+        rx = [*blab.PRIORITY, "restic"]  # the product's nice/ionice, see blab.PRIORITY
         self.say(f"{day} (b) raw restic: {'init, ' if not (rdir / 'repo').exists() else ''}backup, copy, forget")
         steps: dict[str, Any] = {}
         if not (rdir / "repo").exists():
             # a raw-restic user creates the repositories on day 1 too, as the product does in its preflight
             rdir.mkdir(parents=True, exist_ok=True)
-            res = self.probe(f"{day}-b-init-local", ["restic", "init", "--repository-version", "2"], "raw", env=lenv)
+            res = self.probe(f"{day}-b-init-local", [*rx, "init", "--repository-version", "2"], "raw", env=lenv)
             steps["init-local"] = self.brief(res)
-            res = self.probe(f"{day}-b-init-offsite", ["restic", *opts, "init", "--repository-version", "2",
+            res = self.probe(f"{day}-b-init-offsite", [*rx, *opts, "init", "--repository-version", "2",
                                                        "--copy-chunker-params", "--from-repo", local,
                                                        "--from-password-file", str(self.secrets / "restic-local")],
                              "raw", env=oenv)
             steps["init-offsite"] = self.brief(res)
         local0, (s3_0, _) = _du(rdir / "repo"), bs3.bucket_bytes(self.s3, "bench-raw")
-        res = self.probe(f"{day}-b-backup", ["restic", "backup", "--json", "-vv", "--host", "pve1", "--compression",
+        res = self.probe(f"{day}-b-backup", [*rx, "backup", "--json", "-vv", "--host", "pve1", "--compression",
                                              "auto", "--tag", "bench", str(stage)], "raw", env=lenv)
         steps["backup"] = self.brief(res)
         added_by: dict[str, int] = {}
@@ -451,12 +454,12 @@ class Bench:
         steps["backup"]["size_by_kind"] = size_by_kind(stage)
         local1 = _du(rdir / "repo")
         steps["backup"]["local_added"] = local1 - local0
-        res = self.probe(f"{day}-b-copy", ["restic", *opts, "copy", "--from-repo", local, "--from-password-file",
+        res = self.probe(f"{day}-b-copy", [*rx, *opts, "copy", "--from-repo", local, "--from-password-file",
                                            str(self.secrets / "restic-local")], "raw", env=oenv)
         s3_1 = bs3.bucket_bytes(self.s3, "bench-raw")[0]
         steps["copy"] = self.brief(res) | {"s3_uploaded": s3_1 - s3_0}
         for name, env in (("forget-local", lenv), ("forget-offsite", oenv)):
-            res = self.probe(f"{day}-b-{name}", ["restic", *opts, "forget", "--json", "--host", "pve1", "--tag",
+            res = self.probe(f"{day}-b-{name}", [*rx, *opts, "forget", "--json", "--host", "pve1", "--tag",
                                                  "bench", "--group-by", "host", "--keep-within", "7d"], "raw", env=env)
             steps[name] = self.brief(res)
         total = {k: round(sum(s[k] for s in steps.values()), 3) for k in ("wall", "cpu_s")}
@@ -654,7 +657,7 @@ class Bench:
         self.setup()
         self.results["days"] = {"day1": self.day("day1")}
         self.say(f"churn: {self.s.churn:.0%} of the containers' bytes, ~{self.s.churn:.0%} of the rows")
-        stats, self.touched = blab.churn_containers(self.pve_root, self.s.churn)
+        stats, self.touched = blab.churn_containers(self.pve_root, self.s.churn, pages_into=self.s.pages_into)
         churn: dict[str, Any] = {"containers": stats}
         churn["by_kind_of_change"] = {k: sum(c[k] for c in stats.values())
                                       for k in ("replaced", "pages", "appended", "new")}

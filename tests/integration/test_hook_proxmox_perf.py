@@ -205,3 +205,45 @@ def test_task_polling_never_sleeps_more_than_half_a_second(pve: FakePve, tmp_pat
     assert exitstatus == "OK" and log[-1] == "TASK OK"
     assert sleeps[0] == pytest.approx(0.1) and max(sleeps) == pytest.approx(0.5)
     assert sleeps == sorted(sleeps)  # grows, then stays at the cap
+
+
+LEGACY_CT = {"vmid": 105, "hostname": "legacy", "storage": "local", "profile": "apps"}
+
+
+@pytest.fixture(scope="module")
+def pve_dir_storage(tmp_path_factory: pytest.TempPathFactory):
+    """A node with one more container whose volume sits on a directory storage: no snapshots there."""
+    from restic_orch.lab.pve.node import DEFAULT_CONTAINERS
+
+    root = tmp_path_factory.mktemp("hookpve-dir") / "R"
+    create_node(root, containers=[*DEFAULT_CONTAINERS, LEGACY_CT], size_bytes=256 * 1024, seed=5)
+    server = start_fake_pve(root)
+    yield server
+    server.stop()
+
+
+def test_fallback_to_suspend_is_flagged_with_the_freeze(pve_dir_storage: FakePve, tmp_path: Path):
+    pve_dir_storage.faults(suspend_freeze_seconds=1.2)
+    try:
+        config = _config(tmp_path, _source(tmp_path, pve_dir_storage, vmids=[105], mode="snapshot"))
+        _day, outcome = _dump(tmp_path, config)
+    finally:
+        pve_dir_storage.faults()
+    meta = outcome.artifacts[0].meta
+    assert (meta["mode_requested"], meta["mode_used"], meta["fallback"]) == ("snapshot", "suspend", True)
+    assert meta["freeze_seconds"] is not None and meta["freeze_seconds_max"] == meta["freeze_seconds"] + 1
+    assert [n.message for n in outcome.notices] == [
+        f"CT 105: vzdump used suspend mode instead of snapshot; guest frozen {meta['freeze_seconds']:g} s"]
+
+
+def test_require_snapshot_fails_the_container_and_keeps_no_archive(pve_dir_storage: FakePve, tmp_path: Path):
+    config = _config(tmp_path, _source(tmp_path, pve_dir_storage, vmids=[105], require_snapshot=True))
+    (hook,) = ProxmoxHook.from_config(config)
+    day = tmp_path / "staging" / "2024-05-01"
+    day.mkdir(parents=True)
+    dump_dir = hook.dump_dir()
+    before = set(os.listdir(dump_dir))
+    outcome = hook.dump(DumpContext(config=config, day_dir=day, run_id="t", log=logging.getLogger("test")))
+    assert not outcome.artifacts
+    assert any("snapshot mode failed and vzdump fell back to suspend" in str(f) for f in outcome.failures)
+    assert not any(n.endswith(".tar") or ".tar." in n for n in set(os.listdir(dump_dir)) - before)
