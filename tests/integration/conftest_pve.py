@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,18 @@ def start_fake_pve(root: Path, host: str = "127.0.0.1", timeout: float = 20) -> 
         raise RuntimeError(f"fake PVE did not start (got {line!r})")
     port = int(line.rsplit(":", 1)[1])
     return FakePve(root, host, port, proc)
+
+
+@contextmanager
+def running_node(root: Path, **node_kwargs: Any) -> Iterator[FakePve]:
+    """A fresh node under root, served for the duration of the block (module-scoped fixtures use it)."""
+    node_kwargs.setdefault("size_bytes", 256 * 1024)
+    create_node(root, **node_kwargs)
+    server = start_fake_pve(root)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

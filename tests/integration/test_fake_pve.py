@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest_pve import FakePve, start_fake_pve
+from conftest_pve import FakePve, running_node, start_fake_pve
 from proxmoxer import ResourceException
 from proxmoxer.tools import Tasks
 
@@ -38,13 +38,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequ
 
 @pytest.fixture(scope="module")
 def pve(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("fakepve") / "R"
     from restic_orch.lab.pve.node import DEFAULT_CONTAINERS
 
-    create_node(root, containers=[*DEFAULT_CONTAINERS, EXTRA_CT], size_bytes=256 * 1024, seed=7)
-    server = start_fake_pve(root)
-    yield server
-    server.stop()
+    with running_node(tmp_path_factory.mktemp("fakepve") / "R", containers=[*DEFAULT_CONTAINERS, EXTRA_CT],
+                      seed=7) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

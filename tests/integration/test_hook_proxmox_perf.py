@@ -12,27 +12,24 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest_pve import FakePve, start_fake_pve
+from conftest_pve import FakePve, running_node
 
 from restic_orch.config import Config, ConfigError, load_config
 from restic_orch.hooks import proxmox as proxmox_hook
 from restic_orch.hooks.base import DumpContext, DumpOutcome, RestoreOptions
 from restic_orch.hooks.proxmox import ProxmoxHook, freeze_bounds, logged_excludes
-from restic_orch.lab.pve import create_node, rootfs_dir, token_secret
+from restic_orch.lab.pve import rootfs_dir, token_secret
 from restic_orch.lab.pve.vzdump import STD_EXCLUDES
 from restic_orch.lab.secrets import write_secret
-from tests.hookhelp import fetch_from
+from tests.hookhelp import fetch_from, one_source_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
 
 @pytest.fixture(scope="module")
 def pve(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("hookpve") / "R"
-    create_node(root, size_bytes=256 * 1024, seed=3)
-    server = start_fake_pve(root)
-    yield server
-    server.stop()
+    with running_node(tmp_path_factory.mktemp("hookpve") / "R", seed=3) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -48,14 +45,7 @@ def _source(tmp_path: Path, pve: FakePve, **extra) -> dict:
 
 
 def _config(tmp_path: Path, source: dict) -> Config:
-    password = write_secret(tmp_path / "secrets" / "restic-pass", "dummy-restic-password\n")
-    return Config.model_validate({
-        "host": "pve1", "staging_dir": str(tmp_path / "staging"), "state_dir": str(tmp_path / "state"),
-        "log_dir": str(tmp_path / "log"),
-        "repositories": {"local": {"url": str(tmp_path / "repo"), "password_file": str(password),
-                                   "retention": {"keep_last": 3}}},
-        "sources": {"proxmox": source},
-    })
+    return one_source_config(tmp_path, "proxmox", source)
 
 
 def _dump(tmp_path: Path, config: Config) -> tuple[Path, DumpOutcome]:
@@ -215,11 +205,9 @@ def pve_dir_storage(tmp_path_factory: pytest.TempPathFactory):
     """A node with one more container whose volume sits on a directory storage: no snapshots there."""
     from restic_orch.lab.pve.node import DEFAULT_CONTAINERS
 
-    root = tmp_path_factory.mktemp("hookpve-dir") / "R"
-    create_node(root, containers=[*DEFAULT_CONTAINERS, LEGACY_CT], size_bytes=256 * 1024, seed=5)
-    server = start_fake_pve(root)
-    yield server
-    server.stop()
+    with running_node(tmp_path_factory.mktemp("hookpve-dir") / "R", containers=[*DEFAULT_CONTAINERS, LEGACY_CT],
+                      seed=5) as server:
+        yield server
 
 
 def test_fallback_to_suspend_is_flagged_with_the_freeze(pve_dir_storage: FakePve, tmp_path: Path):

@@ -17,6 +17,7 @@ from restic_orch.hooks.base import DumpContext, RestoreOptions
 from restic_orch.hooks.terraform_state import BACKUP_SUFFIX, TerraformStateHook, key_to_relpath
 from restic_orch.lab import procs, s3
 from restic_orch.lab.secrets import write_secret
+from tests.hookhelp import one_source_config
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +32,7 @@ def lab(tmp_path_factory):
 
 
 def _config(tmp_path: Path, source: dict | None) -> Config:
-    password = write_secret(tmp_path / "secrets" / "restic-pass", "dummy-restic-password\n")
-    return Config.model_validate({
-        "host": "pve1", "staging_dir": str(tmp_path / "staging"), "state_dir": str(tmp_path / "state"),
-        "log_dir": str(tmp_path / "log"),
-        "repositories": {"local": {"url": str(tmp_path / "repo"), "password_file": str(password),
-                                   "retention": {"keep_last": 3}}},
-        "sources": {"terraform_state": source} if source is not None else {},
-    })
+    return one_source_config(tmp_path, "terraform_state", source)
 
 
 def _hook(tmp_path: Path, lab: dict, bucket: str, **extra) -> TerraformStateHook:

@@ -14,7 +14,7 @@ from restic_orch.config import Config
 from restic_orch.hooks.ansible_vault import AnsibleVaultHook, vault_header
 from restic_orch.hooks.base import DumpContext, RestoreOptions, sha256_file
 from restic_orch.lab import vault
-from restic_orch.lab.secrets import write_secret
+from tests.hookhelp import one_source_config
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +26,7 @@ def tree(tmp_path_factory):
 
 
 def _config(tmp_path: Path, source: dict | None) -> Config:
-    password = write_secret(tmp_path / "secrets" / "restic-pass", "dummy-restic-password\n")
-    return Config.model_validate({
-        "host": "pve1", "staging_dir": str(tmp_path / "staging"), "state_dir": str(tmp_path / "state"),
-        "log_dir": str(tmp_path / "log"),
-        "repositories": {"local": {"url": str(tmp_path / "repo"), "password_file": str(password),
-                                   "retention": {"keep_last": 3}}},
-        "sources": {"ansible_vault": source} if source is not None else {},
-    })
+    return one_source_config(tmp_path, "ansible_vault", source)
 
 
 def _dump(tmp_path: Path, tree: dict, **extra):
