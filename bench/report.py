@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 MiB = 2**20
@@ -54,6 +55,17 @@ def overhead(day: dict[str, Any]) -> dict[str, float] | None:
             "restic_phases_overhead_pct": round(100 * (restic_part - b_restic) / b_restic, 1)}
 
 
+def _own_times(a: dict[str, Any], steps: dict[str, Any]) -> str:
+    """restic's own total_duration of the two backups, when both runs recorded it: tells the archiver's
+    time apart from process start, repository open and index load, and teardown."""
+    detail = next((p.get("detail", "") for p in a["phases"] if p["name"] == "backup:local"), "")
+    match = re.search(r"restic's own time ([\d.]+) s", detail)
+    own_b = steps["backup"].get("restic_total_duration")
+    if not match or own_b is None:
+        return ""
+    return f" (restic's own total_duration: {float(match.group(1)):.1f} s vs {float(own_b):.1f} s)"
+
+
 def overhead_breakdown(day: dict[str, Any]) -> list[tuple[str, float]]:
     """Seconds (a, uncapped) spends beyond the dumps themselves and beyond raw restic (b), item by item."""
     a, b = day["product"].get("uncapped"), day.get("raw")
@@ -72,7 +84,7 @@ def overhead_breakdown(day: dict[str, Any]) -> list[tuple[str, float]]:
         (("waiting for the background sha256 after the last dump (hash:wait)", ph.get("hash:wait", 0.0))
          if _background_hashing(a) else
          ("sha256 of the staged artifacts (inside the dump phases)", day.get("sha256_seconds", 0.0))),
-        ("restic backup: (a) minus (b)", ph.get("backup:local", 0.0) - steps["backup"]["wall"]),
+        ("restic backup: (a) minus (b)" + _own_times(a, steps), ph.get("backup:local", 0.0) - steps["backup"]["wall"]),
         (f"copy: (a) minus (b) (of which `restic snapshots`: {snapshots:.1f} s)",
          ph.get("copy:offsite", 0.0) - steps["copy"]["wall"]),
         ("retention: (a) minus (b)", retention - steps["forget-local"]["wall"] - steps["forget-offsite"]["wall"]),

@@ -440,7 +440,9 @@ class Bench:
         new_by: dict[str, int] = {}
         for line in Path(res["stdout"]).read_text().splitlines():
             if '"summary"' in line:
-                steps["backup"]["data_added"] = json.loads(line).get("data_added")
+                item = json.loads(line)
+                steps["backup"]["data_added"] = item.get("data_added")
+                steps["backup"]["restic_total_duration"] = item.get("total_duration")
             elif '"verbose_status"' in line:
                 item = json.loads(line)
                 rel = Path(item["item"]).relative_to(stage) if item["item"].startswith(str(stage) + "/") else None

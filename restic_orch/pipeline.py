@@ -324,7 +324,8 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
                 summary.data_added[name] = result.data_added
                 snapshot_saved = True
                 summary.phase(f"backup:{name}", started, not result.partial,
-                              f"snapshot {result.snapshot_id}, {result.data_added} bytes added")
+                              f"snapshot {result.snapshot_id}, {result.data_added} bytes added, "
+                              f"restic's own time {result.total_duration:.1f} s")
                 if result.partial:
                     summary.fail("repository", name, "restic could not read some staged files: " +
                                  "; ".join(result.errors[:5]))
