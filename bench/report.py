@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 MiB = 2**20
@@ -58,12 +57,11 @@ def overhead(day: dict[str, Any]) -> dict[str, float] | None:
 def _own_times(a: dict[str, Any], steps: dict[str, Any]) -> str:
     """restic's own total_duration of the two backups, when both runs recorded it: tells the archiver's
     time apart from process start, repository open and index load, and teardown."""
-    detail = next((p.get("detail", "") for p in a["phases"] if p["name"] == "backup:local"), "")
-    match = re.search(r"restic's own time ([\d.]+) s", detail)
+    own_a = (a.get("restic_total_duration") or {}).get("local")
     own_b = steps["backup"].get("restic_total_duration")
-    if not match or own_b is None:
+    if own_a is None or own_b is None:
         return ""
-    return f" (restic's own total_duration: {float(match.group(1)):.1f} s vs {float(own_b):.1f} s)"
+    return f" (restic's own total_duration: {float(own_a):.1f} s vs {float(own_b):.1f} s)"
 
 
 def overhead_breakdown(day: dict[str, Any]) -> list[tuple[str, float]]:

@@ -300,7 +300,8 @@ class Bench:
                    data_added=summary.get("data_added", {}), local_added=local1 - local0,
                    offsite_added=s3_1 - s3_0, notices=summary.get("notices", []), failures=summary.get("failures", []),
                    log_file=summary.get("log_file"), staging_copied=res.get("staging_copied"),
-                   cpu_cap=summary.get("extra", {}).get("cpu_cap"))
+                   cpu_cap=summary.get("extra", {}).get("cpu_cap"),
+                   restic_total_duration=summary.get("extra", {}).get("restic_total_duration", {}))
         if summary.get("log_file") and Path(summary["log_file"]).exists():
             lines = Path(summary["log_file"]).read_text().splitlines()
             out["log_lines"] = len(lines)

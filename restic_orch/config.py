@@ -7,6 +7,7 @@ import socket
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,8 +166,6 @@ class ProxmoxSource(Strict):
     @staticmethod
     def _exclude_problem(pattern: Any) -> str | None:
         """Why vzdump would mishandle this exclude-path pattern, or None when it is fine."""
-        from fnmatch import fnmatchcase
-
         if not isinstance(pattern, str) or not pattern.strip():
             return "must be a non-empty path"
         if any(ord(c) < 32 for c in pattern):

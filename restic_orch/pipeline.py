@@ -322,6 +322,7 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
                 result = repos[name].backup([day], tags=tags, host=config.host, when=when)
                 summary.snapshots[name] = result.snapshot_id
                 summary.data_added[name] = result.data_added
+                summary.extra.setdefault("restic_total_duration", {})[name] = result.total_duration
                 snapshot_saved = True
                 summary.phase(f"backup:{name}", started, not result.partial,
                               f"snapshot {result.snapshot_id}, {result.data_added} bytes added, "

@@ -59,6 +59,10 @@ def test_full_backup_holds_every_source_locally_and_offsite(lab, fresh_repos):
     assert not any(p.name[:2] == "20" for p in config.staging_dir.iterdir())
     last = json.loads((config.state_dir / "last-run.json").read_text())
     assert last["run_id"] == summary["run_id"]
+    # restic's own archiving time, apart from the phase's wall time (start-up, index load, teardown)
+    own = summary["extra"]["restic_total_duration"]["local"]
+    phase = next(p["seconds"] for p in summary["phases"] if p["name"] == "backup:local")
+    assert 0 < own <= phase
     metrics = (config.monitoring.textfile_dir / "restic_orch.prom").read_text()
     assert 'restic_orch_last_run_status{command="backup"} 0' in metrics
 

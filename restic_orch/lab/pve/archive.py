@@ -7,6 +7,7 @@ restore tests can compare bytes, and GNU tar / zstd can list and unpack them.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import io
 import os
 import re
@@ -16,7 +17,7 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,6 +81,7 @@ def tool_available(ext: str, opts: Mapping[str, Any] | None = None) -> bool:
     return not ext or shutil.which(compressor(ext, opts)[0]) is not None
 
 
+@functools.cache
 def _leading_dir_regex(pattern: str) -> re.Pattern[str]:
     # fnmatch with FNM_LEADING_DIR: a match may stop at a '/' ('./var/cache' covers './var/cache/x')
     return re.compile(fnmatch.translate(pattern).removesuffix(r"\Z") + r"(?:/.*)?\Z", re.DOTALL)
@@ -97,19 +99,13 @@ class Excludes:
     anchored: tuple[str, ...] = ()
     unanchored: tuple[str, ...] = ()
     dirs_only: tuple[str, ...] = ()
-    _compiled: dict[str, re.Pattern[str]] = field(default_factory=dict, compare=False, repr=False)
-
-    def _rx(self, pattern: str) -> re.Pattern[str]:
-        if pattern not in self._compiled:
-            self._compiled[pattern] = _leading_dir_regex(pattern)
-        return self._compiled[pattern]
 
     def match(self, name: str, is_dir: bool = False) -> bool:
         """Whether tar (or, for dirs_only, rsync) leaves out the member `name` ('./var/cache')."""
         starts = [0] + [i + 1 for i, c in enumerate(name) if c == "/" and name[i + 1:i + 2] != "/"]
-        if any(self._rx(p).match(name) for p in self.anchored):
+        if any(_leading_dir_regex(p).match(name) for p in self.anchored):
             return True
-        if any(self._rx(p).match(name, s) for p in self.unanchored for s in starts):
+        if any(_leading_dir_regex(p).match(name, s) for p in self.unanchored for s in starts):
             return True
         # rsync: '/x' from the CT root, 'x' as the last components of the path
         return is_dir and any(fnmatch.fnmatchcase(name, "." + p if p.startswith("/") else "*/" + p)
