@@ -7,6 +7,8 @@ Sizes (flags win over environment variables):
   --db-mib / BENCH_DB_MIB      PostgreSQL + MariaDB data together, default 1024
   --churn / BENCH_CHURN        day-2 change rate, default 0.02
   --pages-into / BENCH_PAGES_INTO  data (default) or largest: which files get day 2's in-place page writes
+  --raw-stage / BENCH_RAW_STAGE  fresh (default), copy or linked: the tree raw restic (b) backs up
+  --pairs / BENCH_PAIRS        each day's (a)/(b) pair this many times, overhead judged on the median, default 5
   --profile                    also profile one more backup with py-spy (not part of the measured runs)
 """
 
@@ -46,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated sources.proxmox.exclude_paths for every container ('' for none)")
     parser.add_argument("--gomaxprocs", type=int, default=_env_int("BENCH_GOMAXPROCS", 1),
                         help="limits.gomaxprocs for the product and raw restic (the Ansible role's default: 1)")
+    parser.add_argument("--raw-stage", choices=("fresh", "copy", "linked"),
+                        default=os.environ.get("BENCH_RAW_STAGE", "fresh"),
+                        help="the tree raw restic (b) backs up: staged afresh by the product's pre-hooks just "
+                        "before (fresh), a byte copy of (a)'s staging (copy) or hard links to it (linked)")
+    parser.add_argument("--pairs", type=int, default=_env_int("BENCH_PAIRS", 5),
+                        help="run each day's (a) uncapped and (b) this many times from the same checkpoint, "
+                        "alternating their order, and judge the overhead on the median (1: once)")
     parser.add_argument("--base-dir", type=Path, default=Path(os.environ.get("BENCH_DIR", "/tmp/restic-orch-bench")))
     parser.add_argument("--skip", default=os.environ.get("BENCH_SKIP", ""),
                         help="comma-separated: capped,raw,naive,borg,zstd,zstd-rsyncable,vi1")
@@ -68,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                         cpu_percent=args.cpu_percent,
                         exclude_paths=[p.strip() for p in args.exclude_paths.split(",") if p.strip()],
                         gomaxprocs=args.gomaxprocs or None, base_dir=args.base_dir, keep=args.keep,
-                        skip={s.strip() for s in args.skip.split(",") if s.strip()}, profile=args.profile)
+                        skip={s.strip() for s in args.skip.split(",") if s.strip()}, profile=args.profile,
+                        raw_stage=args.raw_stage, pairs=max(1, args.pairs))
     result = run(settings)
     data = {"schema": 1, "runs": {}}
     if args.out.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 MiB = 2**20
@@ -30,21 +31,20 @@ def _background_hashing(a: dict[str, Any]) -> bool:
     return any(p["name"] == "hash:wait" for p in a["phases"])
 
 
-def _hash_inside_dumps(day: dict[str, Any]) -> float:
-    a = day["product"].get("uncapped") or {}
-    return 0.0 if _background_hashing(a) else day.get("sha256_seconds", 0.0)
-
-
 def overhead(day: dict[str, Any]) -> dict[str, float] | None:
+    """Orchestration overhead of the day's main (a) uncapped over its (b)."""
+    return overhead_of(day["product"].get("uncapped"), day.get("raw"), day.get("sha256_seconds", 0.0))
+
+
+def overhead_of(a: dict[str, Any] | None, b: dict[str, Any] | None, sha256_seconds: float) -> dict[str, float] | None:
     """Orchestration overhead of (a) over (b): everything (a) spends beyond the dumps themselves (minus its
     artifact hashing, which is overhead) and beyond raw restic's backup + copy + forget on the same tree."""
-    a, b = day["product"].get("uncapped"), day.get("raw")
     if not a or not b:
         return None
     dumps = sum(p["seconds"] for p in a["phases"] if p["name"].startswith("dump:"))
     restic_part = sum(p["seconds"] for p in a["phases"]
                       if p["name"] in ("backup:local", "copy:offsite") or p["name"].startswith("retention:"))
-    sha = _hash_inside_dumps(day)
+    sha = 0.0 if _background_hashing(a) else sha256_seconds
     orchestration = a["wall"] - (dumps - sha)
     # the repository init of day 1 is in (a)'s preflight, not in its restic phases
     b_restic = b["wall"] - sum(b["steps"][k]["wall"] for k in ("init-local", "init-offsite") if k in b["steps"])
@@ -65,8 +65,12 @@ def _own_times(a: dict[str, Any], steps: dict[str, Any]) -> str:
 
 
 def overhead_breakdown(day: dict[str, Any]) -> list[tuple[str, float]]:
+    """Seconds the day's main (a) uncapped spends beyond the dumps and beyond its (b), item by item."""
+    return breakdown_of(day["product"].get("uncapped"), day.get("raw"), day.get("sha256_seconds", 0.0))
+
+
+def breakdown_of(a: dict[str, Any] | None, b: dict[str, Any] | None, sha256_seconds: float) -> list[tuple[str, float]]:
     """Seconds (a, uncapped) spends beyond the dumps themselves and beyond raw restic (b), item by item."""
-    a, b = day["product"].get("uncapped"), day.get("raw")
     if not a or not b:
         return []
     ph = {p["name"]: p["seconds"] for p in a["phases"]}
@@ -81,7 +85,7 @@ def overhead_breakdown(day: dict[str, Any]) -> list[tuple[str, float]]:
                                                                if k in steps)),
         (("waiting for the background sha256 after the last dump (hash:wait)", ph.get("hash:wait", 0.0))
          if _background_hashing(a) else
-         ("sha256 of the staged artifacts (inside the dump phases)", day.get("sha256_seconds", 0.0))),
+         ("sha256 of the staged artifacts (inside the dump phases)", sha256_seconds)),
         ("restic backup: (a) minus (b)" + _own_times(a, steps), ph.get("backup:local", 0.0) - steps["backup"]["wall"]),
         (f"copy: (a) minus (b) (of which `restic snapshots`: {snapshots:.1f} s)",
          ph.get("copy:offsite", 0.0) - steps["copy"]["wall"]),
@@ -90,6 +94,25 @@ def overhead_breakdown(day: dict[str, Any]) -> list[tuple[str, float]]:
                                                            "metrics, exit)", 0.0)),
     ]
     return [(k, round(v, 2)) for k, v in rows]
+
+
+def median_overhead(pairs: list[dict[str, Any]]) -> float:
+    return round(statistics.median(p["overhead_pct"] for p in pairs), 1)
+
+
+def pairs_table(run: dict[str, Any]) -> list[str]:
+    """Every (a)/(b) pair of the overhead measurement, in the order they ran."""
+    out = ["", "### Orchestration overhead, pair by pair ((a) uncapped and (b) from the same checkpoint)", "",
+           "| day | pair | order | (a) minus dumps s | (b) s | overhead | restic backup (a) / (b) s | "
+           "restic's own time (a) / (b) s |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for d in ("day1", "day2"):
+        for p in run["days"][d].get("pairs", []):
+            own = (f"{float(p['a_restic_own']):.1f} / {float(p['b_restic_own']):.1f}"
+                   if p.get("a_restic_own") is not None and p.get("b_restic_own") is not None else "–")
+            out.append(f"| {d} | {p['label']} | {'(b) first' if p['order'] == 'ba' else '(a) first'} | "
+                       f"{_s(p.get('a_minus_dumps'))} | {_s(p.get('b_wall'))} | {p.get('overhead_pct')} % | "
+                       f"{_s(p.get('a_backup'))} / {_s(p.get('b_backup'))} | {own} |")
+    return out
 
 
 def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -109,8 +132,16 @@ def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append({"target": "for comparison: the cap switched off (limits.cpu_percent: null)",
                  "measured": " / ".join(_pct(c) for c in cpus), "met": None})
     for d in ("day1", "day2"):
+        pairs = [p for p in days[d].get("pairs", []) if "overhead_pct" in p]
         ov = overhead(days[d])
-        if ov:
+        if len(pairs) > 1:
+            # one pair is one sample of a ~5 % difference between two runs of a minute on a shared host,
+            # whose run-to-run spread is of the same size: the verdict goes on the median of the pairs
+            med = median_overhead(pairs)
+            rows.append({"target": f"orchestration overhead <= 5 % over (b), {d} (median of {len(pairs)} pairs)",
+                         "measured": f"{med} % (pairs: " + ", ".join(f"{p['overhead_pct']} %" for p in pairs) + ")",
+                         "met": med <= 5})
+        elif ov:
             rows.append({"target": f"orchestration overhead <= 5 % over (b), {d}",
                          "measured": f"{ov['overhead_pct']} % ({ov['a_minus_dumps']} s vs {ov['b_wall']} s); "
                                      f"restic phases alone {ov['restic_phases_overhead_pct']} %",
@@ -253,6 +284,8 @@ def render(run: dict[str, Any]) -> str:
                     f"{k} {v['count']}x {v['seconds']:.1f} s"
                     for k, v in sorted(cmds.items(), key=lambda kv: -kv[1]["seconds"]))
                     + "."]
+    if run["days"]["day1"].get("pairs"):
+        out += pairs_table(run)
     if run["days"]["day1"].get("raw"):
         out += ["", "### Where the orchestration overhead goes ((a) uncapped over (b), seconds)", "",
                 "| item | day 1 | day 2 |", "|---|---:|---:|"]

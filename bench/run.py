@@ -35,9 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import cgroups
+from . import cgroups, report
 from . import lab as blab
 from . import s3 as bs3
+from .checkpoint import Checkpoint
 from .sampler import Sampler, host_cpu
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,8 @@ class Settings:
     skip: set[str] = field(default_factory=set)
     freeze_seconds: float = 2.5
     profile: bool = False
+    raw_stage: str = "fresh"
+    pairs: int = 5
 
 
 class Interrupted(Exception):
@@ -267,25 +270,28 @@ class Bench:
             "churn_pages_into": self.s.pages_into,
             "cpu_percent": self.s.cpu_percent, "exclude_paths": self.s.exclude_paths,
             "gomaxprocs": self.s.gomaxprocs, "restic_compression": "auto", "vzdump_compress": "0",
-            "cgroups": bool(self.cg), "skip": sorted(self.s.skip),
+            "cgroups": bool(self.cg), "skip": sorted(self.s.skip), "raw_stage": self.s.raw_stage,
+            "overhead_pairs": self.s.pairs,
         }
 
     def _proxmox_settings(self) -> dict[str, Any]:
         return {"exclude_paths": {"all": self.s.exclude_paths}} if self.s.exclude_paths else {}
 
     # --- (a) the product ---------------------------------------------------------------------------
-    def product(self, lane: str, day: str) -> dict[str, Any]:
+    def product(self, lane: str, day: str, again: int = 0) -> dict[str, Any]:
+        """(a) once; `again` > 0 numbers a repeat of the day's run (no staging copy: (b)-(d) have theirs)."""
         info = self.lanes[lane]
         ldir, bucket = info["dir"], info["bucket"]
         local0, (s3_0, _) = _du(ldir / "repo"), bs3.bucket_bytes(self.s3, bucket)
         copier = None
-        if lane == "uncapped":
+        rep_tag = f"-again{again}" if again else ""
+        if lane == "uncapped" and not again:
             copier = StagingCopier(ldir / "staging" / self.date, self.stage_root / self.date)
             copier.start()
         exe = Path(self.py).parent / "restic-orch"
         argv = [str(exe)] if exe.exists() else [self.py, "-m", "restic_orch.cli"]
-        self.say(f"{day} (a) restic-orch backup [{lane}]")
-        res = self.probe(f"{day}-a-{lane}", argv + ["--config", str(info["config"]), "--json", "backup"],
+        self.say(f"{day} (a) restic-orch backup [{lane}]" + (f", again ({again})" if again else ""))
+        res = self.probe(f"{day}-a-{lane}{rep_tag}", argv + ["--config", str(info["config"]), "--json", "backup"],
                          f"a-{lane}")
         if copier:
             copier.stop()
@@ -405,6 +411,29 @@ class Bench:
                         digest.update(block)
         return round(time.monotonic() - t0, 3)
 
+    def raw_tree(self, day: str, stage: Path, again: int = 0) -> tuple[Path, dict[str, Any]]:
+        """The tree (b) backs up. (a)'s restic starts on files its pre-hooks wrote seconds before: their
+        write-back to disk and the database servers' after-dump work run beside it. A floor measured on a
+        tree written minutes earlier (`linked`, the hard links of (a)'s staging) misses that cost, which a
+        raw-restic user's script pays too, since it dumps first. `fresh` (default) runs the product's own
+        pre-hooks again just before (b) (bench.stage, untimed), `copy` rewrites (a)'s bytes into new files
+        (the write-back without the database servers' work)."""
+        how: dict[str, Any] = {"mode": self.s.raw_stage}
+        if self.s.raw_stage == "linked":
+            return stage, how
+        tree = self.work / "raw-stage" / self.date
+        shutil.rmtree(tree.parent, ignore_errors=True)
+        t0 = time.monotonic()
+        if self.s.raw_stage == "copy":
+            shutil.copytree(stage, tree)
+        else:
+            self.say(f"{day} (b) staging afresh with the product's pre-hooks (bench.stage), untimed")
+            tag = f"{day}-b-stage" + (f"-again{again}" if again else "")
+            self.probe(tag, [self.py, "-m", "bench.stage", "--config", str(self.lanes["uncapped"]["config"]),
+                             "--day-dir", str(tree)], "stage")
+        how.update(seconds=round(time.monotonic() - t0, 1), bytes=_du(tree), bytes_of_a=_du(stage))
+        return tree, how
+
     # --- (b) raw restic ----------------------------------------------------------------------------
     def restic_env(self, repo: str, cache: Path) -> dict[str, str]:
         env = dict(self.env, RESTIC_REPOSITORY=repo, RESTIC_PASSWORD_FILE=str(self.secrets / "restic-local"),
@@ -414,27 +443,41 @@ class Bench:
             env["GOMAXPROCS"] = str(self.s.gomaxprocs)
         return env
 
-    def raw_restic(self, day: str, stage: Path) -> dict[str, Any]:
+    def _raw_setup(self) -> tuple[Path, str, list[str], dict[str, str], dict[str, str], list[str]]:
         rdir = self.work / "raw"
         local, cache = str(rdir / "repo"), rdir / "cache"
         offsite = f"s3:{self.s3info['endpoint']}/bench-raw"
-        opts = ["-o", "s3.bucket-lookup=path"]
-        lenv, oenv = self.restic_env(local, cache), self.restic_env(offsite, cache)
         rx = [*blab.PRIORITY, "restic"]  # the product's nice/ionice, see blab.PRIORITY
-        self.say(f"{day} (b) raw restic: {'init, ' if not (rdir / 'repo').exists() else ''}backup, copy, forget")
-        steps: dict[str, Any] = {}
+        return rdir, local, ["-o", "s3.bucket-lookup=path"], self.restic_env(local, cache), \
+            self.restic_env(offsite, cache), rx
+
+    def raw_init(self, day: str, again: int = 0) -> dict[str, Any]:
+        """Day 1: a raw-restic user creates the repositories, as the product does in its preflight, i.e.
+        before the dumps (so that neither side gets the seconds of init between its dumps and its backup)."""
+        rdir, local, opts, lenv, oenv, rx = self._raw_setup()
+        if (rdir / "repo").exists():
+            return {}
+        rep_tag = f"-again{again}" if again else ""
+        self.say(f"{day} (b) raw restic: init" + (f", again ({again})" if again else ""))
+        rdir.mkdir(parents=True, exist_ok=True)
+        steps = {"init-local": self.brief(self.probe(f"{day}-b-init-local{rep_tag}",
+                                                      [*rx, "init", "--repository-version", "2"], "raw", env=lenv))}
+        steps["init-offsite"] = self.brief(self.probe(
+            f"{day}-b-init-offsite{rep_tag}", [*rx, *opts, "init", "--repository-version", "2",
+                                               "--copy-chunker-params", "--from-repo", local,
+                                               "--from-password-file", str(self.secrets / "restic-local")],
+            "raw", env=oenv))
+        return steps
+
+    def raw_restic(self, day: str, stage: Path, again: int = 0, steps: dict[str, Any] | None = None) -> dict[str, Any]:
+        rdir, local, opts, lenv, oenv, rx = self._raw_setup()
+        rep_tag = f"-again{again}" if again else ""
+        steps = dict(steps or {})
         if not (rdir / "repo").exists():
-            # a raw-restic user creates the repositories on day 1 too, as the product does in its preflight
-            rdir.mkdir(parents=True, exist_ok=True)
-            res = self.probe(f"{day}-b-init-local", [*rx, "init", "--repository-version", "2"], "raw", env=lenv)
-            steps["init-local"] = self.brief(res)
-            res = self.probe(f"{day}-b-init-offsite", [*rx, *opts, "init", "--repository-version", "2",
-                                                       "--copy-chunker-params", "--from-repo", local,
-                                                       "--from-password-file", str(self.secrets / "restic-local")],
-                             "raw", env=oenv)
-            steps["init-offsite"] = self.brief(res)
+            steps.update(self.raw_init(day, again))
+        self.say(f"{day} (b) raw restic: backup, copy, forget" + (f", again ({again})" if again else ""))
         local0, (s3_0, _) = _du(rdir / "repo"), bs3.bucket_bytes(self.s3, "bench-raw")
-        res = self.probe(f"{day}-b-backup", [*rx, "backup", "--json", "-vv", "--host", "pve1", "--compression",
+        res = self.probe(f"{day}-b-backup{rep_tag}", [*rx, "backup", "--json", "-vv", "--host", "pve1", "--compression",
                                              "auto", "--tag", "bench", str(stage)], "raw", env=lenv)
         steps["backup"] = self.brief(res)
         added_by: dict[str, int] = {}
@@ -457,12 +500,12 @@ class Bench:
         steps["backup"]["size_by_kind"] = size_by_kind(stage)
         local1 = _du(rdir / "repo")
         steps["backup"]["local_added"] = local1 - local0
-        res = self.probe(f"{day}-b-copy", [*rx, *opts, "copy", "--from-repo", local, "--from-password-file",
+        res = self.probe(f"{day}-b-copy{rep_tag}", [*rx, *opts, "copy", "--from-repo", local, "--from-password-file",
                                            str(self.secrets / "restic-local")], "raw", env=oenv)
         s3_1 = bs3.bucket_bytes(self.s3, "bench-raw")[0]
         steps["copy"] = self.brief(res) | {"s3_uploaded": s3_1 - s3_0}
         for name, env in (("forget-local", lenv), ("forget-offsite", oenv)):
-            res = self.probe(f"{day}-b-{name}", [*rx, *opts, "forget", "--json", "--host", "pve1", "--tag",
+            res = self.probe(f"{day}-b-{name}{rep_tag}", [*rx, *opts, "forget", "--json", "--host", "pve1", "--tag",
                                                  "bench", "--group-by", "host", "--keep-within", "7d"], "raw", env=env)
             steps[name] = self.brief(res)
         total = {k: round(sum(s[k] for s in steps.values()), 3) for k in ("wall", "cpu_s")}
@@ -636,13 +679,14 @@ class Bench:
     # --- a day -------------------------------------------------------------------------------------
     def day(self, day: str) -> dict[str, Any]:
         result: dict[str, Any] = {"product": {}}
+        marks = self.checkpoints(day) if self.s.pairs > 1 and "raw" not in self.s.skip else None
         for lane in self.lanes:
             result["product"][lane] = self.product(lane, day)
         stage = self.ensure_stage(day, result["product"].get("uncapped"))
         result["staged_bytes"] = _du(stage)
         result["sha256_seconds"] = self.sha_seconds(stage)
         if "raw" not in self.s.skip:
-            result["raw"] = self.raw_restic(day, stage)
+            result["raw"] = self.raw_pass(day, stage)
         if "naive" not in self.s.skip:
             result["naive"] = self.naive(day, stage)
         if "borg" not in self.s.skip:
@@ -650,8 +694,50 @@ class Bench:
         result["zstd"] = self.zstd_variants(day, stage)
         if "fs" not in self.s.skip:
             result["fs"] = self.fs_level(day)
+        if marks:
+            result["pairs"] = self.pairs(day, stage, marks, result)
         shutil.rmtree(stage, ignore_errors=True)
         return result
+
+    def raw_pass(self, day: str, stage: Path, again: int = 0) -> dict[str, Any]:
+        init = self.raw_init(day, again)
+        tree, how = self.raw_tree(day, stage, again)
+        out = self.raw_restic(day, tree, again, init)
+        out["stage"] = how
+        if tree != stage:
+            shutil.rmtree(tree.parent, ignore_errors=True)
+        return out
+
+    # --- the overhead, measured more than once -----------------------------------------------------
+    def checkpoints(self, day: str) -> dict[str, Checkpoint]:
+        """The uncapped lane and raw restic as they are before the day, so the day's (a) and (b) can run again."""
+        lane = self.lanes["uncapped"]
+        marks = {"a": Checkpoint(self.work / "checkpoints" / "a", linked=[lane["dir"] / "repo"],
+                                 copied=[lane["dir"] / "state"], bucket=lane["bucket"]),
+                 "b": Checkpoint(self.work / "checkpoints" / "b", linked=[self.work / "raw" / "repo"],
+                                 copied=[self.work / "raw" / "cache"], bucket="bench-raw")}
+        self.say(f"{day} checkpoint of the uncapped lane and of raw restic (to run the day's pair again)")
+        return {who: mark.take(self.s3) for who, mark in marks.items()}
+
+    def pairs(self, day: str, stage: Path, marks: dict[str, Checkpoint],
+              result: dict[str, Any]) -> list[dict[str, Any]]:
+        """The day's (a) uncapped and (b) again, s.pairs - 1 more times, each from the checkpoint and in
+        alternating order ((b) first on odd repeats), so that drift of the shared host over the minutes of
+        a bench lands on both sides. The first pair is the day's main one."""
+        sha = result.get("sha256_seconds", 0.0)
+        samples = [pair_sample("main", "ab", result["product"]["uncapped"], result["raw"], sha)]
+        for again in range(1, self.s.pairs):
+            order = "ba" if again % 2 else "ab"
+            runs: dict[str, dict[str, Any]] = {}
+            for who in order:
+                marks[who].restore(self.s3)
+                runs[who] = (self.product("uncapped", day, again) if who == "a"
+                             else self.raw_pass(day, stage, again))
+            samples.append(pair_sample(f"again {again}", order, runs["a"], runs["b"], sha))
+            self.say(f"   pair {again + 1} ({order}): overhead {samples[-1]['overhead_pct']} %")
+        for mark in marks.values():
+            mark.drop()
+        return samples
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
@@ -711,6 +797,16 @@ class Bench:
         if not self.s.keep and self.base.exists():
             shutil.rmtree(self.base, ignore_errors=True)
         return problems
+
+
+def pair_sample(label: str, order: str, a: dict[str, Any], b: dict[str, Any], sha: float) -> dict[str, Any]:
+    ov = report.overhead_of(a, b, sha) or {}
+    return {"label": label, "order": order, **ov,
+            "a_backup": next((p["seconds"] for p in a["phases"] if p["name"] == "backup:local"), None),
+            "b_backup": b["steps"]["backup"]["wall"],
+            "a_restic_own": (a.get("restic_total_duration") or {}).get("local"),
+            "b_restic_own": b["steps"]["backup"].get("restic_total_duration"),
+            "breakdown": report.breakdown_of(a, b, sha)}
 
 
 def profile_categories(raw: str, rate: int) -> list[dict[str, Any]]:
