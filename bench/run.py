@@ -5,13 +5,16 @@ Per day:
       limits.cpu_percent (30 % of the host: a cgroup quota it sets up, as a deployed run does);
       its staging tree is hard-linked away the moment manifest.json appears, so (b)-(d) and the zstd
       comparison use exactly the bytes the product backed up;
-  (b) raw restic on that staged tree: backup to a local repository, copy to S3, forget (the floor);
+  (b) raw restic: init (day 1), then a tree staged afresh by the product's pre-hooks (untimed; --raw-stage
+      copy/linked use (a)'s bytes instead), backup to a local repository, copy to S3, forget (the floor);
   (c) the naive script: tar | zstd | upload to the same S3;
   (d) borg create of the same staged tree (Debian's borgbackup, repokey-blake2, lz4);
   (z) vzdump compress=zstd instead of 0: the staged container tars recompressed with zstd exactly as
       PVE 8 and the fake PVE do (no --rsyncable) and as PVE 7 did (--rsyncable), each into its own restic repo;
   (e) restic on the containers' root filesystems directly (file level, what a ZFS-snapshot source would
       give), with the day-2 bytes split by kind of change.
+Then (a) uncapped and (b) run again, s.pairs - 1 times, from a checkpoint of their repositories taken
+before the day (bench/checkpoint.py), in alternating order: the overhead is judged on the pairs' median.
 After day 2: a VI1 probe (CT 101 in suspend mode with a simulated freeze) and, with --profile, one more
 backup under py-spy.
 """

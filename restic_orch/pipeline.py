@@ -262,6 +262,7 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
     notify.started(config, summary)
     day: Path | None = None
     snapshot_saved = False
+    cleaner: staging.Cleaner | None = None
     try:
         if interrupted:
             summary.notices.append({"kind": "run", "source": "previous",
@@ -324,6 +325,7 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
                 summary.data_added[name] = result.data_added
                 summary.extra.setdefault("restic_total_duration", {})[name] = result.total_duration
                 snapshot_saved = True
+                cleaner = cleaner or staging.Cleaner(day)
                 summary.phase(f"backup:{name}", started, not result.partial,
                               f"snapshot {result.snapshot_id}, {result.data_added} bytes added, "
                               f"restic's own time {result.total_duration:.1f} s")
@@ -353,12 +355,28 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
         summary.finish("partial" if snapshot_saved else "failure")
     finally:
         restore_signals()
-        if day is not None and (snapshot_saved or summary.status == "success"):
-            staging.clean(day)
+        if cleaner is None and day is not None and summary.status == "success":
+            cleaner = staging.Cleaner(day)
+        if cleaner is not None:
+            _staging_removed(cleaner, summary)
         _finalise(config, summary)
         marker.unlink(missing_ok=True)
         lock.release()
     return summary
+
+
+def _staging_removed(cleaner: staging.Cleaner, summary: RunSummary) -> None:
+    waited = time.monotonic()
+    error = cleaner.wait()
+    waited = time.monotonic() - waited
+    if error is None:
+        log.info("staging removed", extra={"day": cleaner.day.name, "seconds": round(cleaner.seconds, 3),
+                                           "waited": round(waited, 3)})
+        return
+    # the snapshot is safe; the next run's preflight removes the leftover day
+    log.warning("could not remove the staged day", extra={"day": str(cleaner.day), "error": str(error)})
+    summary.notices.append({"kind": "run", "source": "staging",
+                            "message": f"could not remove {cleaner.day}: {error}; the next run removes it"})
 
 
 def _finalise(config: Config, summary: RunSummary) -> None:

@@ -6,6 +6,8 @@ import json
 import os
 import re
 import shutil
+import threading
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,36 @@ def day_dir(staging_dir: Path, day: date) -> Path:
 def clean(day: Path) -> None:
     if day.exists() and DAY.match(day.name) and (day.parent / MARKER).exists():
         shutil.rmtree(day)
+
+
+class Cleaner:
+    """Removes a staged day in a thread, started once a snapshot holds the day.
+
+    Nothing after the first saved snapshot reads the staging (the offsite copy goes repository to
+    repository, retention never looks at it), and removing GiBs of files written a minute earlier takes
+    seconds (the kernel waits for their pages under write-back): overlapped with `restic copy` and
+    `forget`, that time leaves the run's critical path.
+    """
+
+    def __init__(self, day: Path) -> None:
+        self.day = day
+        self.error: OSError | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name="staging-clean", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        try:
+            clean(self.day)
+        except OSError as exc:
+            self.error = exc
+        self.seconds = time.monotonic() - started
+
+    def wait(self) -> OSError | None:
+        """Block until the day is gone (or could not be removed); the error, if any."""
+        self._thread.join()
+        return self.error
 
 
 def free_bytes(path: Path) -> int:
