@@ -1,9 +1,12 @@
 """Put a lane's repositories back as they were, so the same day's backup can be measured again.
 
-restic never rewrites a file it stored (local backend) or an object it uploaded (S3): a day's run only
-adds files and objects, and removes its locks. So the local repository is kept as hard links (no bytes
-copied), the bucket as the set of its keys (objects added later are deleted on restore), and the small
-state directory (restic cache, known repositories, which the product rewrites in place) as a real copy.
+restic never rewrites a file it stored (local backend: a new file is renamed into place) or an object it
+uploaded (S3 keys are content hashes or random ids). So the local repository is kept as hard links (no
+bytes copied; a file `forget` removes comes back from its link), the bucket as the set of its keys
+(objects added later are deleted on restore), and the small state directory (restic cache, known
+repositories, which the product rewrites in place) as a real copy. An object deleted from the bucket
+(forget or prune, which the bench's keep_within retention never does) cannot be brought back: restore
+refuses rather than leave a repository whose index names packs that are gone.
 """
 
 from __future__ import annotations
@@ -53,7 +56,11 @@ class Checkpoint:
             if saved.exists():
                 shutil.copytree(saved, path, symlinks=True, copy_function=shutil.copy2 if copy else _link)
         if self.bucket:
-            added = sorted(_keys(s3, self.bucket) - self.keys)
+            now = _keys(s3, self.bucket)
+            if self.keys - now:
+                raise RuntimeError(f"bucket {self.bucket}: {len(self.keys - now)} objects of the checkpoint were "
+                                   "deleted since (forget or prune ran); it cannot be restored")
+            added = sorted(now - self.keys)
             for i in range(0, len(added), 1000):
                 s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in added[i:i + 1000]]})
 

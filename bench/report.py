@@ -110,7 +110,8 @@ def pairs_table(run: dict[str, Any]) -> list[str]:
             own = (f"{float(p['a_restic_own']):.1f} / {float(p['b_restic_own']):.1f}"
                    if p.get("a_restic_own") is not None and p.get("b_restic_own") is not None else "–")
             out.append(f"| {d} | {p['label']} | {'(b) first' if p['order'] == 'ba' else '(a) first'} | "
-                       f"{_s(p.get('a_minus_dumps'))} | {_s(p.get('b_wall'))} | {p.get('overhead_pct')} % | "
+                       f"{_s(p.get('a_minus_dumps'))} | {_s(p.get('b_wall'))} | {p.get('overhead_pct')} %"
+                       f"{'' if p.get('ok', True) else ' (failed run, not counted)'} | "
                        f"{_s(p.get('a_backup'))} / {_s(p.get('b_backup'))} | {own} |")
     return out
 
@@ -132,7 +133,7 @@ def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append({"target": "for comparison: the cap switched off (limits.cpu_percent: null)",
                  "measured": " / ".join(_pct(c) for c in cpus), "met": None})
     for d in ("day1", "day2"):
-        pairs = [p for p in days[d].get("pairs", []) if "overhead_pct" in p]
+        pairs = [p for p in days[d].get("pairs", []) if "overhead_pct" in p and p.get("ok", True)]
         ov = overhead(days[d])
         if len(pairs) > 1:
             # one pair is one sample of a ~5 % difference between two runs of a minute on a shared host,
@@ -225,7 +226,8 @@ def render(run: dict[str, Any]) -> str:
                        f"{_mib(a['offsite_added'])} |")
         if "raw" in day:
             b = day["raw"]
-            out.append(f"| {d} | (b) raw restic backup+copy+forget | {_s(b['wall'])} | {_pct(b['cpu_pct'])} | "
+            what = "init+backup+copy+forget" if "init-local" in b["steps"] else "backup+copy+forget"
+            out.append(f"| {d} | (b) raw restic {what} | {_s(b['wall'])} | {_pct(b['cpu_pct'])} | "
                        f"{_mib(b['maxrss_kib'] * 1024)} | {_mib(b['rchar'])} | {_mib(b['local_added'])} | "
                        f"{_mib(b['offsite_added'])} |")
         if "naive" in day:

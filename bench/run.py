@@ -395,7 +395,9 @@ class Bench:
     # --- staging for the baselines -----------------------------------------------------------------
     def ensure_stage(self, day: str, product_row: dict[str, Any] | None) -> Path:
         stage = self.stage_root / self.date
-        if product_row and product_row.get("staging_copied") and (stage / "manifest.json").exists():
+        # the product removes its staging once the snapshot is saved: a copy the removal overtook is short
+        if (product_row and product_row.get("staging_copied") and (stage / "manifest.json").exists()
+                and _du(stage) == product_row.get("bytes_staged")):
             return stage
         shutil.rmtree(stage, ignore_errors=True)
         self.say(f"{day} staging with the product's pre-hooks (bench.stage)")
@@ -737,7 +739,8 @@ class Bench:
                 runs[who] = (self.product("uncapped", day, again) if who == "a"
                              else self.raw_pass(day, stage, again))
             samples.append(pair_sample(f"again {again}", order, runs["a"], runs["b"], sha))
-            self.say(f"   pair {again + 1} ({order}): overhead {samples[-1]['overhead_pct']} %")
+            self.say(f"   pair {again + 1} ({order}): overhead {samples[-1]['overhead_pct']} %"
+                     + ("" if samples[-1]["ok"] else " (a run failed: not counted)"))
         for mark in marks.values():
             mark.drop()
         return samples
@@ -804,7 +807,9 @@ class Bench:
 
 def pair_sample(label: str, order: str, a: dict[str, Any], b: dict[str, Any], sha: float) -> dict[str, Any]:
     ov = report.overhead_of(a, b, sha) or {}
-    return {"label": label, "order": order, **ov,
+    # a failed or partial run is usually a shorter one: it must not pull the median down
+    ok = a.get("status") == "success" and all(step.get("rc") == 0 for step in b["steps"].values())
+    return {"label": label, "order": order, "ok": ok, "a_status": a.get("status"), **ov,
             "a_backup": next((p["seconds"] for p in a["phases"] if p["name"] == "backup:local"), None),
             "b_backup": b["steps"]["backup"]["wall"],
             "a_restic_own": (a.get("restic_total_duration") or {}).get("local"),

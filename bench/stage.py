@@ -1,7 +1,8 @@
 """Stage a day with the product's own pre-hooks, without restic: `python -m bench.stage --config C --day-dir D`.
 
-Used for the VI1 suspend-mode probe, and as the fallback when the copy of the end-to-end run's staging
-was missed. Prints a JSON object: per-hook seconds, artifacts (component, path, size, meta), failures.
+Used for raw restic's (b) tree, staged afresh just before it, for the VI1 suspend-mode probe, and as the
+fallback when the copy of the end-to-end run's staging was missed. Prints a JSON object: per-hook seconds,
+artifacts (component, path, size, meta), failures.
 """
 
 from __future__ import annotations

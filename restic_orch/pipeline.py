@@ -355,7 +355,7 @@ def run_backup(config: Config, *, only: set[str] | None = None, when: datetime |
         summary.finish("partial" if snapshot_saved else "failure")
     finally:
         restore_signals()
-        if cleaner is None and day is not None and summary.status == "success":
+        if cleaner is None and day is not None and (snapshot_saved or summary.status == "success"):
             cleaner = staging.Cleaner(day)
         if cleaner is not None:
             _staging_removed(cleaner, summary)

@@ -65,7 +65,7 @@ class Cleaner:
 
     def __init__(self, day: Path) -> None:
         self.day = day
-        self.error: OSError | None = None
+        self.error: Exception | None = None
         self.seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="staging-clean", daemon=True)
         self._thread.start()
@@ -74,11 +74,11 @@ class Cleaner:
         started = time.monotonic()
         try:
             clean(self.day)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the run reports it instead of "removed"
             self.error = exc
         self.seconds = time.monotonic() - started
 
-    def wait(self) -> OSError | None:
+    def wait(self) -> Exception | None:
         """Block until the day is gone (or could not be removed); the error, if any."""
         self._thread.join()
         return self.error

@@ -10,6 +10,8 @@ import os
 import secrets
 from pathlib import Path
 
+import pytest
+
 from bench.checkpoint import Checkpoint
 from restic_orch import restic, runner
 from restic_orch.config import load_config
@@ -56,7 +58,7 @@ def test_restore_undoes_a_day_in_both_repositories_and_the_state(lab, tmp_path: 
     mark.restore(s3)
     for repo in (local, offsite):
         assert [s.tags for s in repo.snapshots()] == [["day1"]]
-        assert repo.check().ok
+        assert repo.check(read_data_subset="100%").ok
     assert state_file.read_text() == "day 1"
 
     # the day runs again on the restored repositories, and the checkpoint still restores after that
@@ -70,10 +72,10 @@ def test_restore_undoes_a_day_in_both_repositories_and_the_state(lab, tmp_path: 
 
 
 def test_a_checkpoint_of_nothing_restores_to_nothing(lab, tmp_path: Path):
-    """Day 1's raw restic: no repository before the day, so restore removes the one the day created."""
+    """Day 1's raw restic: no repository and no bucket before the day (restic init creates the bucket), so
+    restore removes what the day created."""
     bucket = f"ckpt-{secrets.token_hex(4)}"
     s3 = s3_client(lab["state"]["services"]["s3"])
-    s3.create_bucket(Bucket=bucket)
     mark = Checkpoint(tmp_path / "ckpt", linked=[tmp_path / "repo"], bucket=bucket).take(s3)
     local, offsite = _repos(lab, tmp_path, bucket)
     local.init()
@@ -83,3 +85,24 @@ def test_a_checkpoint_of_nothing_restores_to_nothing(lab, tmp_path: Path):
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
     local.init()  # and the day's init succeeds again
     offsite.init(copy_chunker_from=local)
+
+
+def test_objects_deleted_since_the_checkpoint_make_restore_refuse(lab, tmp_path: Path):
+    """forget removes snapshot objects, which a bucket checkpoint cannot bring back: restore must say so
+    rather than leave a repository that lost part of what the checkpoint held."""
+    bucket = f"ckpt-{secrets.token_hex(4)}"
+    s3 = s3_client(lab["state"]["services"]["s3"])
+    local, offsite = _repos(lab, tmp_path, bucket)
+    day = tmp_path / "staging" / "2026-11-26"
+    day.mkdir(parents=True)
+    (day / "a.bin").write_bytes(os.urandom(2**20))
+    local.init()
+    offsite.init(copy_chunker_from=local)
+    for tag in ("day1", "day2"):
+        local.backup([day], tags=[tag], host="pve1")
+    offsite.copy_from(local)
+    mark = Checkpoint(tmp_path / "ckpt", linked=[tmp_path / "repo"], bucket=bucket).take(s3)
+    offsite.forget(["--keep-last", "1"], host="pve1", tags=[])
+    assert len(offsite.snapshots()) == 1
+    with pytest.raises(RuntimeError, match="deleted since"):
+        mark.restore(s3)
