@@ -16,13 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def _keys(s3: Any, bucket: str) -> set[str]:
-    try:
-        pages = list(s3.get_paginator("list_objects_v2").paginate(Bucket=bucket))
-    except s3.exceptions.NoSuchBucket:
-        return set()
-    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+from .s3 import bucket_keys, delete_keys
 
 
 @dataclass
@@ -38,31 +32,32 @@ class Checkpoint:
     def _saved(self, path: Path) -> Path:
         return self.where / str(path).lstrip("/").replace("/", "__")
 
+    def _trees(self) -> list[tuple[Path, Any]]:
+        """Each saved tree with the way its files are saved and brought back."""
+        return [(p, _link) for p in self.linked] + [(p, shutil.copy2) for p in self.copied]
+
     def take(self, s3: Any) -> Checkpoint:
         shutil.rmtree(self.where, ignore_errors=True)
         self.where.mkdir(parents=True)
-        for path, copy in [(p, False) for p in self.linked] + [(p, True) for p in self.copied]:
+        for path, copy in self._trees():
             if path.exists():
-                shutil.copytree(path, self._saved(path), symlinks=True,
-                                copy_function=shutil.copy2 if copy else _link)
+                shutil.copytree(path, self._saved(path), symlinks=True, copy_function=copy)
         if self.bucket:
-            self.keys = _keys(s3, self.bucket)
+            self.keys = bucket_keys(s3, self.bucket)
         return self
 
     def restore(self, s3: Any) -> None:
-        for path, copy in [(p, False) for p in self.linked] + [(p, True) for p in self.copied]:
+        for path, copy in self._trees():
             shutil.rmtree(path, ignore_errors=True)
             saved = self._saved(path)
             if saved.exists():
-                shutil.copytree(saved, path, symlinks=True, copy_function=shutil.copy2 if copy else _link)
+                shutil.copytree(saved, path, symlinks=True, copy_function=copy)
         if self.bucket:
-            now = _keys(s3, self.bucket)
+            now = bucket_keys(s3, self.bucket)
             if self.keys - now:
                 raise RuntimeError(f"bucket {self.bucket}: {len(self.keys - now)} objects of the checkpoint were "
                                    "deleted since (forget or prune ran); it cannot be restored")
-            added = sorted(now - self.keys)
-            for i in range(0, len(added), 1000):
-                s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in added[i:i + 1000]]})
+            delete_keys(s3, self.bucket, now - self.keys)
 
     def drop(self) -> None:
         shutil.rmtree(self.where, ignore_errors=True)

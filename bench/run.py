@@ -287,13 +287,13 @@ class Bench:
         ldir, bucket = info["dir"], info["bucket"]
         local0, (s3_0, _) = _du(ldir / "repo"), bs3.bucket_bytes(self.s3, bucket)
         copier = None
-        rep_tag = f"-again{again}" if again else ""
+        rep_tag = _again_tag(again)
         if lane == "uncapped" and not again:
             copier = StagingCopier(ldir / "staging" / self.date, self.stage_root / self.date)
             copier.start()
         exe = Path(self.py).parent / "restic-orch"
         argv = [str(exe)] if exe.exists() else [self.py, "-m", "restic_orch.cli"]
-        self.say(f"{day} (a) restic-orch backup [{lane}]" + (f", again ({again})" if again else ""))
+        self.say(f"{day} (a) restic-orch backup [{lane}]" + _again_say(again))
         res = self.probe(f"{day}-a-{lane}{rep_tag}", argv + ["--config", str(info["config"]), "--json", "backup"],
                          f"a-{lane}")
         if copier:
@@ -433,7 +433,7 @@ class Bench:
             shutil.copytree(stage, tree)
         else:
             self.say(f"{day} (b) staging afresh with the product's pre-hooks (bench.stage), untimed")
-            tag = f"{day}-b-stage" + (f"-again{again}" if again else "")
+            tag = f"{day}-b-stage" + _again_tag(again)
             self.probe(tag, [self.py, "-m", "bench.stage", "--config", str(self.lanes["uncapped"]["config"]),
                              "--day-dir", str(tree)], "stage")
         how.update(seconds=round(time.monotonic() - t0, 1), bytes=_du(tree), bytes_of_a=_du(stage))
@@ -462,8 +462,8 @@ class Bench:
         rdir, local, opts, lenv, oenv, rx = self._raw_setup()
         if (rdir / "repo").exists():
             return {}
-        rep_tag = f"-again{again}" if again else ""
-        self.say(f"{day} (b) raw restic: init" + (f", again ({again})" if again else ""))
+        rep_tag = _again_tag(again)
+        self.say(f"{day} (b) raw restic: init" + _again_say(again))
         rdir.mkdir(parents=True, exist_ok=True)
         steps = {"init-local": self.brief(self.probe(f"{day}-b-init-local{rep_tag}",
                                                       [*rx, "init", "--repository-version", "2"], "raw", env=lenv))}
@@ -474,13 +474,12 @@ class Bench:
             "raw", env=oenv))
         return steps
 
-    def raw_restic(self, day: str, stage: Path, again: int = 0, steps: dict[str, Any] | None = None) -> dict[str, Any]:
+    def raw_restic(self, day: str, stage: Path, again: int, init_steps: dict[str, Any]) -> dict[str, Any]:
+        """backup, copy, forget on a repository raw_init made ready; its init steps count in the total."""
         rdir, local, opts, lenv, oenv, rx = self._raw_setup()
-        rep_tag = f"-again{again}" if again else ""
-        steps = dict(steps or {})
-        if not (rdir / "repo").exists():
-            steps.update(self.raw_init(day, again))
-        self.say(f"{day} (b) raw restic: backup, copy, forget" + (f", again ({again})" if again else ""))
+        rep_tag = _again_tag(again)
+        steps = dict(init_steps)
+        self.say(f"{day} (b) raw restic: backup, copy, forget" + _again_say(again))
         local0, (s3_0, _) = _du(rdir / "repo"), bs3.bucket_bytes(self.s3, "bench-raw")
         res = self.probe(f"{day}-b-backup{rep_tag}", [*rx, "backup", "--json", "-vv", "--host", "pve1", "--compression",
                                              "auto", "--tag", "bench", str(stage)], "raw", env=lenv)
@@ -803,6 +802,15 @@ class Bench:
         if not self.s.keep and self.base.exists():
             shutil.rmtree(self.base, ignore_errors=True)
         return problems
+
+
+def _again_tag(again: int) -> str:
+    """Suffix of a repeat's probe files (a run measured once has none)."""
+    return f"-again{again}" if again else ""
+
+
+def _again_say(again: int) -> str:
+    return f", again ({again})" if again else ""
 
 
 def pair_sample(label: str, order: str, a: dict[str, Any], b: dict[str, Any], sha: float) -> dict[str, Any]:

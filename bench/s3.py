@@ -8,6 +8,7 @@ upload in memory, which a multi-GiB stream would not survive; the bytes sent are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,18 +55,27 @@ def ensure_bucket(s3: Any, bucket: str) -> None:
         s3.create_bucket(Bucket=bucket)
 
 
-def empty_bucket(s3: Any, bucket: str, prefix: str = "", delete: bool = False) -> None:
-    """Delete the objects (moto keeps them in memory or temp files); optionally the bucket too."""
+def bucket_keys(s3: Any, bucket: str, prefix: str = "") -> set[str]:
+    """Every key in the bucket (under prefix); empty when the bucket does not exist."""
     try:
         pages = list(s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
     except s3.exceptions.NoSuchBucket:
-        return
-    for page in pages:
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        for i in range(0, len(keys), 1000):
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[i:i + 1000]})
+        return set()
+    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+def delete_keys(s3: Any, bucket: str, keys: set[str]) -> None:
+    ordered = sorted(keys)
+    for i in range(0, len(ordered), 1000):  # DeleteObjects takes at most 1000 keys
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in ordered[i:i + 1000]]})
+
+
+def empty_bucket(s3: Any, bucket: str, prefix: str = "", delete: bool = False) -> None:
+    """Delete the objects (moto keeps them in memory or temp files); optionally the bucket too."""
+    delete_keys(s3, bucket, bucket_keys(s3, bucket, prefix))
     if delete:
-        s3.delete_bucket(Bucket=bucket)
+        with contextlib.suppress(s3.exceptions.NoSuchBucket):
+            s3.delete_bucket(Bucket=bucket)
 
 
 def put_stream(endpoint: str, env_file: Path, bucket: str, prefix: str) -> int:
