@@ -389,6 +389,7 @@ class Bench:
         return [{"component": a["component"], "mode_requested": a["meta"].get("mode_requested"),
                  "mode_used": a["meta"].get("mode_used"), "freeze_seconds": a["meta"].get("freeze_seconds"),
                  "freeze_seconds_max": a["meta"].get("freeze_seconds_max"),
+                 "freeze_measured_by": a["meta"].get("freeze_measured_by"),
                  "vzdump_seconds": a["meta"].get("duration_seconds"), "archive_bytes": a["size"]}
                 for a in manifest["artifacts"] if a["kind"] == "proxmox"]
 

@@ -137,9 +137,28 @@ class RestoreOutcome:
     message: str
     checks: dict[str, Any] = field(default_factory=dict)
     restored_to: str = ""
+    # what this restore created (e.g. {"vmid": 9901, "upid": ...}): a drill removes that and nothing else
+    created: dict[str, Any] = field(default_factory=dict)
 
 
 Fetch = Callable[[Path], Path]
+
+
+@dataclass(frozen=True)
+class MissingRight:
+    """A right a source's account lacks, found before anything was changed."""
+
+    kind: str
+    source: str
+    right: str      # e.g. "VM.Backup on /vms/101"
+    why: str        # the operation that would fail
+    fix: str        # the exact command that grants it
+
+    def message(self) -> str:
+        return f"missing {self.right} (needed to {self.why}); grant it with: {self.fix}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Hook:
@@ -165,6 +184,14 @@ class Hook:
     def restore(self, artifact: Artifact, fetch: Fetch, options: RestoreOptions) -> RestoreOutcome:
         """Bring one artifact back; fetch(dest) writes the artifact's bytes from the snapshot to dest."""
         raise NotImplementedError
+
+    def taken_ids(self) -> set[int]:
+        """Sandbox IDs already in use at the source (a drill must pick others); none by default."""
+        return set()
+
+    def missing_rights(self, operation: str) -> list[MissingRight]:
+        """The rights the account lacks for `operation` (backup, restore or all), asked of the source itself."""
+        return []
 
     def discard(self, artifact: Artifact, outcome: RestoreOutcome, options: RestoreOptions) -> str:
         """Remove what a drill restored into its sandbox (a spare container, a drill_ database).

@@ -21,7 +21,22 @@ from proxmoxer.core import ResourceException
 from restic_orch import runner
 from restic_orch.config import Config, ProxmoxSource
 
-from .base import Artifact, DumpContext, DumpOutcome, Failure, Fetch, Hook, Notice, RestoreOptions, RestoreOutcome
+from . import _pve_access
+from ._pve_access import Need
+from ._vzdump_log import freeze_bounds, online_again_freeze, snapshot_freeze
+from .base import (
+    Artifact,
+    DumpContext,
+    DumpOutcome,
+    Failure,
+    Fetch,
+    Hook,
+    MissingRight,
+    Notice,
+    RestoreOptions,
+    RestoreOutcome,
+    sha256_file,
+)
 
 KIND = "proxmox"
 # configuration keys that must come back identical; network keys change with unique=1 (new MAC)
@@ -29,9 +44,8 @@ CHECKED_KEYS = ("hostname", "arch", "ostype", "cores", "memory", "swap", "unpriv
 ARCHIVE_RE = re.compile(r"creating (?:vzdump )?archive '([^']+)'")
 MODE_RE = re.compile(r"backup mode: (\w+)")
 FALLBACK_RE = re.compile(r"trying '(\w+)' mode instead")
-# vzdump logs the difference of two whole-second clock readings, and '<1' when they are equal
-ONLINE_RE = re.compile(r"guest is online again after (<1|\d+) seconds")
 JOB_RE = re.compile(r"starting new backup job: (.*)")
+PRUNED_RE = re.compile(r"removing backup '([^']+)'")
 # task polling: start short (small containers finish in well under a second), never sleep long after the end
 POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.1, 1.5, 0.5
 
@@ -40,23 +54,47 @@ class PveError(Exception):
     pass
 
 
+def task_ok(exitstatus: str) -> bool:
+    """PVE::Tools upid_status_is_error: 'OK' and 'WARNINGS: n' are success, anything else failed."""
+    return exitstatus == "OK" or exitstatus.startswith("WARNINGS")
+
+
+def bridges(config: dict[str, Any]) -> list[str]:
+    """The bridge (and VLAN tag) of every netN of a container config: the SDN paths a restore is checked on."""
+    found = []
+    for key, value in config.items():
+        if re.fullmatch(r"net\d+", key):
+            opts = dict(part.split("=", 1) for part in str(value).split(",") if "=" in part)
+            if opts.get("bridge"):
+                found.append(opts["bridge"] + (f"/{opts['tag']}" if opts.get("tag") else ""))
+    return found
+
+
+def backup_limit(storage: dict[str, Any]) -> int:
+    """The number of archives per guest the storage's prune-backups keeps (0: keep-all or none set)."""
+    text = storage.get("prune-backups") or ""
+    keep = text if isinstance(text, dict) else dict(i.partition("=")[::2] for i in str(text).split(",") if "=" in i)
+    if not keep or int(keep.get("keep-all", 0) or 0):
+        return 0
+    return sum(int(v) for k, v in keep.items() if k.startswith("keep-"))
+
+
+def backup_subdir(storage: dict[str, Any]) -> str:
+    """pve-storage Plugin.pm get_subdir: 'dump', unless content-dirs maps 'backup' elsewhere."""
+    dirs = storage.get("content-dirs") or ""
+    items = dirs.items() if isinstance(dirs, dict) else (i.partition("=")[::2] for i in str(dirs).split(","))
+    for vtype, value in items:
+        if vtype.strip() == "backup" and str(value).strip():
+            return str(value).strip().lstrip("/")
+    return "dump"
+
+
 def _cause(log: list[str]) -> str:
     """The guest's own error lines: the last line, `TASK ERROR: job errors`, says nothing about why."""
     lines = [line.strip() for line in log
              if ("ERROR" in line and "job errors" not in line) or "tar:" in line or "zstd:" in line
              or "No space left" in line]
     return f" ({' | '.join(lines[-3:])})" if lines else ""
-
-
-def freeze_bounds(logged: str) -> tuple[float, float]:
-    """(freeze_seconds, freeze_seconds_max) from vzdump's 'online again after N seconds'.
-
-    N is the difference of two whole-second clock readings, so the real freeze lay between N - 1 and
-    N + 1 s: freeze_seconds is vzdump's own N ('<1', equal readings, is 0) and freeze_seconds_max the
-    bound a budget must be checked against.
-    """
-    seconds = 0.0 if logged == "<1" else float(logged)
-    return seconds, seconds + 1.0
 
 
 def logged_excludes(log_text: str) -> list[str] | None:
@@ -133,18 +171,90 @@ class ProxmoxHook(Hook):
             start += len(chunk)
         return str(status.get("exitstatus", "")), lines
 
+    def storage_entry(self) -> dict[str, Any]:
+        """The dump storage's entry of GET /storage (the index needs only Datastore.AllocateSpace; GET
+        /storage/{id} would need Datastore.Allocate)."""
+        sid = self.source.storage
+        listed = self._call("storage list", self.api.storage.get) or []
+        info = next((s for s in listed if s.get("storage") == sid), None)
+        if info is None:
+            raise PveError(f"storage {sid} is not visible to {self.tokenid}: it does not exist, or the token lacks"
+                           f" Datastore.AllocateSpace on /storage/{sid}")
+        return info
+
     def dump_dir(self) -> Path:
+        """Where PVE reads and writes the dump storage's archives (content-dirs honoured)."""
         if self.source.dump_dir:
             return Path(self.source.dump_dir)
-        info = self._call(f"storage {self.source.storage}", self.api.storage(self.source.storage).get)
-        if "path" not in info:
-            raise PveError(f"storage {self.source.storage} ({info.get('type')}) has no local path: set"
-                           " sources.proxmox.dump_dir or use a directory storage for backups")
-        return Path(info["path"]) / "dump"
+        info = self.storage_entry()
+        if not info.get("path"):
+            raise PveError(f"storage {self.source.storage} ({info.get('type')}) has no local path: vzdump archives"
+                           " must go to a directory storage (set sources.proxmox.storage to one, or"
+                           " sources.proxmox.dump_dir)")
+        return Path(info["path"]) / backup_subdir(info)
+
+    def remove_param(self, vmid: int, limit: int) -> int:
+        """vzdump's `remove` for this guest (pve-manager PVE/VZDump.pm exec_backup_task).
+
+        remove=0 keeps every other archive but turns on vzdump's max-backups check: with N archives of the
+        guest already there under a storage limit of N, the guest fails. Then remove=1: the backup is made
+        and vzdump prunes by the storage's own prune-backups, as the user's own jobs do.
+        """
+        if not limit:
+            return 0
+        volumes = self._call(f"backups of CT {vmid}", self.api.nodes(self.node).storage(self.source.storage)
+                             .content.get, content="backup", vmid=vmid) or []
+        return 1 if sum(1 for v in volumes if not v.get("protected")) >= limit else 0
+
+    @property
+    def tokenid(self) -> str:
+        return f"{self.source.user}!{self.source.token_name}"
+
+    def missing(self, needs: list[Need]) -> list[MissingRight]:
+        """The needs the token lacks, from GET /access/permissions (a token may always read its own)."""
+        held: dict[str, dict[str, Any]] = {}
+        out = []
+        for need in _pve_access.unique(needs):
+            if need.path not in held:
+                res = self._call(f"permissions on {need.path}", self.api.access.permissions.get, path=need.path)
+                held[need.path] = (res or {}).get(need.path) or {}
+            if need.priv not in held[need.path]:
+                out.append(MissingRight(KIND, self.name, need.label(), need.why,
+                                        need.grant(self.source.user, self.tokenid)))
+        return out
+
+    def _vmids(self) -> list[int] | None:
+        if self.source.vmids == "all":
+            return None
+        return [v for v in self.source.vmids if v not in set(self.source.exclude)]
+
+    def missing_rights(self, operation: str) -> list[MissingRight]:
+        vmids = self._vmids()
+        needs: list[Need] = []
+        if operation in ("backup", "all"):
+            needs += _pve_access.backup_needs(vmids, self.source.storage)
+        if operation in ("restore", "all"):
+            nets: list[str] = []
+            for vmid in vmids if vmids is not None else [int(g["vmid"]) for g in self._listed()]:
+                try:
+                    nets += bridges(self._call(f"CT {vmid} config", self.api.nodes(self.node).lxc(vmid).config.get))
+                except PveError:
+                    continue  # an unreadable config is reported as the VM.Audit it lacks
+            targets: list[tuple[int | None, int | None]] = [(v, None) for v in vmids] if vmids else [(None, None)]
+            needs += _pve_access.restore_needs(targets, self.source.storage, self.source.restore_storage, nets)
+        return self.missing(needs)
+
+    def _listed(self) -> list[dict[str, Any]]:
+        return self._call("list containers", self.api.nodes(self.node).lxc.get) or []
+
+    def taken_ids(self) -> set[int]:
+        """Every VMID in use cluster-wide, QEMU and LXC, on every node (a drill must not reuse one)."""
+        resources = self._call("cluster resources", self.api.cluster.resources.get, type="vm") or []
+        return {int(r["vmid"]) for r in resources if "vmid" in r}
 
     def guests(self) -> list[dict[str, Any]]:
         """The containers to back up: on a cluster, `all` means those on this node, so each is done once."""
-        listed = self._call("list containers", self.api.nodes(self.node).lxc.get)
+        listed = self._listed()
         by_vmid = {int(g["vmid"]): g for g in listed}
         if self.source.vmids == "all":
             resources = self._call("cluster resources", self.api.cluster.resources.get, type="vm")
@@ -159,33 +269,43 @@ class ProxmoxHook(Hook):
         try:
             version = self._call("version", self.api.version.get)
             outcome.tools["pve-manager"] = str(version.get("version", "?"))
+            lacking = self.missing(_pve_access.backup_needs(self._vmids(), self.source.storage))
+            blocked = {m.right.rsplit(" on /vms/", 1)[1]: m for m in lacking if " on /vms/" in m.right}
+            general = [m for m in lacking if " on /vms/" not in m.right]
+            if general:
+                # no container can be backed up: fail before any vzdump, naming every missing privilege
+                raise PveError("; ".join(m.message() for m in general + list(blocked.values())))
             guests = self.guests()
-            dump_dir = self.dump_dir()
+            limit = backup_limit(self.storage_entry())
         except (PveError, OSError) as exc:
             outcome.failures.append(Failure(KIND, self.name, "ct:*", str(exc)))
             return outcome
         out = ctx.out_dir(KIND)
         for guest in guests:
             vmid = int(guest["vmid"])
+            if str(vmid) in blocked:
+                outcome.failures.append(Failure(KIND, self.name, f"ct:{vmid}", blocked[str(vmid)].message()))
+                continue
             if guest.get("missing"):
                 outcome.failures.append(Failure(KIND, self.name, f"ct:{vmid}",
                                                 f"container {vmid} does not exist on node {self.node}"))
                 continue
             try:
-                self._dump_one(ctx, vmid, dump_dir, out, outcome)
+                self._dump_one(ctx, vmid, out, outcome, limit)
             except (PveError, OSError) as exc:
                 ctx.log.error("container backup failed", extra={"vmid": vmid, "error": str(exc)})
                 outcome.failures.append(Failure(KIND, self.name, f"ct:{vmid}", str(exc)))
         return outcome
 
-    def _dump_one(self, ctx: DumpContext, vmid: int, dump_dir: Path, out: Path, outcome: DumpOutcome) -> None:
+    def _dump_one(self, ctx: DumpContext, vmid: int, out: Path, outcome: DumpOutcome, limit: int) -> None:
         src = self.source
         lxc = self.api.nodes(self.node).lxc(vmid)
         config = self._call(f"CT {vmid} config", lxc.config.get)
         status = self._call(f"CT {vmid} status", lxc.status.current.get)
         started = time.monotonic()
         params: dict[str, Any] = {"vmid": str(vmid), "mode": src.mode, "compress": src.compress,
-                                  "storage": src.storage, "remove": 0, "lockwait": src.lockwait_minutes}
+                                  "storage": src.storage, "remove": self.remove_param(vmid, limit),
+                                  "lockwait": src.lockwait_minutes}
         excludes = src.exclude_paths_for(vmid)
         if excludes:
             # a list goes out as repeated form fields; PVE hands vzdump the values NUL-separated
@@ -193,27 +313,41 @@ class ProxmoxHook(Hook):
         upid = self._call(f"vzdump {vmid}", self.api.nodes(self.node).vzdump.post, **params)
         exitstatus, log = self.wait_task(upid, src.timeout_seconds)
         duration = time.monotonic() - started
-        if exitstatus != "OK" and not exitstatus.startswith("WARNINGS"):
+        if not task_ok(exitstatus):
             raise PveError(f"vzdump of CT {vmid} failed: {exitstatus}" + _cause(log))
         text = "\n".join(log)
         modes = MODE_RE.findall(text)
         mode_used = modes[-1] if modes else src.mode
         fallback = FALLBACK_RE.search(text)
-        online = ONLINE_RE.findall(text)
         archive_match = ARCHIVE_RE.findall(text)
         if not archive_match:
             raise PveError(f"vzdump of CT {vmid}: the task log names no archive")
-        name = Path(archive_match[-1]).name.removesuffix(".dat")
-        source_path = dump_dir / name
+        # the path vzdump logs is where it wrote, content-dirs included; dump_dir maps it when the API's
+        # host sees the storage elsewhere
+        logged = Path(archive_match[-1].removesuffix(".dat"))
+        name = logged.name
+        source_path = Path(self.source.dump_dir) / name if self.source.dump_dir else logged
         if not source_path.is_file():
-            raise PveError(f"vzdump of CT {vmid}: archive {source_path} not found (is dump_dir right?)")
+            raise PveError(f"vzdump of CT {vmid}: archive {source_path} not found (vzdump wrote {logged};"
+                           " set sources.proxmox.dump_dir if the storage is mounted elsewhere here)")
         if fallback and src.require_snapshot:
             self._remove_volume(name, source_path)
             raise PveError(f"CT {vmid}: snapshot mode failed and vzdump fell back to {fallback.group(1)};"
                            " require_snapshot is set (put the container's volumes on zfspool, lvmthin, rbd or btrfs)")
+        pruned = PRUNED_RE.findall(text)
+        if pruned:
+            outcome.notices.append(Notice(KIND, self.name, f"CT {vmid}: the dump storage already held the {limit}"
+                                          " archives its prune-backups keeps; vzdump pruned by that policy:"
+                                          f" {', '.join(pruned)} (give restic-orch a storage without prune-backups"
+                                          " to keep them)"))
+        # vzdump logs how long a suspended guest was frozen; a snapshot's own freeze only shows between the
+        # timestamps of the per-guest log, which _take removes with the archive
+        guest_log = source_path.parent / (name.split(".tar")[0] + ".log")
+        online = online_again_freeze(text)
+        bound = online or (snapshot_freeze(guest_log.read_text(errors="replace")) if guest_log.is_file() else None)
         if fallback or mode_used != src.mode:
             outcome.notices.append(Notice(KIND, self.name, f"CT {vmid}: vzdump used {mode_used} mode instead of"
-                                          f" {src.mode}" + (f"; guest frozen {online[-1]} s" if online else "")))
+                                          f" {src.mode}" + (f"; guest frozen {online.logged} s" if online else "")))
         target = out / name
         self._take(source_path, target, name)
         log_target = out / (name.split(".tar")[0] + ".log")
@@ -227,8 +361,11 @@ class ProxmoxHook(Hook):
             "config": {k: v for k, v in config.items() if k not in ("digest", "lock")},
             "log_excerpt": log[-15:],
         }
-        freeze, freeze_max = freeze_bounds(online[-1]) if online else (None, None)
-        meta.update(freeze_seconds=freeze, freeze_seconds_max=freeze_max,
+        # a freeze nobody measured is "not measured", never 0
+        meta.update(freeze_seconds=freeze_bounds(online.logged)[0] if online else None,
+                    freeze_seconds_min=bound.lower if bound else None,
+                    freeze_seconds_max=bound.upper if bound else None,
+                    freeze_measured_by=bound.source if bound else "not measured",
                     exclude_paths=self._confirm_excludes(vmid, excludes, text, outcome))
         outcome.artifacts.append(ctx.artifact(target, component=f"ct:{vmid}", kind=KIND, source=self.name,
                                               meta=meta))
@@ -283,20 +420,29 @@ class ProxmoxHook(Hook):
         meta = artifact.meta
         vmid = int(options.as_vmid or meta["vmid"])
         component = artifact.component
+        created: dict[str, Any] = {}
         try:
-            existing = {int(g["vmid"]): g for g in self._call("list containers", self.api.nodes(self.node).lxc.get)}
+            needs = _pve_access.restore_needs([(vmid, int(meta["vmid"]))], self.source.storage,
+                                              self.source.restore_storage, bridges(meta.get("config") or {}))
+            lacking = self.missing(needs)
+            if lacking:
+                return RestoreOutcome(component, False, "; ".join(m.message() for m in lacking),
+                                      {"missing_rights": [m.to_json() for m in lacking]})
+            existing = {int(g["vmid"]): g for g in self._listed()}
             if vmid in existing and not options.force:
                 return RestoreOutcome(component, False, f"CT {vmid} exists on {self.node}: refusing to overwrite it"
                                       " without --force (or restore beside it with --as-vmid N)")
+            if options.drill and vmid in self.taken_ids():
+                return RestoreOutcome(component, False, f"VMID {vmid} is in use in the cluster: a drill never"
+                                      " restores over a guest it did not create")
             if vmid in existing and existing[vmid].get("status") == "running":
                 upid = self._call(f"stop CT {vmid}", self.api.nodes(self.node).lxc(vmid).status.stop.post)
-                self.wait_task(upid, 300)
-            dump_dir = self.dump_dir()
+                stopped, log = self.wait_task(upid, 300)
+                if not task_ok(stopped):
+                    raise PveError(f"stopping CT {vmid} failed: {stopped}" + _cause(log))
             name = Path(artifact.path).name
-            local = dump_dir / name
-            if local.exists():
-                raise PveError(f"{local} exists already in the dump storage: remove it or restore another snapshot")
-            fetch(local)
+            local = self.dump_dir() / name
+            ours = self._place_archive(local, artifact, fetch)
             try:
                 params: dict[str, Any] = {"vmid": vmid, "ostemplate": f"{self.source.storage}:backup/{name}",
                                           "restore": 1, "storage": self.source.restore_storage}
@@ -305,48 +451,74 @@ class ProxmoxHook(Hook):
                 if vmid != int(meta["vmid"]):
                     params["unique"] = 1  # beside the original: new MAC addresses, no duplicate on the bridge
                 upid = self._call(f"restore CT {vmid}", self.api.nodes(self.node).lxc.post, **params)
+                if vmid not in existing:
+                    created = {"vmid": vmid, "upid": upid}
                 exitstatus, log = self.wait_task(upid, self.source.timeout_seconds)
             finally:
-                if local.exists():
+                if ours and local.exists():
                     local.unlink()
-            if exitstatus != "OK" and not exitstatus.startswith("WARNINGS"):
-                return RestoreOutcome(component, False, f"restore task failed: {exitstatus}" + _cause(log))
-            restored = self._call(f"CT {vmid} config", self.api.nodes(self.node).lxc(vmid).config.get)
-            expected = meta.get("config") or {}
-            diffs = {k: {"expected": expected.get(k), "found": restored.get(k)} for k in CHECKED_KEYS
-                     if str(expected.get(k)) != str(restored.get(k))}
-            checks: dict[str, Any] = {"config": "ok" if not diffs else diffs, "sha256": True}
-            if meta.get("exclude_paths"):
-                # left out by vzdump at backup time: the restored CT lacks them (e.g. a database's files)
-                checks["not_in_backup"] = list(meta["exclude_paths"])
-            started = False
-            # a copy beside the original keeps its static IP: starting it would clash on the network
-            beside = vmid != int(meta["vmid"])
-            if beside and meta.get("status") == "running":
-                checks["started"] = "not started: restored beside the original (same IP address)"
-            if meta.get("status") == "running" and not options.drill and not beside:
-                upid = self._call(f"start CT {vmid}", self.api.nodes(self.node).lxc(vmid).status.start.post)
-                start_status, _ = self.wait_task(upid, 300)
-                started = start_status == "OK"
-                checks["started"] = started
-            message = f"CT {vmid} restored on {self.node} from {name}" + (" and started" if started else "")
-            ok = not diffs and (started or meta.get("status") != "running" or options.drill or beside)
-            return RestoreOutcome(component, ok, message, checks, restored_to=f"CT {vmid}")
+            if not task_ok(exitstatus):
+                return RestoreOutcome(component, False, f"restore task failed: {exitstatus}" + _cause(log),
+                                      created=created)
+            return self._verify(artifact, vmid, name, options, created)
         except (PveError, OSError) as exc:
-            return RestoreOutcome(component, False, str(exc))
+            return RestoreOutcome(component, False, str(exc), created=created)
+
+    def _place_archive(self, local: Path, artifact: Artifact, fetch: Fetch) -> bool:
+        """Put the archive where PVE reads it; True when we wrote it (and must remove it afterwards).
+
+        With delete_after: false PVE keeps its own copy, which is the same file when its sha256 is the
+        manifest's: that copy is used and left in place.
+        """
+        if local.exists():
+            if local.is_file() and sha256_file(local) == artifact.sha256:
+                return False
+            raise PveError(f"{local} exists in the dump storage and differs from the backed-up archive: remove it"
+                           " or restore another snapshot")
+        fetch(local)
+        return True
+
+    def _verify(self, artifact: Artifact, vmid: int, name: str, options: RestoreOptions,
+                created: dict[str, Any]) -> RestoreOutcome:
+        meta, component = artifact.meta, artifact.component
+        restored = self._call(f"CT {vmid} config", self.api.nodes(self.node).lxc(vmid).config.get)
+        expected = meta.get("config") or {}
+        diffs = {k: {"expected": expected.get(k), "found": restored.get(k)} for k in CHECKED_KEYS
+                 if str(expected.get(k)) != str(restored.get(k))}
+        checks: dict[str, Any] = {"config": "ok" if not diffs else diffs, "sha256": True}
+        if meta.get("exclude_paths"):
+            # left out by vzdump at backup time: the restored CT lacks them (e.g. a database's files)
+            checks["not_in_backup"] = list(meta["exclude_paths"])
+        started = False
+        # a copy beside the original keeps its static IP: starting it would clash on the network
+        beside = vmid != int(meta["vmid"])
+        if beside and meta.get("status") == "running":
+            checks["started"] = "not started: restored beside the original (same IP address)"
+        if meta.get("status") == "running" and not options.drill and not beside:
+            upid = self._call(f"start CT {vmid}", self.api.nodes(self.node).lxc(vmid).status.start.post)
+            start_status, log = self.wait_task(upid, 300)
+            started = task_ok(start_status)  # 'WARNINGS: n' is a started container
+            checks["started"] = started if started else f"{start_status}{_cause(log)}"
+        message = f"CT {vmid} restored on {self.node} from {name}" + (" and started" if started else "")
+        ok = not diffs and (started or meta.get("status") != "running" or options.drill or beside)
+        return RestoreOutcome(component, ok, message, checks, restored_to=f"CT {vmid}", created=created)
 
     def discard(self, artifact: Artifact, outcome: RestoreOutcome, options: RestoreOptions) -> str:
-        """Destroy the spare container a drill restored into (never the original VMID)."""
-        vmid = options.as_vmid
-        if not vmid or vmid == int(artifact.meta.get("vmid", -1)):
-            return "nothing to clean up"
-        existing = {int(g["vmid"]): g for g in self._call("list containers", self.api.nodes(self.node).lxc.get)}
+        """Destroy the spare container this drill's restore created, and nothing else."""
+        vmid = outcome.created.get("vmid")
+        if not vmid or vmid != options.as_vmid or vmid == int(artifact.meta.get("vmid", -1)):
+            return "nothing to clean up: this restore created no container"
+        existing = {int(g["vmid"]): g for g in self._listed()}
         if vmid not in existing:
             return f"CT {vmid} was not created"
         lxc = self.api.nodes(self.node).lxc(vmid)
         if existing[vmid].get("status") == "running":
-            self.wait_task(self._call(f"stop CT {vmid}", lxc.status.stop.post), 300)
-        self.wait_task(self._call(f"destroy CT {vmid}", lxc.delete), 300)
+            stopped, log = self.wait_task(self._call(f"stop CT {vmid}", lxc.status.stop.post), 300)
+            if not task_ok(stopped):
+                raise PveError(f"stopping drill CT {vmid} failed: {stopped}" + _cause(log))
+        status, log = self.wait_task(self._call(f"destroy CT {vmid}", lxc.delete), 300)
+        if not task_ok(status):
+            raise PveError(f"destroying drill CT {vmid} failed: {status}" + _cause(log))
         return f"destroyed CT {vmid}"
 
 

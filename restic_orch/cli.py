@@ -262,10 +262,19 @@ def snapshots_cmd(obj: Ctx, repo_name: str | None, repo_url: str | None, passwor
 @main.command("check")
 @click.option("--repo", "repo_name", type=click.Choice(["local", "offsite"]), default=None)
 @click.option("--read-data-subset", default=None, help="e.g. 10% or 1/7: also read that part of the data.")
+@click.option("--permissions", is_flag=True,
+              help="Instead: ask each source (e.g. the PVE API) which rights its account lacks; exit 2 if any.")
 @click.pass_obj
-def check_cmd(obj: Ctx, repo_name: str | None, read_data_subset: str | None) -> None:
+def check_cmd(obj: Ctx, repo_name: str | None, read_data_subset: str | None, permissions: bool) -> None:
     """Check the repositories' integrity (restic check); exit 1 when a problem is found."""
     from .lock import RunLock
+
+    if permissions:
+        from .rights import check_rights
+
+        report = check_rights(obj.config())
+        obj.emit(report.to_json(), report.human())
+        raise SystemExit(EXIT_OK if report.ok else EXIT_USAGE)
     from .repos import open_all
 
     config = obj.config()

@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,9 @@ class Sandbox:
     day: str
     used_vmids: set[int] = field(default_factory=set)
     assigned: dict[str, RestoreOptions] = field(default_factory=dict)
+    # IDs in use at the source, asked once (e.g. every VMID of the cluster): never restore over them
+    taken: Callable[[], set[int]] = field(default=set)
+    _taken: set[int] | None = None
 
     def options_for(self, step: Step) -> RestoreOptions:
         if step.component in self.assigned:
@@ -48,6 +52,9 @@ class Sandbox:
         options = RestoreOptions(drill=True, target_dir=self.root / "files", suffix=f"drill-{self.day}")
         if step.kind == "proxmox":
             options.as_vmid = self._spare_vmid()
+            if options.as_vmid is None:
+                low, high = self.config.drill.vmid_range
+                raise RuntimeError(f"no free VMID left in drill.vmid_range {low}-{high} (all in use in the cluster)")
         elif step.kind in ("postgres", "mysql") and step.artifact is not None:
             database = step.artifact.meta.get("database", step.component.rsplit("/", 1)[-1])
             if not database.startswith("@"):
@@ -55,13 +62,15 @@ class Sandbox:
         self.assigned[step.component] = options
         return options
 
-    def _spare_vmid(self) -> int:
+    def _spare_vmid(self) -> int | None:
+        if self._taken is None:
+            self._taken = set(self.taken())
         low, high = self.config.drill.vmid_range
         for vmid in range(low, high + 1):
-            if vmid not in self.used_vmids:
+            if vmid not in self.used_vmids and vmid not in self._taken:
                 self.used_vmids.add(vmid)
                 return vmid
-        raise RuntimeError(f"no spare VMID left in drill.vmid_range {low}-{high}")
+        return None
 
 
 def run_drill(config: Config, located: Located, scenario: str, summary: RunSummary) -> dict[str, Any]:
@@ -72,10 +81,17 @@ def run_drill(config: Config, located: Located, scenario: str, summary: RunSumma
     day = now.date().isoformat()
     root = Path(tempfile.mkdtemp(prefix=f"restic-orch-drill-{day}-"))
     (root / "files").mkdir()
-    sandbox = Sandbox(config, root, day)
     problems: list[dict[str, str]] = []
     cleanup: list[dict[str, str]] = []
     hooks = hooks_by_source(config)
+
+    def taken() -> set[int]:
+        ids: set[int] = set()
+        for hook in hooks.values():
+            ids |= hook.taken_ids()
+        return ids
+
+    sandbox = Sandbox(config, root, day, taken=taken)
 
     def after_step(step: Step, outcome: RestoreOutcome, options: RestoreOptions) -> None:
         if not outcome.ok:

@@ -155,8 +155,9 @@ def execute(config: Config, located: Located, steps: list[Step], options: Restor
             summary.fail(step.kind, step.component, "skipped: not confirmed", step.component)
             _record(summary, step, "skipped", "not confirmed", {}, started)
             continue
-        step_options = options_for(step) if options_for else options
+        step_options = options
         try:
+            step_options = options_for(step) if options_for else options
             outcome = _run_step(config, located, step, step_options, hooks)
         except Exception as exc:  # one broken step must not stop the rest of a disaster recovery
             log.exception("restore step failed", extra={"component": step.component})

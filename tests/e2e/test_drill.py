@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,29 @@ def test_drill_on_a_tampered_archive_fails_and_names_the_check(lab, fresh_repos,
     assert any(p["step"] == "ct:103" for p in report["problems"])
     md = Path(json.loads(result.stdout)["extra"]["report_files"][0]).read_text()
     assert "FAILED" in md and "ct:103" in md
+
+
+def test_drill_never_touches_a_guest_in_its_vmid_range(lab, fresh_repos, tmp_path):
+    """A user's container sits at the first VMID of drill.vmid_range: the drill picks another and leaves it."""
+    from restic_orch.lab.pve import add_container
+
+    root = Path(lab["state"]["services"]["pve"]["root"])
+    node = pve(lab).nodes("pve1")
+    if not any(int(c["vmid"]) == 9900 for c in node.lxc.get()):
+        add_container(root, {"vmid": 9900, "hostname": "users-own", "profile": "proxy"}, size_bytes=64 * 1024)
+    try:
+        before = node.lxc(9900).config.get()["digest"], node.lxc(9900).status.current.get()["status"]
+        run_json(lab["config"], "backup", "--only", "proxmox")
+        result = restic_orch(lab["config"], "--json", "drill", "--scenario", "container", "--report-dir",
+                             str(tmp_path))
+        assert result.returncode == 0, result.stdout + result.stderr
+        report = json.loads(Path(json.loads(result.stdout)["extra"]["report_files"][1]).read_text())
+        assert report["passed"], report["problems"]
+        restored_to = {s["restored_to"] for s in report["steps"] if s["component"].startswith("ct:")}
+        assert "CT 9900" not in restored_to and restored_to
+        assert all(c["result"].startswith("destroyed CT 99") for c in report["cleanup"])
+        assert (node.lxc(9900).config.get()["digest"], node.lxc(9900).status.current.get()["status"]) == before
+        assert not any(int(c["vmid"]) in range(9901, 10000) for c in node.lxc.get())
+    finally:
+        # the lab is shared by the session: the user's container must not reach the other tests' backups
+        shutil.rmtree(root / "lxc" / "9900", ignore_errors=True)

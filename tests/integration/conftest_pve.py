@@ -22,6 +22,8 @@ import pytest
 from proxmoxer import ProxmoxAPI
 
 from restic_orch.lab.pve import TOKEN_NAME, TOKEN_USER, create_node, token_secret, write_faults
+from restic_orch.lab.pve.node import add_root_token
+from restic_orch.lab.pve.pveum import run as pveum
 
 
 @dataclass
@@ -37,6 +39,18 @@ class FakePve:
                           token_value=token_value if token_value is not None else token_secret(self.root),
                           verify_ssl=False, backend="https", timeout=30)
 
+    def root_api(self) -> ProxmoxAPI:
+        """The admin's view: a root@pam token without privilege separation (full rights, not root@pam)."""
+        name = "lab"
+        tokens = __import__("json").loads((self.root / "node.json").read_text()).get("tokens", {})
+        secret = tokens.get(f"root@pam!{name}", {}).get("secret") or add_root_token(self.root, name)[1]
+        return ProxmoxAPI(self.host, port=self.port, user="root@pam", token_name=name, token_value=secret,
+                          verify_ssl=False, backend="https", timeout=30)
+
+    def pveum(self, *argv: str) -> Any:
+        """`pveum ...` on the node, as root@pam (like the real CLI on the host)."""
+        return pveum(self.root, list(argv))
+
     @property
     def url(self) -> str:
         return f"https://{self.host}:{self.port}/api2/json"
@@ -46,7 +60,7 @@ class FakePve:
         write_faults(self.root, **faults)
 
     def wait_task(self, upid: str, timeout: float = 60) -> dict[str, Any]:
-        api = self.api()
+        api = self.root_api()  # any task, whoever started it (Sys.Audit on the node)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             status = api.nodes(self.node).tasks(upid).status.get()
@@ -56,7 +70,7 @@ class FakePve:
         raise TimeoutError(f"task {upid} still running after {timeout}s")
 
     def task_log(self, upid: str) -> list[str]:
-        return [line["t"] for line in self.api().nodes(self.node).tasks(upid).log.get(limit=0)]
+        return [line["t"] for line in self.root_api().nodes(self.node).tasks(upid).log.get(limit=0)]
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:

@@ -166,6 +166,28 @@ def test_sub_second_freeze_is_recorded_not_lost(pve: FakePve, tmp_path: Path):
     pytest.fail("a 0.2 s freeze never logged '<1'")
 
 
+def test_snapshot_freeze_is_bounded_from_the_guest_log_or_not_measured(pve: FakePve, tmp_path: Path):
+    """VI1 in snapshot mode: vzdump logs no freeze time, the per-guest log's timestamps bound it."""
+    pve.faults(snapshot_freeze_seconds=2.0)
+    config = _config(tmp_path, _source(tmp_path, pve, vmids=[103]))
+    _day, outcome = _dump(tmp_path / "snap", config)
+    meta = outcome.artifacts[0].meta
+    assert meta["mode_used"] == "snapshot" and meta["freeze_measured_by"] == "snapshot-timestamps"
+    assert meta["freeze_seconds"] is None  # vzdump itself logged none
+    assert meta["freeze_seconds_min"] <= 2.0 <= meta["freeze_seconds_max"] <= 4.0
+    pve.faults()
+    # without the per-guest log (vzdump writes it at the end of each guest), nothing is measured: never 0
+    original = proxmox_hook.snapshot_freeze
+    try:
+        proxmox_hook.snapshot_freeze = lambda text: None  # type: ignore[assignment]
+        _day, outcome = _dump(tmp_path / "nolog", config)
+    finally:
+        proxmox_hook.snapshot_freeze = original  # type: ignore[assignment]
+    meta = outcome.artifacts[0].meta
+    assert meta["freeze_measured_by"] == "not measured"
+    assert meta["freeze_seconds_max"] is None and meta["freeze_seconds_min"] is None
+
+
 def test_freeze_bounds_and_logged_excludes():
     assert freeze_bounds("<1") == (0.0, 1.0)
     assert freeze_bounds("3") == (3.0, 4.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.lab import churn_containers
-from bench.report import _freeze_bound, _freeze_cell
+from bench.report import _freeze_bound, _freeze_cell, vi1_target
 from restic_orch.lab.pve.rootfs_profiles import build_tree
 
 
@@ -49,7 +49,21 @@ def test_unknown_page_target_is_refused(tmp_path: Path):
 def test_freeze_is_judged_on_its_upper_bound():
     assert _freeze_bound({"freeze_seconds": 3.0, "freeze_seconds_max": 4.0}) == 4.0
     assert _freeze_bound({"freeze_seconds": 5.0}) == 6.0  # results written before freeze_seconds_max
-    assert _freeze_bound({"freeze_seconds": None}) == 0.0
+    assert _freeze_bound({"freeze_seconds": None}) is None  # not measured, never a freeze of 0 s
     assert _freeze_cell({"freeze_seconds": 0.0, "freeze_seconds_max": 1.0}) == "< 1"
     assert _freeze_cell({"freeze_seconds": 3.0, "freeze_seconds_max": 4.0}) == "3 (< 4)"
-    assert _freeze_cell({}) == "none logged"
+    assert _freeze_cell({}) == "not measured"
+
+
+def test_vi1_verdict_is_not_measured_unless_every_freeze_was():
+    snapshot = {"mode_used": "snapshot", "freeze_seconds": None, "freeze_seconds_max": None}
+    probe = {"mode_used": "suspend", "freeze_seconds": 2.0, "freeze_seconds_max": 3.0}
+    row = vi1_target([snapshot, snapshot])
+    assert (row["met"], row["verdict"]) == (None, "not measured") and row["measured"].startswith("not measured")
+    row = vi1_target([snapshot, probe])
+    assert (row["met"], row["verdict"]) == (None, "not measured") and "1 of 2 not measured" in row["measured"]
+    assert vi1_target([probe, probe]) == {"target": "VI1: container freeze <= 5 s", "met": True,
+                                          "measured": "every measured freeze < 3 s (vzdump's whole-second "
+                                                      "readings + 1)"}
+    row = vi1_target([snapshot, {"freeze_seconds": 6.0, "freeze_seconds_max": 7.0}])
+    assert row["met"] is False and "verdict" not in row  # a measured miss is a miss

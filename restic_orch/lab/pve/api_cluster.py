@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from . import containers, layout, storage
-from .app import Ctx, Router
+from .app import Ctx, Perm, Router
 from .schema import NODE, STORAGE, Prop, schema
 
 VERSION = {"version": "8.3.2", "release": "8.3", "repoid": "3e76eec21c4a14a7"}
@@ -39,7 +39,11 @@ def version(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 def nodes(ctx: Ctx, p: dict[str, Any]) -> Any:
-    return [node_entry(ctx)]
+    entry = node_entry(ctx)
+    if not ctx.check(f"/nodes/{ctx.node}", "Sys.Audit", noerr=True):
+        # pve-manager PVE/API2/Nodes.pm index + PVE/API2Tools.pm extract_node_stats: no stats without Sys.Audit
+        entry = {k: entry[k] for k in ("id", "type", "node", "status", "level", "ssl_fingerprint")}
+    return [entry]
 
 
 def node_index(ctx: Ctx, p: dict[str, Any]) -> Any:
@@ -49,8 +53,11 @@ def node_index(ctx: Ctx, p: dict[str, Any]) -> Any:
 def resources(ctx: Ctx, p: dict[str, Any]) -> Any:
     kind = p.get("type")
     res: list[dict[str, Any]] = []
+    # pve-manager PVE/API2/Cluster.pm resources: each entry only with its audit privilege
     if kind in (None, "vm"):
         for vmid in layout.list_vmids(ctx.root):
+            if not ctx.check(f"/vms/{vmid}", "VM.Audit", noerr=True):
+                continue
             st = containers.vmstatus(ctx.root, vmid, ctx.node)
             entry = {"id": f"lxc/{vmid}", "type": "lxc", "vmid": vmid, "name": st["name"], "node": ctx.node,
                      "status": st["status"], "maxcpu": st["cpus"], "maxmem": st["maxmem"], "maxdisk": st["maxdisk"],
@@ -60,13 +67,15 @@ def resources(ctx: Ctx, p: dict[str, Any]) -> Any:
                 if key in st:
                     entry[key] = st[key]
             res.append(entry)
-    if kind in (None, "node"):
+    if kind in (None, "node") and ctx.check(f"/nodes/{ctx.node}", "Sys.Audit", noerr=True):
         node = node_entry(ctx)
         node.pop("ssl_fingerprint")
         node["cgroup-mode"] = 2
         res.append(node)
     if kind in (None, "storage"):
         for sid, scfg in sorted(layout.storages(ctx.root).items()):
+            if not ctx.check(f"/storage/{sid}", "Datastore.Audit", noerr=True):
+                continue
             st = storage.status(ctx.root, sid, scfg)
             res.append({"id": f"storage/{ctx.node}/{sid}", "type": "storage", "storage": sid, "node": ctx.node,
                         "status": "available", "plugintype": scfg["type"], "content": st["content"],
@@ -75,8 +84,10 @@ def resources(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 def storage_index(ctx: Ctx, p: dict[str, Any]) -> Any:
+    # pve-storage PVE/API2/Storage/Config.pm index: storages the caller may audit or allocate space on
     items = sorted(layout.storages(ctx.root).items())
-    return [storage.api_config(ctx.root, sid, s) for sid, s in items if p.get("type") in (None, s["type"])]
+    return [storage.api_config(ctx.root, sid, s) for sid, s in items if p.get("type") in (None, s["type"])
+            and ctx.check(f"/storage/{sid}", "Datastore.Audit", "Datastore.AllocateSpace", any_=True, noerr=True)]
 
 
 def storage_read(ctx: Ctx, p: dict[str, Any]) -> Any:
@@ -84,9 +95,12 @@ def storage_read(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 def register(router: Router) -> None:
-    router.add("GET", "/version", schema({}), version)
-    router.add("GET", "/nodes", schema({}), nodes)
-    router.add("GET", "/nodes/{node}", schema({"node": NODE}), node_index)
-    router.add("GET", "/cluster/resources", schema({"type": Prop(enum=("vm", "storage", "node", "sdn"))}), resources)
-    router.add("GET", "/storage", schema({"type": Prop(enum=STORAGE_TYPES)}), storage_index)
-    router.add("GET", "/storage/{storage}", schema({"storage": STORAGE}), storage_read)
+    router.add("GET", "/version", schema({}), version, Perm.all())
+    router.add("GET", "/nodes", schema({}), nodes, Perm.all())
+    router.add("GET", "/nodes/{node}", schema({"node": NODE}), node_index, Perm.all())
+    router.add("GET", "/cluster/resources", schema({"type": Prop(enum=("vm", "storage", "node", "sdn"))}), resources,
+               Perm.all())
+    router.add("GET", "/storage", schema({"type": Prop(enum=STORAGE_TYPES)}), storage_index, Perm.all())
+    # pve-storage PVE/API2/Storage/Config.pm read: the whole storage config needs Datastore.Allocate
+    router.add("GET", "/storage/{storage}", schema({"storage": STORAGE}), storage_read,
+               Perm.check("/storage/{storage}", "Datastore.Allocate"))

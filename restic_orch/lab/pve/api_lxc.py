@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from . import containers, layout, pctconf, restore
-from .app import Ctx, Router
+from .app import Ctx, Perm, Router
 from .errors import ParamError, TaskError
 from .schema import BOOL, NODE, VMID, Prop, schema
 from .tasks import TaskManager, Worker
@@ -19,7 +19,9 @@ def _existing(ctx: Ctx, vmid: int) -> dict[str, Any]:
 
 
 def ct_list(ctx: Ctx, p: dict[str, Any]) -> Any:
-    return [containers.vmstatus(ctx.root, vmid, ctx.node) for vmid in layout.list_vmids(ctx.root)]
+    # PVE/API2/LXC.pm vmlist: only the containers the caller has VM.Audit on
+    return [containers.vmstatus(ctx.root, vmid, ctx.node) for vmid in layout.list_vmids(ctx.root)
+            if ctx.check(f"/vms/{vmid}", "VM.Audit", noerr=True)]
 
 
 def ct_index(ctx: Ctx, p: dict[str, Any]) -> Any:
@@ -126,21 +128,26 @@ def ct_destroy(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 def ct_create(ctx: Ctx, p: dict[str, Any]) -> Any:
-    return restore.start(ctx.root, ctx.node, ctx.user, ctx.tasks, p)
+    return restore.start(ctx, p)
 
 
 def register(router: Router) -> None:
+    # pve-container PVE/API2/LXC.pm and PVE/API2/LXC/Status.pm `permissions` blocks
+    audit, power = Perm.check("/vms/{vmid}", "VM.Audit"), Perm.check("/vms/{vmid}", "VM.PowerMgmt")
     base = "/nodes/{node}/lxc"
-    router.add("GET", base, schema({"node": NODE}), ct_list)
-    router.add("POST", base, restore.SCHEMA, ct_create)
-    router.add("GET", f"{base}/{{vmid}}", schema(NV), ct_index)
+    router.add("GET", base, schema({"node": NODE}), ct_list, Perm.all())
+    router.add("POST", base, restore.SCHEMA, ct_create, Perm.custom())
+    router.add("GET", f"{base}/{{vmid}}", schema(NV), ct_index, Perm.all())
     router.add("DELETE", f"{base}/{{vmid}}", schema({**NV, "force": BOOL, "purge": BOOL,
-                                                      "destroy-unreferenced-disks": BOOL}), ct_destroy)
-    router.add("GET", f"{base}/{{vmid}}/config", schema({**NV, "current": BOOL, "snapshot": Prop()}), ct_config)
-    router.add("GET", f"{base}/{{vmid}}/status", schema(NV), ct_status_index)
-    router.add("GET", f"{base}/{{vmid}}/status/current", schema(NV), ct_status)
-    router.add("POST", f"{base}/{{vmid}}/status/start", schema({**NV, "skiplock": BOOL, "debug": BOOL}), ct_start)
+                                                      "destroy-unreferenced-disks": BOOL}), ct_destroy,
+               Perm.check("/vms/{vmid}", "VM.Allocate"))
+    router.add("GET", f"{base}/{{vmid}}/config", schema({**NV, "current": BOOL, "snapshot": Prop()}), ct_config,
+               audit)
+    router.add("GET", f"{base}/{{vmid}}/status", schema(NV), ct_status_index, Perm.all())
+    router.add("GET", f"{base}/{{vmid}}/status/current", schema(NV), ct_status, audit)
+    router.add("POST", f"{base}/{{vmid}}/status/start", schema({**NV, "skiplock": BOOL, "debug": BOOL}), ct_start,
+               power)
     router.add("POST", f"{base}/{{vmid}}/status/stop", schema({**NV, "skiplock": BOOL,
-                                                               "overrule-shutdown": BOOL}), ct_stop)
+                                                               "overrule-shutdown": BOOL}), ct_stop, power)
     router.add("POST", f"{base}/{{vmid}}/status/shutdown", schema({
-        **NV, "timeout": Prop(type="integer", minimum=0), "forceStop": BOOL}), ct_shutdown)
+        **NV, "timeout": Prop(type="integer", minimum=0), "forceStop": BOOL}), ct_shutdown, power)

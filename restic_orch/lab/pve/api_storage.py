@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from . import layout, storage
-from .app import Ctx, Router
-from .errors import ParamError, TaskError
+from .app import Ctx, Perm, Router
+from .errors import ApiError, ParamError, TaskError, die
 from .schema import BOOL, NODE, STORAGE, STORAGE_OPT, VMID_OPT, Prop, schema
 from .tasks import Worker, read_status
 from .vzdump import remove_archive
@@ -16,10 +16,36 @@ CONTENT = Prop(format="pve-storage-content")
 VOLUME = Prop(optional=False)
 
 
+def check_volume_access(ctx: Ctx, volid: str, vmid: int | None = None) -> None:
+    """pve-storage PVE/Storage.pm check_volume_access, for volume IDs (absolute paths are root's only)."""
+    if ctx.is_root:
+        return
+    sid, _ = storage.parse_volume_id(volid)
+    vtype, _volname, owner = storage.parse_volname(ctx.root, volid)
+    if ctx.check(f"/storage/{sid}", "Datastore.Allocate", noerr=True):
+        return
+    if vtype in ("iso", "vztmpl", "import"):
+        ctx.check(f"/storage/{sid}", "Datastore.AllocateSpace", "Datastore.Audit", any_=True)
+    elif owner is not None and vmid is not None and owner == vmid:
+        return
+    elif vtype == "backup" and owner:
+        ctx.check(f"/storage/{sid}", "Datastore.AllocateSpace")
+        ctx.check(f"/vms/{owner}", "VM.Backup")
+    elif vtype in ("images", "rootdir") and owner:
+        ctx.check(f"/storage/{sid}", "Datastore.Audit")
+        ctx.check(f"/vms/{owner}", "VM.Config.Disk")
+    else:
+        raise die(f"missing privileges to access {volid}")
+
+
+def _may_use(ctx: Ctx, sid: str) -> bool:
+    return ctx.check(f"/storage/{sid}", "Datastore.Audit", "Datastore.AllocateSpace", any_=True, noerr=True)
+
+
 def node_storages(ctx: Ctx, p: dict[str, Any]) -> Any:
     res = []
     for sid, scfg in sorted(layout.storages(ctx.root).items()):
-        if p.get("storage") not in (None, sid):
+        if p.get("storage") not in (None, sid) or not _may_use(ctx, sid):
             continue
         if p.get("content") and p["content"] not in layout.content_set(scfg):
             continue
@@ -41,7 +67,14 @@ def storage_dir_index(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 def content_list(ctx: Ctx, p: dict[str, Any]) -> Any:
-    return storage.list_volumes(ctx.root, p["storage"], p.get("content"), p.get("vmid"))
+    res = []
+    for vol in storage.list_volumes(ctx.root, p["storage"], p.get("content"), p.get("vmid")):
+        try:  # pve-storage PVE/API2/Storage/Content.pm index: volumes the caller may not access are left out
+            check_volume_access(ctx, vol["volid"])
+        except ApiError:
+            continue
+        res.append(vol)
+    return res
 
 
 def real_volume_id(sid: str | None, volume: str) -> tuple[str, str]:
@@ -66,6 +99,7 @@ def _backup_file(ctx: Ctx, p: dict[str, Any]) -> tuple[str, Any]:
 
 def content_info(ctx: Ctx, p: dict[str, Any]) -> Any:
     volid, path = _backup_file(ctx, p)
+    check_volume_access(ctx, volid)
     if not path.is_file():
         raise TaskError(f"volume_size_info on '{volid}' failed - no format")
     info = storage.archive_info(path.name)
@@ -79,7 +113,8 @@ def content_info(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 def content_update(ctx: Ctx, p: dict[str, Any]) -> Any:
-    _volid, path = _backup_file(ctx, p)
+    volid, path = _backup_file(ctx, p)
+    check_volume_access(ctx, volid)
     if "notes" in p:
         notes = path.with_name(path.name + ".notes")
         if p["notes"]:
@@ -98,8 +133,14 @@ def content_update(ctx: Ctx, p: dict[str, Any]) -> Any:
 def content_delete(ctx: Ctx, p: dict[str, Any]) -> Any:
     """Deleting a volume is an 'imgdel' task (PVE 7.x+); with 'delay' wait for it briefly."""
     volid, path = _backup_file(ctx, p)
-    _vtype, _volname, owner = storage.parse_volname(ctx.root, volid)
+    vtype, _volname, owner = storage.parse_volname(ctx.root, volid)
     sid = volid.split(":", 1)[0]
+    # pve-storage PVE/API2/Storage/Content.pm delete
+    if vtype == "backup" and owner:
+        ctx.check(f"/storage/{sid}", "Datastore.AllocateSpace")
+        ctx.check(f"/vms/{owner}", "VM.Backup")
+    else:
+        ctx.check(f"/storage/{sid}", "Datastore.Allocate")
 
     def worker(w: Worker) -> None:
         remove_archive(path)
@@ -121,18 +162,20 @@ def content_delete(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 def register(router: Router) -> None:
+    # pve-storage PVE/API2/Storage/Status.pm and Content.pm `permissions` blocks
+    use = Perm.check("/storage/{storage}", "Datastore.Audit", "Datastore.AllocateSpace", any_=True)
     router.add("GET", "/nodes/{node}/storage", schema({
         "node": NODE, "content": Prop(format="pve-storage-content-list"), "enabled": BOOL, "format": BOOL,
         "storage": STORAGE_OPT, "target": Prop(format="pve-node"),
-    }), node_storages)
+    }), node_storages, Perm.all())
     base = "/nodes/{node}/storage/{storage}"
-    router.add("GET", base, schema({"node": NODE, "storage": STORAGE}), storage_dir_index)
-    router.add("GET", f"{base}/status", schema({"node": NODE, "storage": STORAGE}), storage_status)
+    router.add("GET", base, schema({"node": NODE, "storage": STORAGE}), storage_dir_index, use)
+    router.add("GET", f"{base}/status", schema({"node": NODE, "storage": STORAGE}), storage_status, use)
     router.add("GET", f"{base}/content", schema({"node": NODE, "storage": STORAGE, "content": CONTENT,
-                                                  "vmid": VMID_OPT}), content_list)
+                                                  "vmid": VMID_OPT}), content_list, use)
     vol = {"node": NODE, "storage": STORAGE_OPT, "volume": VOLUME}
-    router.add("GET", f"{base}/content/{{volume}}", schema(vol), content_info)
+    router.add("GET", f"{base}/content/{{volume}}", schema(vol), content_info, Perm.custom())
     router.add("PUT", f"{base}/content/{{volume}}", schema({**vol, "notes": Prop(), "protected": BOOL}),
-               content_update)
+               content_update, Perm.custom())
     router.add("DELETE", f"{base}/content/{{volume}}", schema({
-        **vol, "delay": Prop(type="integer", minimum=1, maximum=30)}), content_delete)
+        **vol, "delay": Prop(type="integer", minimum=1, maximum=30)}), content_delete, Perm.custom())

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from .app import Ctx, Result, Router
+from .app import Ctx, Perm, Result, Router
 from .errors import ParamError, TaskError
 from .schema import BOOL, NODE, VMID_OPT, Prop, schema, split_list
 from .upid import decode
 
 UPID = Prop(optional=False)
+
+
+def owns(ctx: Ctx, task_user: str) -> bool:
+    """pve-manager PVE/API2/Tasks.pm check_task_user: a token's task is its own and its user's."""
+    return ctx.user == task_user or ("!" in task_user and ctx.user == task_user.split("!", 1)[0])
+
+
+def _check_access(ctx: Ctx, task_user: str, priv: str = "Sys.Audit") -> None:
+    if not owns(ctx, task_user):
+        ctx.check(f"/nodes/{ctx.node}", priv)
 
 
 def task_list(ctx: Ctx, p: dict[str, Any]) -> Any:
@@ -20,9 +30,14 @@ def task_list(ctx: Ctx, p: dict[str, Any]) -> Any:
     if source != "active":
         entries += ctx.tasks.finished()
     wanted = {s.lower() for s in split_list(p.get("statusfilter", ""))}
+    # PVE/API2/Tasks.pm node_tasks: other users' tasks only with Sys.Audit on the node
+    all_users = ctx.check(f"/nodes/{ctx.node}", "Sys.Audit", noerr=True)
     start, limit = p.get("start", 0), p.get("limit", 50)
     res, count = [], 0
     for t in entries:
+        full = f"{t['user']}!{t['tokenid']}" if t.get("tokenid") else t["user"]
+        if not all_users and not owns(ctx, full):
+            continue
         if p.get("userfilter") and p["userfilter"].lower() not in t["user"].lower():
             continue
         if p.get("typefilter") and t["type"] != p["typefilter"]:
@@ -55,7 +70,7 @@ def _upid(p: dict[str, Any]) -> Any:
 
 
 def task_status(ctx: Ctx, p: dict[str, Any]) -> Any:
-    _upid(p)
+    _check_access(ctx, _upid(p).user)
     status = ctx.tasks.status(p["upid"])
     if status is None:
         raise ParamError({"upid": "no such task"})
@@ -64,6 +79,7 @@ def task_status(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 def task_log(ctx: Ctx, p: dict[str, Any]) -> Any:
     upid = _upid(p)
+    _check_access(ctx, upid.user)
     if p.get("download"):
         if "start" in p or "limit" in p:
             raise TaskError("'download' cannot be used together with 'start' or 'limit' parameters")
@@ -74,6 +90,7 @@ def task_log(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 def task_stop(ctx: Ctx, p: dict[str, Any]) -> Any:
     upid = _upid(p)
+    _check_access(ctx, upid.user, "Sys.Modify")
     if not ctx.tasks.logfile(upid).is_file():
         raise ParamError({"upid": "no such task"})
     ctx.tasks.stop(p["upid"])
@@ -91,11 +108,12 @@ def register(router: Router) -> None:
         "userfilter": Prop(), "typefilter": Prop(), "vmid": VMID_OPT, "errors": BOOL,
         "source": Prop(enum=("archive", "active", "all")), "since": Prop(type="integer"),
         "until": Prop(type="integer"), "statusfilter": Prop(format="pve-task-status-type-list"),
-    }), task_list)
-    router.add("GET", "/nodes/{node}/tasks/{upid}", schema({"node": NODE, "upid": UPID}), task_index)
-    router.add("DELETE", "/nodes/{node}/tasks/{upid}", schema({"node": NODE, "upid": UPID}), task_stop)
-    router.add("GET", "/nodes/{node}/tasks/{upid}/status", schema({"node": NODE, "upid": UPID}), task_status)
+    }), task_list, Perm.all())
+    nu = schema({"node": NODE, "upid": UPID})
+    router.add("GET", "/nodes/{node}/tasks/{upid}", nu, task_index, Perm.all())
+    router.add("DELETE", "/nodes/{node}/tasks/{upid}", nu, task_stop, Perm.custom())
+    router.add("GET", "/nodes/{node}/tasks/{upid}/status", nu, task_status, Perm.custom())
     router.add("GET", "/nodes/{node}/tasks/{upid}/log", schema({
         "node": NODE, "upid": UPID, "start": Prop(type="integer", minimum=0),
         "limit": Prop(type="integer", minimum=0), "download": BOOL,
-    }), task_log)
+    }), task_log, Perm.custom())

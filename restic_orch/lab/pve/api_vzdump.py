@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from . import layout
-from .app import Ctx, Router
-from .errors import ParamError, TaskError
+from . import access, layout
+from .app import Ctx, Perm, Router
+from .errors import ApiError, ParamError, TaskError
 from .schema import BOOL, NODE, STORAGE_OPT, Prop, schema, split_list
-from .tasks import TaskManager
+from .tasks import Worker
 from .vzdump import Job, shellquote, split_excludes
 
 SCHEMA = schema({
@@ -51,7 +50,10 @@ SCHEMA = schema({
     "stdout": BOOL,
 })
 
-ROOT_ONLY = ("maxfiles", "prune-backups", "tmpdir", "dumpdir", "script", "bwlimit", "ionice")
+# pve-manager PVE/API2/Backup.pm assert_param_permission_common (PVE 8.4)
+ROOT_ONLY = ("tmpdir", "dumpdir", "script", "job-id")
+SYS_MODIFY = ("bwlimit", "ionice", "performance")
+STORAGE_ALLOCATE = ("maxfiles", "prune-backups")
 
 
 def command_line(p: dict[str, Any]) -> str:
@@ -67,13 +69,20 @@ def command_line(p: dict[str, Any]) -> str:
     return cmd
 
 
-def start(root: Path, node: str, user: str, tasks: TaskManager, p: dict[str, Any]) -> str:
-    """The synchronous part of the API call: parameter checks, then fork the worker."""
+def start(ctx: Ctx, p: dict[str, Any]) -> str:
+    """The synchronous part of the API call (pve-manager PVE/API2/VZDump.pm vzdump): parameter and
+    permission checks, then fork the worker."""
+    root, node, user, tasks = ctx.root, ctx.node, ctx.user, ctx.tasks
     if p.get("stdout"):
         raise ParamError({"stdout": "option is only allowed on the command line interface."})
-    for key in ROOT_ONLY:
-        if key in p and user != "root@pam":
-            raise ParamError({key: "Only root may set this option."})
+    if user != "root@pam":
+        for key in ROOT_ONLY:
+            if key in p:
+                raise ParamError({key: "Only root may set this option."})
+        if any(key in p for key in SYS_MODIFY):
+            ctx.check("/", "Sys.Modify")
+        if any(key in p for key in STORAGE_ALLOCATE):
+            ctx.check(f"/storage/{p.get('storage') or 'local'}", "Datastore.Allocate")
     for other in ("all", "exclude", "pool"):
         if p.get(other) and p.get("vmid"):
             raise ParamError({other: "option conflicts with option 'vmid'"})
@@ -94,18 +103,35 @@ def start(root: Path, node: str, user: str, tasks: TaskManager, p: dict[str, Any
         vmids = []
     if not vmids and not p.get("all"):
         return "OK"
+    # PVE/API2/VZDump.pm: space on the storage parameter (or 'local') before the worker starts
+    ctx.check(f"/storage/{p.get('storage') or 'local'}", "Datastore.AllocateSpace")
+    if p.get("all"):
+        # PVE/VZDump.pm exec_backup: with all=1 the guests without VM.Backup are skipped silently
+        vmids = [v for v in vmids if ctx.check(f"/vms/{v}", "VM.Backup", noerr=True)]
     cmdline = command_line(p)
     job = Job(root, node, p, vmids, cmdline)
-    return tasks.spawn("vzdump", str(vmids[0]) if len(vmids) == 1 else "", user, job.run)
+
+    def body(w: Worker) -> None:
+        # PVE/VZDump.pm exec_backup: one guest without VM.Backup stops the job before any backup
+        for vmid in vmids:
+            try:
+                access.check(root, user, f"/vms/{vmid}", ("VM.Backup",))
+            except ApiError as exc:
+                raise TaskError(exc.message.rstrip("\n")) from None
+        job.run(w)
+
+    return tasks.spawn("vzdump", str(vmids[0]) if len(vmids) == 1 else "", user, body)
 
 
 
 def node_vzdump(ctx: Ctx, p: dict[str, Any]) -> Any:
-    return start(ctx.root, ctx.node, ctx.user, ctx.tasks, p)
+    return start(ctx, p)
 
 
 def vzdump_defaults(ctx: Ctx, p: dict[str, Any]) -> Any:
     sid = p.get("storage", "local")
+    # PVE/API2/VZDump.pm defaults: Datastore.Audit or Datastore.AllocateSpace on the storage
+    ctx.check(f"/storage/{sid}", "Datastore.Audit", "Datastore.AllocateSpace", any_=True)
     res: dict[str, Any] = {"storage": sid, "mode": "snapshot", "compress": "0", "remove": 1, "lockwait": 180,
                            "stopwait": 10, "ionice": 7, "stdexcludes": 1, "prune-backups": "keep-all=1"}
     scfg = layout.storages(ctx.root).get(sid)
@@ -115,6 +141,6 @@ def vzdump_defaults(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 def register(router: Router) -> None:
-    router.add("POST", "/nodes/{node}/vzdump", SCHEMA, node_vzdump)
+    router.add("POST", "/nodes/{node}/vzdump", SCHEMA, node_vzdump, Perm.custom())
     router.add("GET", "/nodes/{node}/vzdump/defaults", schema({"node": NODE, "storage": Prop(format="pve-storage-id")}),
-               vzdump_defaults)
+               vzdump_defaults, Perm.custom())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import access
 from .errors import ApiError, ParamError, TaskError
 from .schema import Schema
 from .tasks import TaskManager
@@ -29,6 +31,46 @@ class Ctx:
     fingerprint: str = ""
     started: float = 0.0
 
+    def check(self, path: str, *privs: str, any_: bool = False, noerr: bool = False) -> bool:
+        """The caller's privileges on path (RPCEnvironment check / check_any); 403 unless noerr."""
+        return access.check(self.root, self.user, path, privs, any_=any_, noerr=noerr)
+
+    @property
+    def is_root(self) -> bool:
+        return self.user == access.ROOT
+
+
+@dataclass(frozen=True)
+class Perm:
+    """An API method's `permissions` block, checked before its parameters (PVE::RPCEnvironment
+    check_api2_permissions runs in the HTTP server before the handler validates its schema)."""
+
+    kind: str  # all: any authenticated caller; custom: the handler checks; perm: path + privileges
+    path: str = ""
+    privs: tuple[str, ...] = ()
+    any_: bool = False
+
+    @classmethod
+    def all(cls) -> Perm:
+        return cls("all")
+
+    @classmethod
+    def custom(cls) -> Perm:
+        return cls("custom")
+
+    @classmethod
+    def check(cls, path: str, *privs: str, any_: bool = False) -> Perm:
+        return cls("perm", path, privs, any_)
+
+    def enforce(self, ctx: Ctx, params: dict[str, str]) -> None:
+        if self.kind != "perm":
+            return
+        values = dict(params)
+        if "userid" in values and "@" in values["userid"]:
+            values["realm"] = values["userid"].rsplit("@", 1)[1]
+        path = re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), ""), self.path)
+        ctx.check(path, *self.privs, any_=self.any_)
+
 
 Handler = Callable[[Ctx, dict[str, Any]], Any]
 
@@ -39,6 +81,7 @@ class Route:
     parts: tuple[str, ...]
     schema: Schema
     handler: Handler
+    perm: Perm
 
     def match(self, method: str, comps: list[str]) -> dict[str, str] | None:
         if method != self.method:
@@ -63,8 +106,8 @@ class Route:
 class Router:
     routes: list[Route] = field(default_factory=list)
 
-    def add(self, method: str, path: str, schema: Schema, handler: Handler) -> None:
-        self.routes.append(Route(method, tuple(p for p in path.split("/") if p), schema, handler))
+    def add(self, method: str, path: str, schema: Schema, handler: Handler, perm: Perm) -> None:
+        self.routes.append(Route(method, tuple(p for p in path.split("/") if p), schema, handler, perm))
 
     def dispatch(self, ctx: Ctx, method: str, rel_uri: str, params: dict[str, str]) -> Result:
         comps = [c for c in rel_uri.split("/") if c]
@@ -76,6 +119,7 @@ class Router:
                 if key in uri_params and uri_params[key] != value:
                     raise ParamError({key: "duplicate parameter (already defined in URI) with conflicting values!"})
             merged = {**params, **uri_params}
+            route.perm.enforce(ctx, merged)
             typed = route.schema.validate(merged)
             if "node" in typed and typed["node"] != ctx.node:
                 raise TaskError(f"hostname lookup '{typed['node']}' failed - failed to get address info for: "
@@ -86,9 +130,9 @@ class Router:
 
 
 def build_router() -> Router:
-    from . import api_cluster, api_lxc, api_storage, api_tasks, api_vzdump
+    from . import api_access, api_cluster, api_lxc, api_storage, api_tasks, api_vzdump
 
     router = Router()
-    for module in (api_cluster, api_lxc, api_storage, api_tasks, api_vzdump):
+    for module in (api_access, api_cluster, api_lxc, api_storage, api_tasks, api_vzdump):
         module.register(router)
     return router

@@ -129,29 +129,46 @@ def totals_line(verb: str, count: int, elapsed: float) -> str:
     return f"Total bytes {verb}: {count} ({tar_human(count)}, {tar_human(rate)}/s)"
 
 
-def _walk(rootfs: Path, excludes: Excludes) -> Iterator[tuple[str, str]]:
-    """(filesystem path, arcname) in sorted depth-first order, skipping excluded subtrees."""
-    yield str(rootfs), "."
-    stack = [(str(rootfs), ".")]
-    while stack:
-        path, arc = stack.pop()
-        with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        subdirs = []
-        for entry in entries:
-            rel = f"{arc}/{entry.name}"
-            if excludes.match(rel, entry.is_dir(follow_symlinks=False)):
-                continue
-            yield entry.path, rel
-            if entry.is_dir(follow_symlinks=False):
-                subdirs.append((entry.path, rel))
-        stack.extend(reversed(subdirs))
+def _walk(rootfs: Path, excludes: Excludes, mounts: Mapping[str, Path] | None = None,
+          one_file_system: bool = True) -> Iterator[tuple[str, str]]:
+    """(filesystem path, arcname) in sorted depth-first order, skipping excluded subtrees.
+
+    mounts: arcname of a mount point ('./srv/data') -> the volume's tree mounted there.
+    one_file_system: vzdump's tar over the mounted snapshot (snapshot and stop mode, PVE::VZDump::LXC
+    archive) gets './' plus '.<mp>' per volume with --one-file-system: a mount point is stored as the
+    mounted volume's root directory without its content, which follows as a source of its own. False:
+    suspend mode, where rsync already copied the volumes into one tree and tar archives '.'.
+    """
+    mounts = dict(mounts or {})
+    sources = [(str(rootfs), ".")]
+    if one_file_system:
+        sources += [(str(path), arc) for arc, path in mounts.items()]
+    for top, top_arc in sources:
+        if top_arc != "." and excludes.match(top_arc, True):
+            continue
+        yield top, top_arc
+        stack = [(top, top_arc)]
+        while stack:
+            path, arc = stack.pop()
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            subdirs = []
+            for entry in entries:
+                rel = f"{arc}/{entry.name}"
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if excludes.match(rel, is_dir):
+                    continue
+                fs_path = str(mounts[rel]) if is_dir and rel in mounts else entry.path
+                yield fs_path, rel
+                if is_dir and not (one_file_system and rel in mounts):
+                    subdirs.append((fs_path, rel))
+            stack.extend(reversed(subdirs))
 
 
-def tree_bytes(rootfs: Path, excludes: Excludes) -> int:
+def tree_bytes(rootfs: Path, excludes: Excludes, mounts: Mapping[str, Path] | None = None) -> int:
     """Bytes of the regular files the archive would hold (what suspend mode's rsync copies)."""
     total = 0
-    for path, _arcname in _walk(rootfs, excludes):
+    for path, _arcname in _walk(rootfs, excludes, mounts, one_file_system=False):
         try:
             st = os.lstat(path)
         except OSError:
@@ -161,11 +178,13 @@ def tree_bytes(rootfs: Path, excludes: Excludes) -> int:
 
 
 def write_archive(out: Path, compress: list[str], head: list[tuple[str, bytes, int, int]], rootfs: Path,
-                  excludes: Excludes, map_id: Callable[[int], int], fail: str | None = None) -> int:
+                  excludes: Excludes, map_id: Callable[[int], int], fail: str | None = None,
+                  mounts: Mapping[str, Path] | None = None, one_file_system: bool = True) -> int:
     """Write head members then the rootfs into `out` through `compress` (argv, [] for none); return the
     tar byte count. tar's excludes apply to the head members too, as they do in vzdump's tar.
 
     fail: simulate the compressor hitting a write error (e.g. 'No space left on device').
+    mounts, one_file_system: the mount point volumes backed up with the rootfs (see _walk).
     """
     with out.open("wb") as fh:
         proc = subprocess.Popen(compress, stdin=subprocess.PIPE, stdout=fh) if compress else None
@@ -179,7 +198,7 @@ def write_archive(out: Path, compress: list[str], head: list[tuple[str, bytes, i
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime, info.uid, info.gid = len(data), 0o644, now, uid, gid
                 tar.addfile(info, io.BytesIO(data))
-            for index, (path, arcname) in enumerate(_walk(rootfs, excludes)):
+            for index, (path, arcname) in enumerate(_walk(rootfs, excludes, mounts, one_file_system)):
                 if fail and index >= 20:
                     raise ArchiveError(f"tar: -: Cannot write: {fail}",
                                        [f"tar: -: Cannot write: {fail}", "tar: Error is not recoverable: exiting now"])

@@ -25,7 +25,7 @@ TOKEN_ID = f"{TOKEN_USER}!{TOKEN_NAME}"
 SNAPSHOT_STORAGE_TYPES = frozenset({"zfspool", "lvmthin", "rbd", "btrfs"})
 
 FAULT_KEYS = frozenset({
-    "vzdump_fail", "global_lock_held", "task_delay_seconds", "suspend_freeze_seconds",
+    "vzdump_fail", "global_lock_held", "task_delay_seconds", "suspend_freeze_seconds", "snapshot_freeze_seconds",
     "restore_fail", "minute_seconds", "auth_delay_seconds",
 })
 
@@ -75,9 +75,19 @@ def storage_path(root: Path, scfg: dict[str, Any]) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def backup_dir(root: Path, scfg: dict[str, Any]) -> Path:
+    """pve-storage Plugin.pm get_subdir: <path>/dump, or <path>/<dir> with content-dirs 'backup=<dir>'."""
+    subdir = "dump"
+    for item in str(scfg.get("content-dirs", "")).split(","):
+        vtype, _, value = item.partition("=")
+        if vtype.strip() == "backup" and value.strip():
+            subdir = value.strip().lstrip("/")
+    return storage_path(Path(root), scfg) / subdir
+
+
 def dump_dir(root: Path, storage: str = "local") -> Path:
-    """The backup directory of a dir storage (PVE: <path>/dump)."""
-    return storage_path(Path(root), storages(root)[storage]) / "dump"
+    """The backup directory of a dir storage (PVE: <path>/dump unless content-dirs overrides it)."""
+    return backup_dir(Path(root), storages(root)[storage])
 
 
 def ct_dir(root: Path, vmid: int) -> Path:

@@ -9,9 +9,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from . import access, layout, pctconf
 from . import containers as ctmod
-from . import layout, pctconf
-from .rootfs import write_tree
+from .rootfs import Tree, volume_dir, write_tree
 from .rootfs_profiles import build_tree
 
 DEFAULT_CONTAINERS: tuple[dict[str, Any], ...] = (
@@ -34,11 +34,46 @@ def _mac(rng: random.Random) -> str:
     return "BC:24:11:" + ":".join(f"{rng.randrange(256):02X}" for _ in range(3))
 
 
+def _volname(scfg: dict[str, Any], vmid: int, disk: int) -> str:
+    return f"subvol-{vmid}-disk-{disk}" if scfg["type"] != "dir" else f"{vmid}/subvol-{vmid}-disk-{disk}.subvol"
+
+
+def _mountpoint_specs(ct: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(mpN, spec) for ct['mountpoints']: a spec's 'key' or else mp0, mp1, ... in list order."""
+    specs = []
+    for index, spec in enumerate(ct.get("mountpoints") or ()):
+        if not str(spec.get("mp", "")).startswith("/") or ".." in str(spec["mp"]).split("/"):
+            raise ValueError(f"mount point needs an absolute 'mp' path: {spec!r}")
+        specs.append((str(spec.get("key", f"mp{index}")), spec))
+    return specs
+
+
+def _mountpoint_conf(ct: dict[str, Any], storages: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The mpN lines, volumes numbered after the rootfs (disk-1, disk-2, ...) like PVE's create_disks."""
+    vmid = int(ct["vmid"])
+    res: dict[str, str] = {}
+    disk = 0
+    for key, spec in _mountpoint_specs(ct):
+        volume = spec.get("volume")
+        if volume is None:
+            disk += 1
+            storage = spec.get("storage", ct.get("storage", "local-zfs"))
+            volume = f"{storage}:{_volname(storages[storage], vmid, disk)}"
+        mp: dict[str, Any] = {"volume": volume, "mp": spec["mp"]}
+        if spec.get("backup", 1):
+            mp["backup"] = 1
+        if pctconf.mountpoint_type(str(volume)) == "volume":
+            mp["size"] = pctconf.parse_size(str(spec.get("size", "1G")))
+        mp.update(spec.get("options") or {})
+        res[key] = pctconf.print_ct_mountpoint(mp, nomp=False)
+    return res
+
+
 def container_conf(ct: dict[str, Any], storages: dict[str, dict[str, Any]], seed: int) -> dict[str, Any]:
     vmid = int(ct["vmid"])
     storage = ct.get("storage", "local-zfs")
     scfg = storages[storage]
-    volname = f"subvol-{vmid}-disk-0" if scfg["type"] != "dir" else f"{vmid}/subvol-{vmid}-disk-0.subvol"
+    volname = _volname(scfg, vmid, 0)
     rng = random.Random(f"mac:{seed}:{vmid}")
     conf: dict[str, Any] = {
         "arch": "amd64",
@@ -56,17 +91,35 @@ def container_conf(ct: dict[str, Any], storages: dict[str, dict[str, Any]], seed
     for key in ("tags", "lock", "description", "protection"):
         if key in ct:
             conf[key] = str(ct[key])
+    conf.update(_mountpoint_conf(ct, storages))
     return conf
 
 
+def _mountpoint_tree(ct: dict[str, Any], key: str, spec: dict[str, Any], seed: int) -> Tree:
+    """A mount point volume's content: spec['files'] ({path: text or bytes}), else a README and one
+    seeded payload file of spec['size_bytes'] (64 KiB)."""
+    tree = Tree()
+    if spec.get("files") is not None:
+        for path, data in spec["files"].items():
+            tree.text(path, data)
+        return tree
+    vmid = int(ct["vmid"])
+    tree.text("README", f"mount point {key} ({spec['mp']}) of CT {vmid}\n")
+    tree.blob("data.bin", 1.0, seed=f"mp:{seed}:{vmid}:{key}")
+    tree.scale_to(int(spec.get("size_bytes", 64 * 1024)))
+    return tree
+
+
 def create_node(root: Path, node: str = "pve1", containers: list[dict[str, Any]] | None = None,
-                size_bytes: int = 3 * 1024 * 1024, seed: int = 0) -> None:
+                size_bytes: int = 3 * 1024 * 1024, seed: int = 0, provision: bool = True) -> None:
     """Create the fake node below root (which may exist but must not hold a node yet).
 
     containers: dicts with vmid plus optional hostname, storage ('local-zfs'), status
     ('running'), cores, memory, swap, unprivileged (1), onboot (1), ostype, disk_size ('8G'),
     size_bytes (per-container override), profile (proxy|database|monitoring|apps), tags, lock.
     Default: 101 proxy, 102 database, 103 monitoring, 104 apps, all running on local-zfs.
+    provision: run the pveum lines of docs/getting-started.md (user, token, roles, ACLs), as a user
+    setting up a real host would; without it only root@pam exists.
     """
     cts = [dict(c) for c in (containers if containers is not None else DEFAULT_CONTAINERS)]
     root = Path(root)
@@ -77,7 +130,8 @@ def create_node(root: Path, node: str = "pve1", containers: list[dict[str, Any]]
     layout.save_node(root, {
         "node": node,
         "storages": storages,
-        "tokens": {layout.TOKEN_ID: {"secret": str(uuid.uuid4()), "privsep": 0}},
+        "access": access.initial_access(),
+        "tokens": {},
     })
     for scfg in storages.values():
         base = layout.storage_path(root, scfg)
@@ -90,20 +144,48 @@ def create_node(root: Path, node: str = "pve1", containers: list[dict[str, Any]]
     owners = os.geteuid() == 0
     for ct in cts:
         add_container(root, ct, size_bytes=int(ct.get("size_bytes", size_bytes)), seed=seed, owners=owners)
+    if provision:
+        from .pveum import provision_from_docs
+
+        provision_from_docs(root)
+
+
+def add_root_token(root: Path, name: str = "lab") -> tuple[str, str]:
+    """A root@pam API token without privilege separation (full rights), for tests that act as the admin."""
+    acc = access.load(root)
+    tokenid = f"{access.ROOT}!{name}"
+    secret = str(uuid.uuid4())
+    acc["tokens"][tokenid] = {"privsep": 0, "expire": 0, "secret": secret}
+    access.save(root, acc)
+    return tokenid, secret
 
 
 def add_container(root: Path, ct: dict[str, Any], size_bytes: int, seed: int = 0, owners: bool | None = None) -> None:
-    """Add one container (config, state, generated rootfs) to an existing fake node."""
+    """Add one container (config, state, generated rootfs) to an existing fake node.
+
+    ct['mountpoints'] (optional): a list of mount points, mp0, mp1, ... in order (or each its 'key'), each a
+    dict with 'mp' (the path in the CT, required), 'storage' (the CT's), 'size' ('1G'), 'backup' (1; 0
+    leaves the flag out, so vzdump skips it), 'options' (more mount point options, e.g. {'ro': 1}),
+    'volume' (an explicit volume or a host path for a bind mount), and the volume's content: 'files'
+    ({relative path: text or bytes}) or a generated README plus 'size_bytes' (64 KiB) of payload.
+    The volume tree lives in rootfs.volume_dir(root, vmid, 'mpN'); the rootfs gets the empty mount point.
+    """
     vmid = int(ct["vmid"])
     if ctmod.exists(root, vmid):
         raise FileExistsError(f"CT {vmid} already exists")
     conf = container_conf(ct, layout.storages(root), seed)
     tree = build_tree(conf["hostname"], vmid, size_bytes, seed, ct.get("profile"))
+    mountpoints = _mountpoint_specs(ct)
+    for _key, spec in mountpoints:
+        tree.dir(spec["mp"].strip("/"))
     if owners is None:
         owners = os.geteuid() == 0
     # Unprivileged containers own their files as host uid 100000+n, like real PVE.
     shift = (100000 if conf["unprivileged"] == "1" else 0) if owners else None
     write_tree(layout.rootfs_dir(root, vmid), tree, shift)
+    for key, spec in mountpoints:
+        if pctconf.mountpoint_type(pctconf.parse_mountpoint(conf[key])["volume"]) == "volume":
+            write_tree(volume_dir(root, vmid, key), _mountpoint_tree(ct, key, spec, seed), shift)
     ctmod.write(root, vmid, conf)
     ctmod.set_running(root, vmid, ct.get("status", "running") == "running")
 

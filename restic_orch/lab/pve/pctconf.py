@@ -120,6 +120,59 @@ def print_mountpoint(mp: dict[str, Any]) -> str:
     return ",".join(parts)
 
 
+MAX_MOUNT_POINTS = 256  # PVE::LXC::Config $MAX_MOUNT_POINTS
+
+
+def volume_keys() -> list[str]:
+    """PVE::LXC::Config->valid_volume_keys: rootfs, then mp0 .. mp255 (the order every volume loop uses)."""
+    return ["rootfs"] + [f"mp{i}" for i in range(MAX_MOUNT_POINTS)]
+
+
+def mountpoint_type(volume: str) -> str:
+    """PVE::LXC::Config->classify_mountpoint: an absolute path is a bind mount (a device under /dev/)."""
+    if volume.startswith("/"):
+        return "device" if volume.startswith("/dev/") else "bind"
+    return "volume"
+
+
+def volumes(conf: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """PVE::AbstractConfig->foreach_volume over a CT config: (key, parsed mount point) with 'mp' ('/' for
+    the rootfs) and 'type' filled in like PVE::LXC::Config->parse_volume."""
+    res = []
+    for key in volume_keys():
+        if key not in conf:
+            continue
+        mp = parse_mountpoint(str(conf[key]))
+        if key == "rootfs":
+            mp["mp"] = "/"
+        mp["type"] = mountpoint_type(str(mp.get("volume", "")))
+        res.append((key, mp))
+    return res
+
+
+def backup_enabled(key: str, mp: dict[str, Any]) -> tuple[bool, str]:
+    """PVE::LXC::Config->mountpoint_backup_enabled: (included, reason) as vzdump logs the reason."""
+    if key == "rootfs":
+        return True, "rootfs"
+    if mp.get("type") != "volume":
+        return False, "not a volume"
+    if str(mp.get("backup", "0")) in ("1", "yes", "on", "true"):
+        return True, "enabled"
+    return False, "disabled"
+
+
+def print_ct_mountpoint(mp: dict[str, Any], nomp: bool) -> str:
+    """PVE::LXC::Config->print_ct_mountpoint via PVE::JSONSchema::print_property_string: the volume (the
+    default key) first, then the required 'mp', then the other keys sorted; 'type' is never written."""
+    skip = {"volume", "type"} | ({"mp"} if nomp else set())
+    parts = [str(mp["volume"])]
+    keys = ([] if nomp or "mp" not in mp else ["mp"]) + sorted(k for k in mp if k not in skip and k != "mp")
+    for key in keys:
+        value = mp[key]
+        parts.append(f"{key}={format_size(value) if key == 'size' else value}")
+    return ",".join(parts)
+
+
 def parse_network(text: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in text.split(",") if "=" in part)
 

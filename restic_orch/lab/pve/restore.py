@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import archive, containers, layout, pctconf, storage
-from .errors import ParamError, TaskError
+from . import access, archive, containers, layout, pctconf, storage
+from .api_storage import check_volume_access
+from .app import Ctx
+from .errors import ApiError, ParamError, TaskError
+from .rootfs import volume_dir
 from .schema import BOOL, NODE, STORAGE_OPT, VMID, Prop, schema
 from .tasks import Worker
 
@@ -44,7 +47,9 @@ SCHEMA = schema({
 _NOT_RESTORED = ("digest", "rootfs", "snapshots", "unprivileged", "parent", "template", "lock")
 
 
-def start(root: Path, node: str, user: str, tasks: Any, p: dict[str, Any]) -> str:
+def start(ctx: Ctx, p: dict[str, Any]) -> str:
+    """The synchronous part of pve-container PVE/API2/LXC.pm create_vm for a restore."""
+    root, node, user, tasks = ctx.root, ctx.node, ctx.user, ctx.tasks
     vmid = int(p["vmid"])
     restore = bool(p.get("restore"))
     force = bool(p.get("force"))
@@ -59,6 +64,10 @@ def start(root: Path, node: str, user: str, tasks: Any, p: dict[str, Any]) -> st
             raise TaskError("can't overwrite running container")
         if containers.load(root, vmid, node).get("protection") == "1":
             raise TaskError(f"unable to restore CT {vmid} - protection mode enabled")
+    # create_vm: VM.Allocate, or VM.Backup when overwriting an existing CT; else a bare raise_perm_exc()
+    if not (ctx.check(f"/vms/{vmid}", "VM.Allocate", noerr=True)
+            or (same_exists and force and ctx.check(f"/vms/{vmid}", "VM.Backup", noerr=True))):
+        raise ApiError(403, "Permission check failed\n")
     archive_volid = p["ostemplate"]
     if archive_volid == "-":
         raise TaskError("pipe requires cli environment")
@@ -71,10 +80,12 @@ def start(root: Path, node: str, user: str, tasks: Any, p: dict[str, Any]) -> st
     vtype, _volname, _owner = storage.parse_volname(root, archive_volid)
     if vtype != "backup":
         raise TaskError(f"unable to use volume {archive_volid} - content type needs to be 'backup'")
+    check_volume_access(ctx, archive_volid, vmid)
     target_sid = p.get("storage", "local")
     scfg = storage.config(root, target_sid)
     if "rootdir" not in layout.content_set(scfg):
         raise ParamError({"storage": f"storage '{target_sid}' does not support container directories"})
+    ctx.check(f"/storage/{target_sid}", "Datastore.AllocateSpace")  # create_vm check_and_activate_storage
     with containers.config_lock(root, vmid):
         if same_exists:
             try:
@@ -123,24 +134,24 @@ class RestoreJob:
         path = storage.backup_path(root, self.volid)
         raw, _member = archive.read_config(path)
         orig = pctconf.parse(raw)
+        self._check_bridges(orig)
         orig_rootfs = pctconf.parse_mountpoint(orig.get("rootfs", ""))
         if not orig_rootfs.get("volume"):
             raise TaskError("rootfs configuration could not be recovered, please check and specify manually!")
         if not orig_rootfs.get("size"):
             raise TaskError("unable to detect disk size - please specify rootfs (size)")
+        volumes, delayed = self._recovered_volumes(w, orig)
         w.sleep(float(faults.get("task_delay_seconds", 0)))
         old_conf = containers.load(root, vmid, self.node)
         self.destroy_config_on_error = True
         scfg = storage.config(root, self.sid)
-        taken = {storage.parse_volume_id(pctconf.parse_mountpoint(old_conf.get("rootfs", "x:"))["volume"])[1]} \
-            if old_conf.get("rootfs") else set()
-        volname = containers.new_subvol_name(root, scfg, vmid, taken)
+        disks = self._create_disks(scfg, old_conf, volumes)
         conf: dict[str, Any] = {k: str(v) for k, v in self.p.items()
                                 if (k in _CT_PROPS or re.fullmatch(r"net\d+", k)) and k != "rootfs"}
         unpriv = self.p.get("unprivileged", orig.get("unprivileged"))
         if unpriv is not None:
             conf["unprivileged"] = str(unpriv)
-        conf["rootfs"] = pctconf.print_mountpoint({"volume": f"{self.sid}:{volname}", "size": orig_rootfs["size"]})
+        conf.update(disks)
         staging = layout.ct_dir(root, vmid) / "rootfs.restoring"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -162,18 +173,36 @@ class RestoreJob:
                             f"'--warning=no-file-ignored' '--warning=no-xattr-write' -C {staging} --skip-old-files "
                             "--anchored --exclude './dev/*'' failed: exit code 2") from exc
         w.print(archive.totals_line("read", count, time.time() - t0))
-        # Swap in the new rootfs only now: the old volumes are destroyed after the new exist.
+        staged = self._split_mountpoints(staging, disks, shift)
+        # Swap in the new volumes only now: the old volumes are destroyed after the new exist.
         rootfs = layout.rootfs_dir(root, vmid)
         shutil.rmtree(rootfs, ignore_errors=True)
         os.rename(staging, rootfs)
+        self._swap_mountpoints(old_conf, staged)
         conf["arch"] = conf.get("arch") or _detect_arch(w, rootfs)
         w.print("merging backed-up and given configuration..")
         self._merge(conf, orig, rootfs)
         conf.setdefault("hostname", f"CT{vmid}")
         conf.setdefault("memory", "512")
         conf.setdefault("swap", "512")
+        conf.update(delayed)
         containers.write(root, vmid, conf)
         containers.set_running(root, vmid, False)
+
+    def _check_bridges(self, orig: dict[str, Any]) -> None:
+        """create_vm's early check (before disks are made): SDN.Use on the bridge of every restored netN
+        not given as a parameter (PVE::LXC check_bridge_access -> PVE::GuestHelpers check_vnet_access;
+        plain Linux bridges live in the zone 'localnetwork', a VLAN tag adds its own path level)."""
+        if self.user == access.ROOT:
+            return
+        for key, value in orig.items():
+            if re.fullmatch(r"net\d+", key) and key not in self.p:
+                net = pctconf.parse_network(value)
+                path = f"/sdn/zones/localnetwork/{net.get('bridge', '')}" + (f"/{net['tag']}" if net.get("tag") else "")
+                try:
+                    access.check(self.root, self.user, path, ("SDN.Use",))
+                except ApiError as exc:
+                    raise TaskError(exc.message.rstrip("\n")) from None
 
     def _merge(self, conf: dict[str, Any], orig: dict[str, Any], rootfs: Path) -> None:
         for key, value in orig.items():
@@ -193,6 +222,101 @@ class RestoreJob:
         if fw.is_file() and not fw.is_symlink() and fw.stat().st_size:
             shutil.copyfile(fw, layout.ct_dir(self.root, self.vmid) / "firewall.fw")
             fw.unlink()
+
+    # -- mount points (pve-container src/PVE/API2/LXC.pm create_vm, PVE::LXC create_disks) -------------
+
+    def _recovered_volumes(self, w: Worker, orig: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]],
+                                                                        dict[str, str]]:
+        """create_vm restoring with only a storage given: every volume of the backed-up config (rootfs,
+        mp0, ...; backed up or not) is made anew on the target storage with its recorded size. Bind and
+        device mount points are for root@pam only and go back into the config after the extraction."""
+        volumes: list[tuple[str, dict[str, Any]]] = []
+        delayed: dict[str, str] = {}
+        for key, mp in pctconf.volumes(orig):
+            kind = mp["type"]
+            if kind == "volume":
+                if not mp.get("size"):
+                    raise TaskError(f"unable to detect disk size - please specify {key} (size)")
+                volumes.append((key, mp))
+                continue
+            if key == "rootfs":
+                raise TaskError(f"restoring rootfs to {kind} mount is only possible by specifying -rootfs manually!")
+            if self.user != "root@pam":
+                raise TaskError(f"restoring '{key}' to {kind} mount is only possible for root")
+            if str(mp.get("backup", "0")) in ("1", "yes", "on", "true"):
+                for line in ("WARNING - unsupported configuration!",
+                             f"backup was enabled for {kind} mount point {key} ('{mp.get('mp')}')",
+                             "mount point configuration will be restored after archive extraction!",
+                             "contained files will be restored to wrong directory!"):
+                    w.print(line)
+            delayed[key] = pctconf.print_ct_mountpoint(mp, nomp=False)
+        return volumes, delayed
+
+    def _create_disks(self, scfg: dict[str, Any], old_conf: dict[str, Any],
+                      volumes: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+        """PVE::LXC::create_disks: one new volume per mount point in key order, sized "$storage:$gb" rounded
+        down to whole MiB, named by find_free_diskname past the old CT's volumes (destroyed only later)."""
+        taken = {storage.parse_volume_id(mp["volume"])[1] for _key, mp in pctconf.volumes(old_conf)
+                 if mp["type"] == "volume"}
+        res: dict[str, str] = {}
+        for key, mp in volumes:
+            volname = containers.new_subvol_name(self.root, scfg, self.vmid, taken)
+            taken.add(volname)
+            new = {k: v for k, v in mp.items() if k != "type"}
+            new["volume"] = f"{self.sid}:{volname}"
+            new["size"] = int(mp["size"] / 2**30 * 1024) * 1024 * 1024
+            res[key] = pctconf.print_ct_mountpoint(new, nomp=key == "rootfs")
+        return res
+
+    def _split_mountpoints(self, staging: Path, disks: dict[str, str], shift: int) -> dict[str, Path]:
+        """PVE extracts the archive with every new volume mounted at its path (PVE::LXC::mount_all), so
+        what lies below a mount path lands in that volume: move each such subtree (deepest first) out of the
+        extracted tree into the volume's own; the rootfs keeps an empty mount point directory. A volume the
+        archive holds nothing for (not backed up) starts empty, owned by the container's root."""
+        staged: dict[str, Path] = {}
+        mps = [(key, str(pctconf.parse_mountpoint(value).get("mp", ""))) for key, value in disks.items()
+               if key != "rootfs"]
+        for key, mp in sorted(mps, key=lambda m: -len([p for p in m[1].split("/") if p])):
+            parts = [p for p in mp.split("/") if p]
+            if not mp.startswith("/") or not parts or ".." in parts:
+                raise TaskError(f"invalid mount point path '{mp}'")
+            src = staging
+            for part in parts:  # PVE::LXC walk_tree_nofollow: never through a symlink
+                src = src / part
+                if src.is_symlink():
+                    raise TaskError(f"symlink encountered at: {src}")
+            dst = layout.ct_dir(self.root, self.vmid) / f"{key}.restoring"
+            shutil.rmtree(dst, ignore_errors=True)
+            if src.is_dir():
+                os.rename(src, dst)
+            elif src.exists():
+                raise TaskError(f"mount point '{mp}' is not a directory in the archive")
+            else:
+                _mkdir_owned(dst, shift)
+            current = staging
+            for part in parts:
+                current = current / part
+                if not current.exists():
+                    _mkdir_owned(current, shift)
+            staged[key] = dst
+        return staged
+
+    def _swap_mountpoints(self, old_conf: dict[str, Any], staged: dict[str, Path]) -> None:
+        for key, _mp in pctconf.volumes(old_conf):
+            if key != "rootfs":
+                shutil.rmtree(volume_dir(self.root, self.vmid, key), ignore_errors=True)
+        for key, path in staged.items():
+            target = volume_dir(self.root, self.vmid, key)
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(path, target)
+
+
+def _mkdir_owned(path: Path, shift: int) -> None:
+    """A directory as PVE makes a new volume's root or a mount point: 0755, the container's root owns it."""
+    path.mkdir(mode=0o755)
+    os.chmod(path, 0o755)  # noqa: S103 - a normal directory mode inside a container
+    if os.geteuid() == 0:
+        os.chown(path, shift, shift)
 
 
 def _shift_member(member: tarfile.TarInfo, shift: int, fail: str | None) -> tarfile.TarInfo | None:

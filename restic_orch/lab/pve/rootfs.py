@@ -13,7 +13,16 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import layout
+
 CHUNK = 4 * 1024 * 1024
+
+
+def volume_dir(root: Path, vmid: int, key: str) -> Path:
+    """The tree of one container volume: the rootfs in lxc/<vmid>/rootfs, a mount point volume mpN in
+    lxc/<vmid>/mpN (what the running container sees below the mount path; the rootfs only holds the empty
+    mount point directory, like a subvol that is not mounted)."""
+    return layout.rootfs_dir(root, vmid) if key == "rootfs" else layout.ct_dir(root, vmid) / key
 
 
 @dataclass

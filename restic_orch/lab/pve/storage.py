@@ -30,6 +30,8 @@ def api_config(root: Path, sid: str, scfg: dict[str, Any]) -> dict[str, Any]:
     if scfg["type"] == "dir":
         res["path"] = path
         res["shared"] = 0
+        if scfg.get("content-dirs"):
+            res["content-dirs"] = scfg["content-dirs"]
     elif scfg["type"] == "zfspool":
         res["pool"] = scfg.get("pool", "rpool/data")
         res["mountpoint"] = path  # a real zfspool option: where its datasets are mounted
@@ -70,7 +72,7 @@ def parse_volname(root: Path, volid: str) -> tuple[str, str, int | None]:
 
 def backup_path(root: Path, volid: str) -> Path:
     sid, volname = parse_volume_id(volid)
-    return layout.storage_path(root, config(root, sid)) / "dump" / volname.split("/", 1)[1]
+    return layout.backup_dir(root, config(root, sid)) / volname.split("/", 1)[1]
 
 
 def archive_info(name: str) -> dict[str, Any] | None:
@@ -87,7 +89,7 @@ def archive_info(name: str) -> dict[str, Any] | None:
 
 def list_backups(root: Path, sid: str, vmid: int | None = None) -> list[dict[str, Any]]:
     scfg = config(root, sid)
-    dump = layout.storage_path(root, scfg) / "dump"
+    dump = layout.backup_dir(root, scfg)
     res = []
     if not dump.is_dir():
         return res

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import re
 import shutil
@@ -12,8 +13,11 @@ from typing import Any
 
 from . import archive, containers, layout, pctconf, prune, storage
 from .errors import TaskError, TaskExit
+from .rootfs import volume_dir
 from .schema import parse_prune_backups
 from .tasks import Worker
+
+Disks = list[tuple[str, dict[str, Any]]]  # (rootfs|mpN, parsed mount point): vzdump's $task->{disks}
 
 # PVE::VZDump->new's 'stdexcludes', and the same as tar's anchored patterns (what tests compare against)
 STD_EXCLUDE_PATHS = ("/tmp/?*", "/var/tmp/?*", "/var/run/?*.pid")
@@ -64,6 +68,33 @@ def online_again(stopped_at: float) -> str:
     return f"guest is online again after {'<1' if delay < 1 else delay} seconds"
 
 
+def _frozen_marker(root: Path, vmid: int) -> Path:
+    return layout.ct_dir(root, vmid) / "frozen"
+
+
+def freeze_ct(root: Path, vmid: int) -> None:
+    """PVE::LXC::freeze: the container's processes stop (its cgroup is frozen) until thaw()."""
+    layout.write_atomic(_frozen_marker(root, vmid), f"{time.time():.3f}\n")
+
+
+def thaw(root: Path, vmid: int) -> None:
+    """PVE::LXC::thaw (a no-op on a container that is not frozen)."""
+    _frozen_marker(root, vmid).unlink(missing_ok=True)
+
+
+def is_frozen(root: Path, vmid: int) -> bool:
+    """Whether the container is frozen right now (tests watch a backup's freeze with it)."""
+    return _frozen_marker(root, vmid).exists()
+
+
+def _rsync_excludes(excludes: archive.Excludes, exclude_dirs: list[str]) -> archive.Excludes:
+    """Suspend mode's rsync also gets '--exclude=<mp>' for each mount point left out of the backup
+    (PVE::VZDump::LXC $task->{exclude_dirs}): those paths are not even an empty directory in the copy."""
+    extra = tuple("." + glob.escape(d.rstrip("/")) for d in exclude_dirs)
+    return archive.Excludes(anchored=excludes.anchored + extra, unanchored=excludes.unanchored,
+                            dirs_only=excludes.dirs_only)
+
+
 def _fault_for(faults: dict[str, Any], key: str, vmid: int) -> str | None:
     value = faults.get(key)
     if isinstance(value, dict):
@@ -110,7 +141,7 @@ class Job:
         if errors:
             raise TaskError("\n".join(errors))
         self.sid, self.scfg = sid, scfg
-        self.dumpdir = layout.storage_path(self.root, scfg) / "dump"
+        self.dumpdir = layout.backup_dir(self.root, scfg)
         keep = self.opts.get("prune-backups") or scfg.get("prune-backups") or "keep-all=1"
         self.keep = parse_prune_backups(keep)
         self.remove = int(self.opts.get("remove", 1)) and not self.keep.get("keep-all")
@@ -179,7 +210,7 @@ class Job:
     def _backup_guest(self, w: Worker, vmid: int) -> bool:
         log = GuestLog(w)
         started = time.time()
-        cleanup: dict[str, bool] = {}
+        cleanup: dict[str, Any] = {}  # flags, and 'vmstoptime' like PVE's $task->{vmstoptime}
         logfile: Path | None = None
         tmptar: Path | None = None
         tmpdir: Path | None = None
@@ -203,33 +234,35 @@ class Job:
             mode = self.opts.get("mode", "snapshot") if running else "stop"
             conf = containers.load(self.root, vmid, self.node)
             if mode == "snapshot":
-                self._prepare(log, conf)
-                if storage.config(self.root, containers.volume_storage(conf["rootfs"]))["type"] \
-                        not in layout.SNAPSHOT_STORAGE_TYPES:
+                disks, exclude_dirs = self._prepare(log, conf)
+                # PVE::VZDump::LXC::prepare: has_feature('snapshot') over the volumes that are backed up
+                if not all(self._can_snapshot(mp) for _key, mp in disks):
                     log("info", "mode failure - some volumes do not support snapshots")
                     log("info", "trying 'suspend' mode instead")
                     mode = "suspend"
             log("info", f"backup mode: {mode}")
+            if float(self.opts.get("bwlimit") or 0):
+                log("info", f"bandwidth limit: {self.opts['bwlimit']} KiB/s")
             log("info", f"ionice priority: {self.opts.get('ionice', 7)}")
             unpriv = conf.get("unprivileged") == "1"
             excludes = tar_excludes(findexcl(self.opts), unpriv, mode)
             faults = layout.read_faults(self.root)
             if mode == "stop":
-                self._prepare(log, conf)
+                disks, exclude_dirs = self._prepare(log, conf)
                 if running:
                     log("info", "stopping virtual guest")
+                    cleanup["vmstoptime"] = time.time()
                     containers.set_running(self.root, vmid, False)
                     cleanup["restart"] = True
-                    stopped_at = time.time()
             elif mode == "suspend":
-                self._prepare(log, conf)
-                self._suspend(w, log, vmid, tmpdir, excludes, float(faults.get("suspend_freeze_seconds", 0)))
+                disks, exclude_dirs = self._prepare(log, conf)
+                self._suspend(w, log, vmid, (tmpdir, disks, exclude_dirs), excludes,
+                              float(faults.get("suspend_freeze_seconds", 0)), cleanup)
             else:
-                log("info", "create storage snapshot 'vzdump'")
-                cleanup["remove_snapshot"] = True
-            w.sleep(float(faults.get("task_delay_seconds", 0)))
+                self._snapshot(w, log, vmid, len(disks), float(faults.get("snapshot_freeze_seconds", 0)), cleanup)
             size = self._archive(log, vmid, conf, (target, tmptar, tmpdir), excludes, mode,
-                                 _fault_for(faults, "vzdump_fail", vmid))
+                                 _fault_for(faults, "vzdump_fail", vmid), (disks, exclude_dirs),
+                                 float(faults.get("task_delay_seconds", 0)))
             log("info", f"archive file size: {_format_size(size)}")
             self._notes_and_protection(log, vmid, conf, target)
             if self.remove:
@@ -243,10 +276,14 @@ class Job:
                 w.warn_raw(str(exc))
         if cleanup.get("remove_snapshot"):
             log("info", "cleanup temporary 'vzdump' snapshot")
-        if cleanup.get("restart"):
+        if cleanup.get("resume"):
+            log("info", "resume vm")
+            thaw(self.root, vmid)
+            log("info", online_again(cleanup["vmstoptime"]))
+        elif cleanup.get("restart"):
             log("info", "restarting vm")
             containers.set_running(self.root, vmid, True)
-            log("info", online_again(stopped_at))
+            log("info", online_again(cleanup["vmstoptime"]))
         for leftover in (tmptar,):
             if leftover and leftover.exists():
                 leftover.unlink()
@@ -264,26 +301,90 @@ class Job:
             raise TaskError(err)  # a stopped task aborts the whole job, like PVE
         return err is None
 
-    def _prepare(self, log: GuestLog, conf: dict[str, Any]) -> None:
-        log("info", f"CT Name: {conf.get('hostname', '')}")
-        log("info", "including mount point rootfs ('/') in backup")
+    def _prepare(self, log: GuestLog, conf: dict[str, Any]) -> tuple[Disks, list[str]]:
+        """PVE::VZDump::LXC::prepare (pve-container src/PVE/VZDump/LXC.pm): 'CT Name' when the CT has a
+        hostname, then every volume (PVE::LXC::Config->get_backup_volumes: rootfs, mp0, mp1, ...) as
+        included or excluded with mountpoint_backup_enabled's reason. Returns the included volumes (vzdump's
+        $task->{disks}) and the mount paths of the excluded ones ($task->{exclude_dirs}, rsync's excludes)."""
+        if conf.get("hostname") is not None:
+            log("info", f"CT Name: {conf['hostname']}")
+        disks: Disks = []
+        exclude_dirs: list[str] = []
+        for key, mp in pctconf.volumes(conf):
+            if not mp.get("volume") or not mp.get("mp"):
+                continue
+            included, reason = pctconf.backup_enabled(key, mp)
+            if not included:
+                exclude_dirs.append(mp["mp"])
+                log("info", f"excluding {mp['type']} mount point {key} ('{mp['mp']}') from backup ({reason})")
+                continue
+            log("info", f"including mount point {key} ('{mp['mp']}') in backup")
+            disks.append((key, mp))
+        return disks, exclude_dirs
 
-    def _suspend(self, w: Worker, log: GuestLog, vmid: int, tmpdir: Path, excludes: archive.Excludes,
-                 freeze: float) -> None:
-        """rsync to tmpdir, freeze, rsync again, thaw; vzdump's durations are whole-second differences."""
+    def _can_snapshot(self, mp: dict[str, Any]) -> bool:
+        if mp.get("type") != "volume":
+            return False
+        return storage.config(self.root, containers.volume_storage(mp["volume"]))["type"] \
+            in layout.SNAPSHOT_STORAGE_TYPES
+
+    def _snapshot(self, w: Worker, log: GuestLog, vmid: int, snapshot_count: int, freeze: float,
+                  cleanup: dict[str, Any]) -> None:
+        """Snapshot mode (pve-manager PVE/VZDump.pm exec_backup_task, pve-container PVE::VZDump::LXC snapshot).
+
+        With more than one volume ($task->{snapshot_count} > 1) vzdump first suspends the CT ('suspend vm to
+        make snapshot', PVE::LXC::freeze) and afterwards logs 'resume vm' and 'guest is online again after N
+        seconds'. In every case PVE::LXC::Config->snapshot_create (pve-guest-common PVE::AbstractConfig)
+        runs __snapshot_freeze (pve-container PVE::LXC::Config: cgroup freeze, syncfs, fsfreeze where the
+        storage needs it), snapshots the volumes and thaws, logging nothing: with one volume the freeze
+        only shows as the gap between 'create storage snapshot' and the next line of the per-guest log.
+        `freeze` (fault snapshot_freeze_seconds) makes that freeze last.
+        """
+        try:
+            if snapshot_count > 1:
+                log("info", "suspend vm to make snapshot")
+                cleanup["vmstoptime"] = time.time()
+                freeze_ct(self.root, vmid)
+                cleanup["resume"] = True
+            log("info", "create storage snapshot 'vzdump'")
+            freeze_ct(self.root, vmid)  # __snapshot_freeze($vmid, 0)
+            w.sleep(freeze)
+        finally:
+            thaw(self.root, vmid)  # __snapshot_freeze($vmid, 1), also when the snapshot failed
+        cleanup["remove_snapshot"] = True
+        if snapshot_count > 1:
+            log("info", "resume vm")
+            cleanup["resume"] = False
+            thaw(self.root, vmid)
+            log("info", online_again(cleanup["vmstoptime"]))
+
+    def _suspend(self, w: Worker, log: GuestLog, vmid: int, where: tuple[Path, Disks, list[str]],
+                 excludes: archive.Excludes, freeze: float, cleanup: dict[str, Any]) -> None:
+        """rsync to tmpdir, freeze, rsync again, thaw; vzdump's durations are whole-second differences.
+        rsync copies each included volume below its mount path and skips the excluded mount paths."""
+        tmpdir, disks, exclude_dirs = where
         pid = containers.read_state(self.root, vmid).get("pid", 0)
         src = f"/proc/{pid}/root/"
         t0 = int(time.time())
         log("info", f"starting first sync {src} to {tmpdir}")
-        size = archive.tree_bytes(layout.rootfs_dir(self.root, vmid), excludes)
+        size = archive.tree_bytes(layout.rootfs_dir(self.root, vmid), _rsync_excludes(excludes, exclude_dirs),
+                                  self._mounts(vmid, disks))
         log("info", f"first sync finished - transferred {_rsync_human(size)} bytes in {int(time.time()) - t0}s")
         log("info", "suspending guest")
-        frozen = time.time()
+        frozen = cleanup["vmstoptime"] = time.time()
+        freeze_ct(self.root, vmid)
+        cleanup["resume"] = True
         log("info", f"starting final sync {src} to {tmpdir}")
         w.sleep(freeze)
         log("info", f"final sync finished - transferred 0 bytes in {int(time.time()) - int(frozen)}s")
         log("info", "resuming guest")
+        cleanup["resume"] = False
+        thaw(self.root, vmid)
         log("info", online_again(frozen))
+
+    def _mounts(self, vmid: int, disks: Disks) -> dict[str, Path]:
+        """Tar member name of each backed-up mount point -> the volume's tree."""
+        return {"." + mp["mp"].rstrip("/"): volume_dir(self.root, vmid, key) for key, mp in disks if key != "rootfs"}
 
     def _warn_trailing_slash(self, log: GuestLog, mode: str) -> None:
         # PVE::VZDump::LXC::archive: rsync (suspend) honours 'dir/', tar never matches it
@@ -294,8 +395,13 @@ class Job:
                 log("warn", f"tar does not match exclusion with a trailing slash '{pattern}'")
 
     def _archive(self, log: GuestLog, vmid: int, conf: dict[str, Any], paths: tuple[Path, Path, Path],
-                 excludes: archive.Excludes, mode: str, fail: str | None) -> int:
+                 excludes: archive.Excludes, mode: str, fail: str | None, volumes: tuple[Disks, list[str]],
+                 delay: float = 0.0) -> int:
+        """tar of './' and '.<mp>' per backed-up volume (snapshot and stop mode, --one-file-system), or of
+        the rsynced copy '.' (suspend mode), as PVE::VZDump::LXC::archive. `delay` (fault
+        task_delay_seconds) is time the tar takes, after the 'creating vzdump archive' line."""
         target, tmptar, tmpdir = paths
+        disks, exclude_dirs = volumes
         saved = {k: v for k, v in conf.items() if k not in ("lock", "snapshots", "parent", "pending")}
         fw = layout.ct_dir(self.root, vmid) / "firewall.fw"
         unpriv = conf.get("unprivileged") == "1"
@@ -314,26 +420,32 @@ class Job:
         log("info", f"creating vzdump archive '{target}'")
         self._warn_trailing_slash(log, mode)
         t0 = time.time()
+        log.w.sleep(delay)
+        suspend = mode == "suspend"
         try:
             count = archive.write_archive(tmptar, self.compress, head, layout.rootfs_dir(self.root, vmid),
-                                          excludes, map_id, fail)
+                                          _rsync_excludes(excludes, exclude_dirs) if suspend else excludes,
+                                          map_id, fail, self._mounts(vmid, disks), one_file_system=not suspend)
         except archive.ArchiveError as exc:
             for line in exc.lines:
                 log("info", line)
-            raise TaskError(f"command '{self._pipeline(vmid, excludes, mode, tmpdir, tmptar)}' failed: exit code 2"
-                            ) from exc
+            pipeline = self._pipeline(vmid, excludes, mode, (tmpdir, tmptar), disks)
+            raise TaskError(f"command '{pipeline}' failed: exit code 2") from exc
         log("info", archive.totals_line("written", count, time.time() - t0))
         os.rename(tmptar, target)
         return target.stat().st_size
 
-    def _pipeline(self, vmid: int, excludes: archive.Excludes, mode: str, tmpdir: Path, tmptar: Path) -> str:
+    def _pipeline(self, vmid: int, excludes: archive.Excludes, mode: str, paths: tuple[Path, Path],
+                  disks: Disks) -> str:
         """The tar | compressor command vzdump reports when it fails (PVE::Tools::cmd2string)."""
+        tmpdir, tmptar = paths
         snapdir = tmpdir if mode == "suspend" else layout.rootfs_dir(self.root, vmid)
         tar = (f"{TAR_FLAGS} {shellquote(f'--directory={tmpdir}')} ./etc/vzdump/pct.conf ./etc/vzdump/pct.fw "
                f"{shellquote(f'--directory={snapdir}')} --no-anchored")
         tar += "".join(f" {shellquote('--exclude=' + p)}" for p in excludes.unanchored)
         tar += " --anchored" + "".join(f" {shellquote('--exclude=' + p)}" for p in excludes.anchored)
-        tar += " ." if mode == "suspend" else " ./"
+        tar += " ." if mode == "suspend" else " ./" + "".join(
+            f" {shellquote('.' + mp['mp'])}" for key, mp in disks if key != "rootfs")
         comp = f" | {' '.join(shellquote(a) for a in self.compress)}" if self.compress else ""
         return f"set -o pipefail && {tar}{comp} >{shellquote(str(tmptar))}"
 

@@ -1,0 +1,82 @@
+"""What the Proxmox hook needs from its API token, path by path, and how to grant what is missing.
+
+Each need comes from the check PVE 8 makes (docs/pve-permissions.md has the table with the sources):
+- list, config and status of a guest: VM.Audit on /vms/<vmid> (pve-container PVE/API2/LXC.pm);
+- vzdump: VM.Backup on each guest, Datastore.AllocateSpace on the dump storage (pve-manager
+  PVE/API2/VZDump.pm); removing our own archive afterwards needs the same two (pve-storage
+  PVE/API2/Storage/Content.pm delete);
+- restore: VM.Allocate on the target VMID, Datastore.AllocateSpace on the target storage, the archive's
+  access (the original guest's VM.Backup when restoring beside it, PVE/Storage.pm check_volume_access),
+  SDN.Use on every bridge of the restored network config (PVE::GuestHelpers check_vnet_access);
+- start/stop: VM.PowerMgmt; destroying a drill's guest: VM.Allocate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The roles of docs/getting-started.md that hold each privilege, and the ACL path they are granted on.
+BACKUP_ROLE, RESTORE_ROLE = "ResticOrchBackup", "ResticOrchRestore"
+
+
+@dataclass(frozen=True)
+class Need:
+    path: str          # the path PVE checks, e.g. /vms/101
+    priv: str          # e.g. VM.Backup
+    why: str           # the operation that fails without it
+    role: str          # the documented role that carries it
+    acl_path: str      # where the docs grant that role
+
+    def label(self) -> str:
+        return f"{self.priv} on {self.path}"
+
+    def grant(self, user: str, tokenid: str) -> str:
+        """The pveum commands that grant it the documented way (both are idempotent)."""
+        return (f"pveum role modify {self.role} --append 1 --privs {self.priv} && "
+                f"pveum acl modify {self.acl_path} --users {user} --tokens '{tokenid}' --roles {self.role}")
+
+
+def _vm(vmid: int | None) -> str:
+    return f"/vms/{vmid}" if vmid else "/vms"
+
+
+def backup_needs(vmids: list[int] | None, storage: str) -> list[Need]:
+    """vmids None: every guest (`vmids: all`), which needs the rights on /vms itself."""
+    needs = []
+    for vmid in vmids or [None]:
+        path = _vm(vmid)
+        needs.append(Need(path, "VM.Audit", "list and read the container", BACKUP_ROLE, "/vms"))
+        needs.append(Need(path, "VM.Backup", "vzdump the container", BACKUP_ROLE, "/vms"))
+    needs.append(Need(f"/storage/{storage}", "Datastore.AllocateSpace", "write vzdump archives to the storage",
+                      BACKUP_ROLE, f"/storage/{storage}"))
+    return needs
+
+
+def restore_needs(targets: list[tuple[int, int | None]], storage: str, restore_storage: str,
+                  bridges: list[str]) -> list[Need]:
+    """targets: (target vmid, original vmid or None when the same) of each container to restore."""
+    needs = []
+    for target, original in targets:
+        path = _vm(target)
+        needs.append(Need(path, "VM.Allocate", "create the restored container", RESTORE_ROLE, "/vms"))
+        needs.append(Need(path, "VM.Audit", "read the restored config back", BACKUP_ROLE, "/vms"))
+        needs.append(Need(path, "VM.PowerMgmt", "stop the old and start the restored container", RESTORE_ROLE,
+                          "/vms"))
+        if original is not None and original != target:
+            needs.append(Need(_vm(original), "VM.Backup", "read the original container's archive", BACKUP_ROLE,
+                              "/vms"))
+    needs.append(Need(f"/storage/{storage}", "Datastore.AllocateSpace", "put the archive into the dump storage",
+                      BACKUP_ROLE, f"/storage/{storage}"))
+    needs.append(Need(f"/storage/{restore_storage}", "Datastore.AllocateSpace", "create the container's volumes",
+                      RESTORE_ROLE, f"/storage/{restore_storage}"))
+    for bridge in sorted(set(bridges)):
+        needs.append(Need(f"/sdn/zones/localnetwork/{bridge}", "SDN.Use", f"attach the container to {bridge}",
+                          RESTORE_ROLE, "/sdn/zones/localnetwork"))
+    return needs
+
+
+def unique(needs: list[Need]) -> list[Need]:
+    seen: dict[tuple[str, str], Need] = {}
+    for need in needs:
+        seen.setdefault((need.path, need.priv), need)
+    return list(seen.values())
