@@ -52,7 +52,7 @@ def backup_needs(vmids: list[int] | None, storage: str) -> list[Need]:
     return needs
 
 
-def restore_needs(targets: list[tuple[int, int | None]], storage: str, restore_storage: str,
+def restore_needs(targets: list[tuple[int | None, int | None]], storage: str, restore_storage: str,
                   bridges: list[str]) -> list[Need]:
     """targets: (target vmid, original vmid or None when the same) of each container to restore."""
     needs = []

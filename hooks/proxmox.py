@@ -116,10 +116,14 @@ class ProxmoxHook(Hook):
         self.source = source
         self.name = "proxmox"
         self._api: ProxmoxAPI | None = None
+        self.drill_vmids: tuple[int, int] | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> list[Hook]:
-        return cls.one_if_enabled(config.sources.proxmox)
+        hooks = cls.one_if_enabled(config.sources.proxmox)
+        for hook in hooks:
+            hook.drill_vmids = tuple(config.drill.vmid_range)  # type: ignore[attr-defined]
+        return hooks
 
     # --- API plumbing -----------------------------------------------------------------------------
     @property
@@ -193,6 +197,13 @@ class ProxmoxHook(Hook):
                            " sources.proxmox.dump_dir)")
         return Path(info["path"]) / backup_subdir(info)
 
+    def backup_limit(self) -> int:
+        """The archives per guest vzdump keeps on the dump storage: its effective prune-backups, the node's
+        vzdump.conf included (GET vzdump/defaults needs only Datastore.AllocateSpace on the storage)."""
+        defaults = self._call("vzdump defaults", self.api.nodes(self.node).vzdump.defaults.get,
+                              storage=self.source.storage) or {}
+        return backup_limit(defaults)
+
     def remove_param(self, vmid: int, limit: int) -> int:
         """vzdump's `remove` for this guest (pve-manager PVE/VZDump.pm exec_backup_task).
 
@@ -204,7 +215,9 @@ class ProxmoxHook(Hook):
             return 0
         volumes = self._call(f"backups of CT {vmid}", self.api.nodes(self.node).storage(self.source.storage)
                              .content.get, content="backup", vmid=vmid) or []
-        return 1 if sum(1 for v in volumes if not v.get("protected")) >= limit else 0
+        # PVE/VZDump.pm counts the guest's own unprotected archives of its type
+        count = sum(1 for v in volumes if not v.get("protected") and v.get("subtype") in (None, "lxc"))
+        return 1 if count >= limit else 0
 
     @property
     def tokenid(self) -> str:
@@ -241,6 +254,9 @@ class ProxmoxHook(Hook):
                 except PveError:
                     continue  # an unreadable config is reported as the VM.Audit it lacks
             targets: list[tuple[int | None, int | None]] = [(v, None) for v in vmids] if vmids else [(None, None)]
+            if operation == "all" and self.drill_vmids and vmids:
+                # the drill restores each container beside itself, into the first VMIDs of its range
+                targets += [(self.drill_vmids[0], v) for v in vmids]
             needs += _pve_access.restore_needs(targets, self.source.storage, self.source.restore_storage, nets)
         return self.missing(needs)
 
@@ -270,13 +286,18 @@ class ProxmoxHook(Hook):
             version = self._call("version", self.api.version.get)
             outcome.tools["pve-manager"] = str(version.get("version", "?"))
             lacking = self.missing(_pve_access.backup_needs(self._vmids(), self.source.storage))
-            blocked = {m.right.rsplit(" on /vms/", 1)[1]: m for m in lacking if " on /vms/" in m.right}
+            blocked: dict[str, list[MissingRight]] = {}
+            for m in lacking:
+                if " on /vms/" in m.right:
+                    blocked.setdefault(m.right.rsplit(" on /vms/", 1)[1], []).append(m)
             general = [m for m in lacking if " on /vms/" not in m.right]
             if general:
                 # no container can be backed up: fail before any vzdump, naming every missing privilege
-                raise PveError("; ".join(m.message() for m in general + list(blocked.values())))
+                raise PveError("; ".join(m.message() for m in general + [x for v in blocked.values() for x in v]))
+            if not self.source.dump_dir:
+                self.dump_dir()  # a storage without a local path (PBS) fails here, before vzdump writes to it
             guests = self.guests()
-            limit = backup_limit(self.storage_entry())
+            limit = self.backup_limit()
         except (PveError, OSError) as exc:
             outcome.failures.append(Failure(KIND, self.name, "ct:*", str(exc)))
             return outcome
@@ -284,7 +305,8 @@ class ProxmoxHook(Hook):
         for guest in guests:
             vmid = int(guest["vmid"])
             if str(vmid) in blocked:
-                outcome.failures.append(Failure(KIND, self.name, f"ct:{vmid}", blocked[str(vmid)].message()))
+                outcome.failures.append(Failure(KIND, self.name, f"ct:{vmid}",
+                                                "; ".join(m.message() for m in blocked[str(vmid)])))
                 continue
             if guest.get("missing"):
                 outcome.failures.append(Failure(KIND, self.name, f"ct:{vmid}",
@@ -409,8 +431,8 @@ class ProxmoxHook(Hook):
         try:
             upid = self._call("delete volume", self.api.nodes(self.node).storage(self.source.storage)
                               .content(volid).delete)
-            if isinstance(upid, str) and upid.startswith("UPID:"):
-                self.wait_task(upid, 300)
+            if isinstance(upid, str) and upid.startswith("UPID:") and not task_ok(self.wait_task(upid, 300)[0]):
+                raise PveError(f"removing {volid} failed")
         except PveError:
             if path.exists():
                 path.unlink()
@@ -435,15 +457,18 @@ class ProxmoxHook(Hook):
             if options.drill and vmid in self.taken_ids():
                 return RestoreOutcome(component, False, f"VMID {vmid} is in use in the cluster: a drill never"
                                       " restores over a guest it did not create")
-            if vmid in existing and existing[vmid].get("status") == "running":
-                upid = self._call(f"stop CT {vmid}", self.api.nodes(self.node).lxc(vmid).status.stop.post)
-                stopped, log = self.wait_task(upid, 300)
-                if not task_ok(stopped):
-                    raise PveError(f"stopping CT {vmid} failed: {stopped}" + _cause(log))
             name = Path(artifact.path).name
+            # everything that can fail without touching the running CT comes before it is stopped
             local = self.dump_dir() / name
             ours = self._place_archive(local, artifact, fetch)
+            stopped_here = False
             try:
+                if vmid in existing and existing[vmid].get("status") == "running":
+                    upid = self._call(f"stop CT {vmid}", self.api.nodes(self.node).lxc(vmid).status.stop.post)
+                    stopped, log = self.wait_task(upid, 300)
+                    if not task_ok(stopped):
+                        raise PveError(f"stopping CT {vmid} failed: {stopped}" + _cause(log))
+                    stopped_here = True
                 params: dict[str, Any] = {"vmid": vmid, "ostemplate": f"{self.source.storage}:backup/{name}",
                                           "restore": 1, "storage": self.source.restore_storage}
                 if vmid in existing:
@@ -454,11 +479,17 @@ class ProxmoxHook(Hook):
                 if vmid not in existing:
                     created = {"vmid": vmid, "upid": upid}
                 exitstatus, log = self.wait_task(upid, self.source.timeout_seconds)
+            except PveError as exc:
+                if stopped_here:
+                    raise PveError(f"{exc}{self._restart(vmid)}") from None
+                raise
             finally:
                 if ours and local.exists():
                     local.unlink()
             if not task_ok(exitstatus):
-                return RestoreOutcome(component, False, f"restore task failed: {exitstatus}" + _cause(log),
+                left = (f"; CT {vmid} was stopped for the restore and is left stopped: check it with"
+                        f" `pct config {vmid}` before starting it") if stopped_here else ""
+                return RestoreOutcome(component, False, f"restore task failed: {exitstatus}" + _cause(log) + left,
                                       created=created)
             return self._verify(artifact, vmid, name, options, created)
         except (PveError, OSError) as exc:
@@ -475,8 +506,22 @@ class ProxmoxHook(Hook):
                 return False
             raise PveError(f"{local} exists in the dump storage and differs from the backed-up archive: remove it"
                            " or restore another snapshot")
-        fetch(local)
+        try:
+            fetch(local)
+        except BaseException:
+            local.unlink(missing_ok=True)  # a half archive would make the next restore refuse as "differs"
+            raise
         return True
+
+    def _restart(self, vmid: int) -> str:
+        """Start again a CT this restore stopped before failing (the old one is intact until PVE's task ran)."""
+        try:
+            status, _ = self.wait_task(self._call(f"start CT {vmid}",
+                                                  self.api.nodes(self.node).lxc(vmid).status.start.post), 300)
+        except PveError as exc:
+            return f"; CT {vmid} was stopped for the restore and could not be started again: {exc}"
+        return f"; CT {vmid} was started again" if task_ok(status) else \
+            f"; CT {vmid} was stopped for the restore and starting it again failed: {status}"
 
     def _verify(self, artifact: Artifact, vmid: int, name: str, options: RestoreOptions,
                 created: dict[str, Any]) -> RestoreOutcome:

@@ -263,7 +263,8 @@ def snapshots_cmd(obj: Ctx, repo_name: str | None, repo_url: str | None, passwor
 @click.option("--repo", "repo_name", type=click.Choice(["local", "offsite"]), default=None)
 @click.option("--read-data-subset", default=None, help="e.g. 10% or 1/7: also read that part of the data.")
 @click.option("--permissions", is_flag=True,
-              help="Instead: ask each source (e.g. the PVE API) which rights its account lacks; exit 2 if any.")
+              help="Instead: ask each source (e.g. the PVE API) which rights its account lacks;"
+                   " exit 2 if one is missing, 1 if a source could not be asked.")
 @click.pass_obj
 def check_cmd(obj: Ctx, repo_name: str | None, read_data_subset: str | None, permissions: bool) -> None:
     """Check the repositories' integrity (restic check); exit 1 when a problem is found."""
@@ -274,7 +275,7 @@ def check_cmd(obj: Ctx, repo_name: str | None, read_data_subset: str | None, per
 
         report = check_rights(obj.config())
         obj.emit(report.to_json(), report.human())
-        raise SystemExit(EXIT_OK if report.ok else EXIT_USAGE)
+        raise SystemExit(report.exit_code)
     from .repos import open_all
 
     config = obj.config()
@@ -524,7 +525,8 @@ def drill_cmd(obj: Ctx, scenario: str, from_repo: str | None, snapshot: str, rep
         report = drill.run_drill(config, located, scenario, summary)
         summary.extra["report"] = {k: report[k] for k in ("passed", "rto", "rpo", "scenario", "snapshot")}
         logs.close_run_log(handler)  # flushed, so the report's log excerpt is complete
-        paths = drill.write_report(report, report_dir or config.drill.report_dir, run_log, lab=lab_note)
+        paths = drill.write_report(report, report_dir or config.drill.report_dir, run_log, lab=lab_note,
+                                   lab_dir=config.state_dir.parent if lab_note else None)
         summary.extra["report_files"] = [str(p) for p in paths]
         _record(config, summary)
     human = (f"drill {scenario} of snapshot {located.snapshot.short_id}: {'PASSED' if report['passed'] else 'FAILED'}"

@@ -143,21 +143,36 @@ def run_drill(config: Config, located: Located, scenario: str, summary: RunSumma
                                   "ok": rto_ok},
         "rpo": {"seconds": round(rpo_seconds), "target_seconds": targets["rpo_seconds"], "ok": rpo_ok},
         "steps": summary.extra.get("steps", []), "problems": problems, "cleanup": cleanup,
-        "run_id": summary.run_id,
+        "run_id": summary.run_id, "_sandbox": str(root),
     }
 
 
-def write_report(report: dict[str, Any], report_dir: Path, log_file: Path | None, lab: bool = False) -> list[Path]:
-    """docs-style dated Markdown plus the same data as JSON; returns both paths."""
+def write_report(report: dict[str, Any], report_dir: Path, log_file: Path | None, lab: bool = False,
+                 lab_dir: Path | None = None) -> list[Path]:
+    """docs-style dated Markdown plus the same data as JSON; returns both paths.
+
+    The drill's temporary sandbox is written `<sandbox>`, and on the lab its directory `<lab>`: a report
+    committed as evidence names no path of the machine that made it.
+    """
     report_dir.mkdir(parents=True, exist_ok=True)
     stamp = report["date"].replace(":", "").replace("+0000", "Z")[:17]
     base = report_dir / f"drill-{stamp}-{report['scenario']}"
-    excerpt = _log_excerpt(log_file)
-    report = {**report, "log_excerpt": excerpt}
+    scrub: dict[str, str] = {}
+    if report.get("_sandbox"):
+        scrub[str(report["_sandbox"])] = "<sandbox>"
+    if lab and lab_dir:
+        scrub[str(lab_dir)] = "<lab>"
+    report = {k: v for k, v in report.items() if k != "_sandbox"} | {"log_excerpt": _log_excerpt(log_file)}
+
+    def clean(text: str) -> str:
+        for path, name in scrub.items():
+            text = text.replace(path, name)
+        return runner.mask(text)
+
     json_path = base.with_suffix(".json")
-    json_path.write_text(runner.mask(json.dumps(report, indent=2, default=str, ensure_ascii=False)) + "\n")
+    json_path.write_text(clean(json.dumps(report, indent=2, default=str, ensure_ascii=False)) + "\n")
     md_path = base.with_suffix(".md")
-    md_path.write_text(runner.mask(render_markdown(report, lab)))
+    md_path.write_text(clean(render_markdown(report, lab)))
     return [md_path, json_path]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from restic_orch.hooks import build_hooks
 from restic_orch.hooks.base import MissingRight
 
+from . import runner
 from .config import Config
 
 
@@ -19,6 +20,12 @@ class RightsReport:
     @property
     def ok(self) -> bool:
         return not self.missing and not self.errors
+
+    @property
+    def exit_code(self) -> int:
+        """0 all held; 2 a right is missing (fix the setup, as for a configuration error); 1 a source
+        could not be asked at all (down, bad token): nothing is known about its rights."""
+        return 2 if self.missing else 1 if self.errors else 0
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "missing": [m.to_json() for m in self.missing], "errors": self.errors}
@@ -37,5 +44,6 @@ def check_rights(config: Config, operation: str = "all") -> RightsReport:
         try:
             report.missing += hook.missing_rights(operation)
         except Exception as exc:  # one unreachable source must not hide another's missing rights
-            report.errors.append({"kind": hook.kind, "source": hook.name, "error": f"{type(exc).__name__}: {exc}"})
+            report.errors.append({"kind": hook.kind, "source": hook.name,
+                                  "error": runner.mask(f"{type(exc).__name__}: {exc}")})
     return report

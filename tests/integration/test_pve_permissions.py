@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest_pve import FakePve, running_node
+from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 
 from restic_orch.config import Config
@@ -123,6 +124,21 @@ def test_forbidden_calls_answer_403_like_pve(pve: FakePve):
     with pytest.raises(ResourceException) as exc:
         api.access.roles.post(roleid="Mine", privs="VM.Audit")
     assert exc.value.status_code == 403
+    # the host's token cannot widen or erase its own grants
+    with pytest.raises(ResourceException) as exc:
+        api.access.acl.put(path="/vms", roles="ResticOrchBackup", tokens=TOKEN, delete=1)
+    assert "Permission check failed (/vms, Permissions.Modify)" in str(exc.value)
+    assert sum(a["ugid"] == TOKEN for a in access.load(pve.root)["acl"]) == 5
+    # vzdump needs space on its storage before any task starts
+    pve.pveum("user", "add", "bob@pve")
+    secret = pve.pveum("user", "token", "add", "bob@pve", "bt", "--privsep", "0")["value"]
+    pve.pveum("acl", "modify", "/vms", "--users", "bob@pve", "--roles", "PVEVMUser")
+    bob = ProxmoxAPI(pve.host, port=pve.port, user="bob@pve", token_name="bt", token_value=secret,
+                     verify_ssl=False, backend="https", timeout=30)
+    with pytest.raises(ResourceException) as exc:
+        bob.nodes(pve.node).vzdump.post(vmid="101", storage="local")
+    assert exc.value.status_code == 403
+    assert "Permission check failed (/storage/local, Datastore.AllocateSpace)" in str(exc.value)
 
 
 def test_a_task_is_seen_by_its_owner_only(pve: FakePve):
@@ -132,8 +148,7 @@ def test_a_task_is_seen_by_its_owner_only(pve: FakePve):
         pve.api().nodes(pve.node).tasks(upid).status.get()
     assert "(/nodes/pve1, Sys.Audit)" in str(exc.value)
     assert upid not in {t["upid"] for t in pve.api().nodes(pve.node).tasks.get(source="all")}
-    while root.tasks(upid).status.get()["status"] != "stopped":
-        pass
+    pve.wait_task(upid)
     own = pve.api().nodes(pve.node).lxc(104).status.start.post()
     assert pve.wait_task(own)["exitstatus"] == "OK"
 
@@ -141,6 +156,25 @@ def test_a_task_is_seen_by_its_owner_only(pve: FakePve):
 # --- each documented privilege is needed, and named when missing --------------------------------------
 def _cases() -> list[tuple[str, str]]:
     return [(role, priv) for role, privs in documented_roles().items() for priv in privs]
+
+
+# What PVE itself answers when the product skips its preflight. VM.Audit hides the guest from the list
+# (PVE/API2/LXC.pm vmlist filters on it), Datastore.AllocateSpace hides the storage from the index
+# (PVE/API2/Storage/Config.pm index); the other refusals are PVE's own check messages.
+PVE_REFUSAL = {
+    ("ResticOrchBackup", "VM.Audit"): "container 101 does not exist on node pve1",
+    ("ResticOrchBackup", "VM.Backup"): "Permission check failed (/vms/101, VM.Backup)",
+    ("ResticOrchBackup", "Datastore.AllocateSpace"): "storage local is not visible to backup@pve!restic-orch",
+    ("ResticOrchRestore", "VM.Allocate"): "Permission check failed",
+    ("ResticOrchRestore", "VM.PowerMgmt"): "Permission check failed (/vms/101, VM.PowerMgmt)",
+    ("ResticOrchRestore", "Datastore.AllocateSpace"):
+        "Permission check failed (/storage/local-zfs, Datastore.AllocateSpace)",
+    ("ResticOrchRestore", "SDN.Use"): "Permission check failed (/sdn/zones/localnetwork/vmbr0, SDN.Use)",
+}
+
+
+def test_every_documented_privilege_has_a_case():
+    assert set(PVE_REFUSAL) == set(_cases())
 
 
 @pytest.mark.parametrize(("role", "priv"), _cases())
@@ -160,7 +194,7 @@ def test_each_documented_privilege_is_needed(pve: FakePve, config: Config, backe
         monkeypatch.setattr(ProxmoxHook, "missing", lambda self, needs: [])
         (bare,) = ProxmoxHook.from_config(config)
         raw = _attempt(bare, operation, config, day, artifact, tmp_path)
-        assert raw, f"{operation} worked without {priv}"
+        assert PVE_REFUSAL[(role, priv)] in raw, raw
     finally:
         pve.pveum("role", "modify", role, "--privs", ",".join(privs))
         _remove_spare(pve)
@@ -289,12 +323,46 @@ def test_runbook_token_grants_what_getting_started_grants(tmp_path: Path):
     from restic_orch.lab.pve.pveum import provision_from_docs
 
     runbook = DOCS.parent / "runbooks" / "disaster-recovery.md"
+    role_readme = DOCS.parent.parent / "ansible" / "roles" / "backup" / "README.md"
     views = []
-    for name, doc in (("first-day", DOCS), ("disaster-day", runbook)):
+    for name, doc in (("first-day", DOCS), ("disaster-day", runbook), ("role-readme", role_readme)):
         root = tmp_path / name
         create_node(root, containers=[{"vmid": 101}], size_bytes=16 * 1024, provision=False)
         tokens = provision_from_docs(root, doc)
         assert list(tokens) == [TOKEN]
         views.append(access.effective_permissions(access.load(root), TOKEN))
-    assert views[0] == views[1]
+    assert views[0] == views[1] == views[2]
     assert "SDN.Use" in views[1]["/sdn/zones/localnetwork"]
+
+
+def test_backup_to_a_storage_without_path_fails_before_vzdump(pve: FakePve, config: Config, tmp_path: Path):
+    from restic_orch.lab.pve import layout
+
+    node = layout.load_node(pve.root)
+    saved = dict(node["storages"]["local"])
+    node["storages"]["local"] = {"type": "pbs", "content": "backup", "path": saved["path"]}
+    layout.save_node(pve.root, node)
+    index = pve.root / "tasks" / "index"
+    before = index.read_text() if index.exists() else ""
+    try:
+        (hook,) = ProxmoxHook.from_config(config)
+        outcome = hook.dump(DumpContext(config=config, day_dir=tmp_path, run_id="t", log=logging.getLogger("t")))
+    finally:
+        node["storages"]["local"] = saved
+        layout.save_node(pve.root, node)
+    assert [f.component for f in outcome.failures] == ["ct:*"]
+    assert "storage local (pbs) has no local path" in outcome.failures[0].message
+    assert ":vzdump:" not in (index.read_text() if index.exists() else "")[len(before):]
+
+
+def test_a_failed_restore_in_place_starts_the_container_again(pve: FakePve, config: Config, backed_up):
+    """The old CT is stopped for an in-place restore: when PVE then refuses, it must not stay down."""
+    day, artifact = backed_up
+    source = config.sources.proxmox.model_copy(update={"restore_storage": "local"})  # holds no CT volumes
+    hook = ProxmoxHook(source)
+    node = pve.root_api().nodes(pve.node)
+    assert node.lxc(101).status.current.get()["status"] == "running"
+    outcome = hook.restore(artifact, fetch_from(day, artifact), RestoreOptions(force=True))
+    assert not outcome.ok
+    assert "does not support container directories" in outcome.message and "was started again" in outcome.message
+    assert node.lxc(101).status.current.get()["status"] == "running"

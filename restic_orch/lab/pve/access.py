@@ -23,7 +23,7 @@ from .privileges import ALL_PRIVS, BUILTIN_ROLES
 
 ROOT = "root@pam"
 # PVE/RPCEnvironment.pm get_effective_permissions: the paths always reported, beside those in ACLs
-TOP_PATHS = ("/", "/access", "/access/groups", "/mapping", "/nodes", "/pool", "/sdn", "/storage", "/vms")
+TOP_PATHS = ("/", "/access", "/access/groups", "/nodes", "/pool", "/sdn", "/storage", "/vms")
 
 
 def perm_error(msg: str) -> ApiError:

@@ -50,6 +50,8 @@ def _acl_path(path: str) -> str:
 
 def user_create(ctx: Ctx, p: dict[str, Any]) -> Any:
     userid = _userid(p["userid"])
+    # User.pm create_user: ['and', ['userid-param', 'Realm.AllocateUser'], ['userid-group', ['User.Modify']]]
+    ctx.check("/access/groups", "User.Modify")
     acc = access.load(ctx.root)
     if userid in acc["users"]:
         raise die(f"create user failed: user '{userid}' already exists")
@@ -79,6 +81,8 @@ def role_create(ctx: Ctx, p: dict[str, Any]) -> Any:
     roleid = p["roleid"]
     if not ROLEID_RE.match(roleid):
         raise ParamError({"roleid": f"role name '{roleid}' contains illegal characters\n"})
+    if roleid.upper().startswith("PVE"):
+        raise ParamError({"roleid": "cannot use role ID starting with 'PVE'\n"})  # Role.pm: reserved
     acc = access.load(ctx.root)
     if roleid in BUILTIN_ROLES or roleid in acc["roles"]:
         raise die(f"create role failed: role '{roleid}' already exists")
@@ -117,16 +121,23 @@ def _privs(text: str) -> list[str]:
 
 def acl_update(ctx: Ctx, p: dict[str, Any]) -> Any:
     """PUT /access/acl (PVE/API2/ACL.pm update_acl): add (or with delete=1 remove) role entries on a path."""
-    path = _acl_path(p["path"])
     delete = bool(p.get("delete"))
-    if not delete:
-        # PVE/API2/ACL.pm: without delete a non-root must not hand out more than it holds (check_perm_modify)
-        access.check(ctx.root, ctx.user, path, ("Permissions.Modify",))
+    path = _acl_path(p["path"]) if not delete else "/" + "/".join(x for x in p["path"].split("/") if x)
+    _check_perm_modify(ctx, path)
     acc = access.load(ctx.root)
     roles = split_list(p["roles"])
     for role in roles:
         if role not in BUILTIN_ROLES and role not in acc["roles"]:
             raise die(f"role '{role}' does not exist")
+    held = access.permissions(acc, ctx.user, path)
+    if "Permissions.Modify" not in held:
+        # ACL.pm update_acl: without Permissions.Modify a caller hands out only what it holds itself
+        for role in roles:
+            privs = access.role_privs(acc, role)
+            if role == "NoAccess" or any(priv not in held for priv in privs) or \
+                    (int(p.get("propagate", 1)) and any(not held[priv] for priv in privs)):
+                raise ParamError({"role": f"Cannot add role '{role}' - requires 'Permissions.Modify' or superset"
+                                          " of privileges.\n"})
     targets: list[tuple[str, str]] = []
     for group in split_list(p.get("groups", "")):
         if group not in acc["groups"]:
@@ -156,6 +167,16 @@ def acl_update(ctx: Ctx, p: dict[str, Any]) -> Any:
     return None
 
 
+def _check_perm_modify(ctx: Ctx, path: str) -> None:
+    """RPCEnvironment check_perm_modify: Permissions.Modify on the path, or the allocate privilege of
+    what the path names (Datastore.Allocate on /storage/x, VM.Allocate on /vms/x, Pool.Allocate on /pool/x)."""
+    privs = ["Permissions.Modify"]
+    for prefix, priv in (("/storage/", "Datastore.Allocate"), ("/vms/", "VM.Allocate"), ("/pool/", "Pool.Allocate")):
+        if path.startswith(prefix):
+            privs.append(priv)
+    ctx.check(path, *privs, any_=True)
+
+
 def acl_list(ctx: Ctx, p: dict[str, Any]) -> Any:
     acc = access.load(ctx.root)
     res = []
@@ -167,10 +188,11 @@ def acl_list(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 def _may_manage_tokens(ctx: Ctx, userid: str) -> None:
-    # PVE/API2/User.pm token methods: ['or', ['userid-param', 'self'], ['perm', '/access/users/{userid}', ...]]
+    # PVE/API2/User.pm token methods: ['or', ['userid-param', 'self'], ['userid-group', ['User.Modify']]]
+    # (a token is never 'self'; the fake models userid-group as User.Modify on /access/groups)
     if ctx.user == userid:
         return
-    access.check(ctx.root, ctx.user, f"/access/users/{userid}", ("User.Modify",))
+    access.check(ctx.root, ctx.user, "/access/groups", ("User.Modify",))
 
 
 def token_create(ctx: Ctx, p: dict[str, Any]) -> Any:
@@ -196,8 +218,7 @@ def token_create(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 def token_read(ctx: Ctx, p: dict[str, Any]) -> Any:
     userid = _userid(p["userid"])
-    if ctx.user != f"{userid}!{p['tokenid']}":
-        _may_manage_tokens(ctx, userid)
+    _may_manage_tokens(ctx, userid)
     token = access.load(ctx.root)["tokens"].get(f"{userid}!{p['tokenid']}")
     if token is None:
         raise die(f"no such token '{p['tokenid']}' for user '{userid}'")

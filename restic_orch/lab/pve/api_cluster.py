@@ -67,8 +67,10 @@ def resources(ctx: Ctx, p: dict[str, Any]) -> Any:
                 if key in st:
                     entry[key] = st[key]
             res.append(entry)
-    if kind in (None, "node") and ctx.check(f"/nodes/{ctx.node}", "Sys.Audit", noerr=True):
+    if kind in (None, "node"):
         node = node_entry(ctx)
+        if not ctx.check(f"/nodes/{ctx.node}", "Sys.Audit", noerr=True):  # listed, without its stats
+            node = {k: node[k] for k in ("id", "type", "node", "status", "level", "ssl_fingerprint")}
         node.pop("ssl_fingerprint")
         node["cgroup-mode"] = 2
         res.append(node)

@@ -83,6 +83,11 @@ def start(ctx: Ctx, p: dict[str, Any]) -> str:
             ctx.check("/", "Sys.Modify")
         if any(key in p for key in STORAGE_ALLOCATE):
             ctx.check(f"/storage/{p.get('storage') or 'local'}", "Datastore.Allocate")
+        fleecing = dict(i.partition("=")[::2] for i in str(p.get("fleecing", "")).split(",") if "=" in i)
+        if fleecing.get("storage"):
+            ctx.check(f"/storage/{fleecing['storage']}", "Datastore.AllocateSpace")
+    if p.get("stop"):
+        ctx.check(f"/nodes/{node}", "Sys.Modify")
     for other in ("all", "exclude", "pool"):
         if p.get(other) and p.get("vmid"):
             raise ParamError({other: "option conflicts with option 'vmid'"})

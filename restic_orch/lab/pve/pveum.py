@@ -106,9 +106,11 @@ def render(words: tuple[str, ...], result: Any) -> str:
                 ("value", result["value"])]
         return _table(("key", "value"), rows)
     if words[-1] == "permissions":
-        rows = [(path, ", ".join(f"{p} ({'*' if v else '-'})" for p, v in sorted(privs.items())))
-                for path, privs in sorted(result.items())]
-        return _table(("path", "permissions"), rows)
+        # pveum.pm: one privilege per line, ' (*)' when it propagates, then a legend
+        rows = [(path if i == 0 else "", f"{p}{' (*)' if v else ''}")
+                for path, privs in sorted(result.items()) for i, (p, v) in enumerate(sorted(privs.items()))]
+        return _table(("ACL path", "Permissions"), rows) + \
+            "Permissions marked with '(*)' have the 'propagate' flag set.\n"
     return json.dumps(result, indent=2, sort_keys=True) + "\n"
 
 

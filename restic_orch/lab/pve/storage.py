@@ -31,7 +31,9 @@ def api_config(root: Path, sid: str, scfg: dict[str, Any]) -> dict[str, Any]:
         res["path"] = path
         res["shared"] = 0
         if scfg.get("content-dirs"):
-            res["content-dirs"] = scfg["content-dirs"]
+            # pve-storage's API decodes the property string: GET /storage returns an object
+            res["content-dirs"] = {k.strip(): v.strip() for k, _, v in
+                                   (i.partition("=") for i in str(scfg["content-dirs"]).split(",")) if v}
     elif scfg["type"] == "zfspool":
         res["pool"] = scfg.get("pool", "rpool/data")
         res["mountpoint"] = path  # a real zfspool option: where its datasets are mounted
