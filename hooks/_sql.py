@@ -76,6 +76,11 @@ def error_text(exc: BaseException) -> str:
     return runner.mask(str(exc) or type(exc).__name__)
 
 
+def needs(which: str, account: str, right: str, statement: str) -> str:
+    """What an account lacks, said the same way everywhere: the account, the right, the statement granting it."""
+    return f"the {which} account {account} needs {right} ({statement})"
+
+
 def version_of(text: str, patterns: tuple[str, ...]) -> str:
     for pattern in patterns:
         match = re.search(pattern, text)

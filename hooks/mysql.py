@@ -27,6 +27,7 @@ from ._sql import (
     client,
     compare_counts,
     error_text,
+    needs,
     private_dir,
     remove,
     safe_filename,
@@ -97,6 +98,115 @@ def _trailer_ok(path: Path) -> bool:
         handle.seek(max(0, path.stat().st_size - 512))
         tail = handle.read().rstrip().splitlines()
     return bool(tail) and tail[-1].startswith(TRAILER)
+
+
+# What mariadb-dump needs to dump a database whole. Without TRIGGER it leaves the triggers out and exits 0;
+# without SHOW VIEW or EVENT it fails. (EXECUTE is needed only on the functions that views call.)
+BACKUP_PRIVILEGES = ("SELECT", "SHOW VIEW", "TRIGGER", "EVENT")
+
+_QUOTED = r"(?:`(?:[^`]|``)*`|'(?:[^']|'')*')"
+_ACCOUNT_NAME = re.compile(rf"({_QUOTED})(?:@({_QUOTED}))?")
+_DEFINER = re.compile(rb"DEFINER=(`(?:[^`]|``)*`@`(?:[^`]|``)*`)")
+_MYSQL_ERROR = re.compile(r"^ERROR \d+ \(\w+\) at line (\d+)(?: in file: '[^']*')?: (.*)$", re.M)
+
+
+def _unquote(text: str) -> str:
+    quote = text[0]
+    return text[1:-1].replace(quote * 2, quote)
+
+
+def _accounts_in(text: str) -> set[tuple[str, str]]:
+    return {(_unquote(u), _unquote(h) if h else "") for u, h in _ACCOUNT_NAME.findall(text)}
+
+
+def _statement_accounts(line: str) -> set[tuple[str, str]]:
+    """The accounts (user, host; host '' for a role) a line of a users dump changes: whom it creates or grants to."""
+    text = line.strip()
+    if text.startswith("/*M!") or text.startswith("/*!"):
+        if text.startswith("/*!80001"):
+            return set()  # MySQL-only lines, which MariaDB skips
+        text = text.split(" ", 1)[1] if " " in text else ""
+    for prefix in ("CREATE USER IF NOT EXISTS ", "CREATE USER ", "CREATE ROLE IF NOT EXISTS ", "CREATE ROLE ",
+                   "ALTER USER "):
+        if text.startswith(prefix):
+            match = _ACCOUNT_NAME.match(text[len(prefix):])
+            return _accounts_in(match.group(0)) if match else set()
+    if text.startswith("SET DEFAULT ROLE ") and " FOR " in text:
+        return _accounts_in(text.rsplit(" FOR ", 1)[1])
+    if text.startswith("GRANT ") and " TO " in text:
+        grantees = re.split(r" IDENTIFIED | WITH |;| \*/", text.rsplit(" TO ", 1)[1])[0]
+        return _accounts_in(grantees)
+    return set()
+
+
+def _grant_account(user: str, host: str) -> str:
+    """An account as a GRANT statement names it: 'user'@'host'."""
+    return "'" + user.replace("'", "''") + "'@'" + host.replace("'", "''") + "'"
+
+
+def _like(pattern: str, name: str) -> bool:
+    r"""Whether a database name matches a grant's LIKE pattern (`drill\_%`)."""
+    regex, i = "", 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            regex, i = regex + re.escape(pattern[i + 1]), i + 2
+            continue
+        regex += ".*" if char == "%" else "." if char == "_" else re.escape(char)
+        i += 1
+    return re.fullmatch(regex, name, re.S) is not None
+
+
+def _load_needs(path: Path) -> tuple[set[str], set[str]]:
+    """The privileges loading a mariadb-dump file takes, and the DEFINERs it names (`user`@`host`)."""
+    privileges = {"SELECT", "CREATE", "DROP"}  # the database is created (and dropped again on failure)
+    definers: set[str] = set()
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.startswith(b"INSERT"):
+                privileges.add("INSERT")
+                continue
+            if line.startswith(b"LOCK TABLES"):
+                privileges.add("LOCK TABLES")
+            elif line.startswith(b"/*!40000 ALTER TABLE"):
+                privileges.add("ALTER")
+            elif line.startswith((b"/*!50001 CREATE", b"/*!50001 VIEW")):
+                privileges.add("CREATE VIEW")
+            elif line.startswith(b"/*!50003 CREATE*/") and b" TRIGGER " in line:
+                privileges.add("TRIGGER")
+            elif line.startswith((b"/*!50003 DROP FUNCTION", b"/*!50003 DROP PROCEDURE")):
+                privileges.add("ALTER ROUTINE")
+            elif line.startswith(b"CREATE DEFINER=") and re.search(rb"` (FUNCTION|PROCEDURE) ", line):
+                privileges.add("CREATE ROUTINE")
+            elif line.startswith((b"/*!50106 CREATE*/", b"/*!50106 DROP EVENT")):
+                privileges.add("EVENT")
+            if b"DEFINER=" in line:
+                definers.update(d.decode("utf-8", "replace") for d in _DEFINER.findall(line))
+    return privileges, definers
+
+
+def _explain(text: str, account: str, which: str, statement: str = "") -> str | None:
+    """The privilege a MariaDB error says the account lacks, with the GRANT that gives it (or None)."""
+    routine = re.search(r"execute command denied to user '[^']*'@'[^']*' for routine '([^'.]+)\.([^']+)'", text)
+    if routine:
+        db, name = routine.groups()
+        return needs(which, account, f"EXECUTE on {db}.{name}, which a view calls",
+                     f"GRANT EXECUTE ON FUNCTION {quote_ident(db)}.{quote_ident(name)} TO {account};"
+                     " running docs/sql/mariadb-accounts.sql again grants it")
+    need = re.search(r"you need \(at least one of\) the (.+?) privilege", text)
+    if need:
+        right = need.group(1).split(", ")[-1]
+        return needs(which, account, right, f"GRANT {right} ON *.* TO {account}")
+    denied = re.search(r"(\w+(?: \w+)?) command denied to user", text)
+    if denied:
+        right = denied.group(1).upper()
+        return needs(which, account, right, f"GRANT {right} ON *.* TO {account}")
+    if re.search(r"Access denied for user '[^']*'@'[^']*' to database", text):
+        words = (statement or text).upper()
+        right = ("EVENT" if "EVENT" in words else "LOCK TABLES" if "LOCK TABLES" in words
+                 else "CREATE ROUTINE" if re.search(r"FUNCTION|PROCEDURE", words) else "CREATE")
+        return needs(which, account, right, f"GRANT {right} ON *.* TO {account}")
+    return None
 
 
 class _Session:
@@ -170,6 +280,25 @@ class MysqlHook(Hook):
             f" + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {lit})")
         return int(rows[0][0])
 
+    @staticmethod
+    def _rights(session: _Session) -> tuple[tuple[str, str], set[str], list[tuple[str, str]], bool]:
+        """The connected account (user, host), its global privileges, its (database pattern, privilege)
+        grants, and whether a role is active (information_schema does not list a role's privileges)."""
+        first = session.sql("SELECT HEX(CURRENT_USER()), CURRENT_ROLE() IS NOT NULL")[0]
+        user, _, host = bytes.fromhex(first[0]).decode("utf-8").rpartition("@")
+        grantee = _literal(_grant_account(user, host))
+        rows = session.sql("SELECT 'G', HEX(PRIVILEGE_TYPE), '' FROM information_schema.USER_PRIVILEGES"  # noqa: S608
+                           f" WHERE GRANTEE = {grantee} UNION ALL SELECT 'S', HEX(PRIVILEGE_TYPE), HEX(TABLE_SCHEMA)"
+                           f" FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = {grantee}")
+        privileges = {bytes.fromhex(r[1]).decode() for r in rows if r[0] == "G"}
+        schemas = [(bytes.fromhex(r[2]).decode("utf-8"), bytes.fromhex(r[1]).decode()) for r in rows if r[0] == "S"]
+        return (user, host), privileges, schemas, first[1] == "1"
+
+    @staticmethod
+    def _held(privileges: set[str], schemas: list[tuple[str, str]], database: str) -> set[str]:
+        held = privileges | {priv for pattern, priv in schemas if _like(pattern, database)}
+        return held | ({"SET USER"} if "SUPER" in held else set())
+
     def _client_info(self) -> tuple[str, bool]:
         """(mariadb-dump version, whether it knows --system=users)."""
         dump = client(self.source, "mariadb-dump")
@@ -209,13 +338,29 @@ class MysqlHook(Hook):
                 except (CommandError, SourceError, OSError) as exc:
                     out.failures.append(Failure(KIND, self.name, f"db:{self.name}/@users",
                                                 f"dump of users and grants failed: {error_text(exc)}"))
+            try:
+                account, privileges, schemas, role_active = self._rights(session)
+            except (CommandError, IndexError, ValueError):
+                account, privileges, schemas, role_active = ("", ""), set(), [], True  # not checked beforehand
+            me = _grant_account(*account)
             for name in names:
+                lacking = [] if role_active else [p for p in BACKUP_PRIVILEGES
+                                                  if p not in self._held(privileges, schemas, name)]
+                if lacking:
+                    why = (" (without TRIGGER mariadb-dump leaves the triggers out silently)"
+                           if "TRIGGER" in lacking else "")
+                    out.failures.append(Failure(KIND, self.name, f"db:{self.name}/{name}", f"{name} was not dumped: "
+                                                + needs("backup", me, f"{', '.join(lacking)} on {name}{why}",
+                                                        f"GRANT {', '.join(lacking)} ON *.* TO {me}")))
+                    continue
                 try:
                     out.artifacts.append(self._dump_database(ctx, session, base, name, databases[name], versions))
                     ctx.log.info("database dumped", extra={"source": self.name, "database": name})
                 except (CommandError, SourceError, OSError, ValueError) as exc:
+                    hint = _explain(getattr(exc, "stderr", ""), me, "backup")
                     out.failures.append(Failure(KIND, self.name, f"db:{self.name}/{name}",
-                                                f"dump of {name} failed: {error_text(exc)}"))
+                                                f"dump of {name} failed: {error_text(exc)}"
+                                                + (f"; {hint}" if hint else "")))
         return out
 
     def _dump_database(self, ctx: DumpContext, session: _Session, base: Path, database: str,
@@ -299,22 +444,72 @@ class MysqlHook(Hook):
                     return RestoreOutcome(artifact.component, False, why, {"sha256": "mismatch"})
                 session = _Session(self.source.for_restore(), tmp)
                 if artifact.meta.get("users"):
-                    return self._restore_users(session, artifact, local)
+                    return self._restore_users(session, artifact, local, tmp)
                 return self._restore_database(session, artifact, local, options, tmp)
         except (CommandError, SourceError, OSError) as exc:
             return RestoreOutcome(artifact.component, False, error_text(exc))
 
-    def _restore_users(self, session: _Session, artifact: Artifact, local: Path) -> RestoreOutcome:
-        runner.run(session.argv("mariadb", "--default-character-set=utf8mb4"), stdin_path=local,
-                   timeout=self.source.timeout_seconds)
+    def _present(self, session: _Session) -> set[tuple[str, str]]:
+        """Every account and role on the server (a role's host is '')."""
         rows = session.sql("SELECT HEX(User), HEX(Host) FROM mysql.user")
-        present = {f"{quote_ident(bytes.fromhex(u).decode())}@{quote_ident(bytes.fromhex(h).decode())}"
-                   for u, h in rows}
+        return {(bytes.fromhex(u).decode(), bytes.fromhex(h).decode()) for u, h in rows}
+
+    def _restore_users(self, session: _Session, artifact: Artifact, local: Path, tmp: Path) -> RestoreOutcome:
+        (user, host), _, _, _ = self._rights(session)
+        me = _grant_account(user, host)
+        before = self._present(session)
+        # the connecting account is left as it is: an old password hash would lock it out mid-restore.
+        # Blanked rather than removed, so that the client's "at line N" still points into `lines`.
+        lines = local.read_text("utf-8", "replace").splitlines()
+        blanked = [i for i, line in enumerate(lines) if (user, host) in _statement_accounts(line)]
+        for i in blanked:
+            lines[i] = ""
+        applied = write_private(tmp / "users-applied.sql", "\n".join(lines) + "\n")
+        # --force: a statement the account may not run (root's ALL PRIVILEGES, say) does not stop the others
+        result = runner.run(session.argv("mariadb", "--force", "--default-character-set=utf8mb4"),
+                            stdin_path=applied, timeout=self.source.timeout_seconds, check=False)
+        errors = _MYSQL_ERROR.findall(result.stderr)
+        if result.returncode != 0 and not errors:
+            raise CommandError(result.argv, result.returncode, result.stderr)
+        kept: dict[str, None] = {}
+        failed: list[str] = []
+        for number, text in errors:
+            line = lines[int(number) - 1] if 0 < int(number) <= len(lines) else ""
+            accounts = _statement_accounts(line)
+            if accounts and accounts <= before:
+                # an account that exists already keeps what it has: this account may not give its rights
+                kept.update(dict.fromkeys(f"{quote_ident(u)}@{quote_ident(h)}" if h else quote_ident(u)
+                                          for u, h in sorted(accounts)))
+                continue
+            failed.append(f"{text.strip()}" + (f" ({hint})" if (hint := self._users_hint(line, text, me)) else ""))
+        present = {f"{quote_ident(u)}@{quote_ident(h)}" for u, h in self._present(session)}
         missing = [a for a in artifact.meta.get("accounts") or [] if a not in present]
-        checks = {"accounts": "ok" if not missing else {"missing": missing}}
+        checks: dict[str, Any] = {"accounts": "ok" if not missing else {"missing": missing}}
         message = (f"users and grants imported ({len(artifact.meta.get('accounts') or [])} accounts; existing"
                    " accounts kept, their grants and password hashes re-applied)")
-        return RestoreOutcome(artifact.component, not missing, message, checks, restored_to=f"{self.name}:@users")
+        if kept:
+            checks["not_reapplied"] = list(kept)
+            message += (f"; not re-applied to {', '.join(kept)}, which exist already and hold rights {me} may not"
+                        " give")
+        if blanked:
+            message += f"; {me} itself (the account restoring) left as it is"
+        if failed:
+            checks["errors"] = failed
+            message += f"; {len(failed)} errors: " + "; ".join(failed[:5])
+        return RestoreOutcome(artifact.component, not missing and not failed, runner.mask(message), checks,
+                              restored_to=f"{self.name}:@users")
+
+    @staticmethod
+    def _users_hint(line: str, text: str, me: str) -> str | None:
+        grant = re.match(r"(?:/\*M?!\d+ )?GRANT (.+?) ON (.+?) TO ", line.strip())
+        if grant and ("denied" in text or "privilege" in text):
+            privileges, target = grant.groups()
+            privileges = re.sub(r"\(.*?\)", "", privileges)  # column lists: the privilege itself is what counts
+            return needs("restore", me, f"{privileges} on {target} WITH GRANT OPTION to give it",
+                         f"GRANT {privileges} ON {target} TO {me} WITH GRANT OPTION")
+        if re.match(r"(?:/\*M?!\d+ )?CREATE (USER|ROLE)", line.strip()):
+            return needs("restore", me, "CREATE USER", f"GRANT CREATE USER ON *.* TO {me}")
+        return _explain(text, me, "restore", line)
 
     def _restore_database(self, session: _Session, artifact: Artifact, local: Path, options: RestoreOptions,
                           tmp: Path) -> RestoreOutcome:
@@ -324,6 +519,22 @@ class MysqlHook(Hook):
         where = f"{self.name}/{target}"
         if target.lower() in SYSTEM_DATABASES:
             raise SourceError(f"refusing to restore into the system database {target}")
+        # what the account lacks is found before anything is dropped or created
+        (user, host), privileges, schemas, role_active = self._rights(session)
+        me = _grant_account(user, host)
+        wanted, definers = _load_needs(local)
+        others = sorted(definers - {f"{quote_ident(user)}@{quote_ident(host)}"})
+        if others:
+            wanted.add("SET USER")
+        lacking = [] if role_active else sorted(wanted - self._held(privileges, schemas, target))
+        if lacking:
+            why = (f" (SET USER recreates the views, triggers, routines and events defined by {', '.join(others)})"
+                   if "SET USER" in lacking else "")
+            return RestoreOutcome(artifact.component, False,
+                                  f"cannot load {original} into {target} (nothing was changed): "
+                                  + needs("restore", me, f"{', '.join(lacking)} on {target}{why}",
+                                          f"GRANT {', '.join(lacking)} ON *.* TO {me}"),
+                                  {"rights": "missing"}, restored_to=where)
         if target in self._databases(session):
             objects = self._objects(session, target)
             if objects and not options.force:
@@ -344,15 +555,29 @@ class MysqlHook(Hook):
         except CommandError as exc:
             # DDL is not transactional: take the half-loaded database away rather than leave it looking usable
             session.sql(f"DROP DATABASE IF EXISTS {quote_ident(target)}")
+            hint = _explain(exc.stderr, me, "restore", self._line_of(source_file, exc.stderr))
             return RestoreOutcome(artifact.component, False,
                                   f"loading {original} into {target} failed (the database was dropped again): "
-                                  f"{error_text(exc)}", restored_to=where)
+                                  f"{error_text(exc)}" + (f"; {hint}" if hint else ""), restored_to=where)
         diffs = compare_counts(dict(meta.get("row_counts") or {}), self._counts(session, target))
         checks: dict[str, Any] = {"row_counts": "ok" if not diffs else diffs}
         message = f"restored {original} into {target}"
         if diffs:
             message += f"; row counts differ in {len(diffs)} tables"
         return RestoreOutcome(artifact.component, not diffs, message, checks, restored_to=where)
+
+    @staticmethod
+    def _line_of(path: Path, stderr: str) -> str:
+        """The statement line an error's "at line N" points to (the start of it, for the explanation)."""
+        match = _MYSQL_ERROR.search(stderr)
+        if not match:
+            return ""
+        wanted = int(match.group(1))
+        with open(path, "rb") as handle:
+            for number, line in enumerate(handle, 1):
+                if number == wanted:
+                    return line[:200].decode("utf-8", "replace")
+        return ""
 
     @staticmethod
     def _renamed(local: Path, original: str, target: str, tmp: Path) -> Path:

@@ -25,6 +25,7 @@ from ._sql import (
     client,
     compare_counts,
     error_text,
+    needs,
     private_dir,
     remove,
     safe_filename,
@@ -84,6 +85,112 @@ SELECT 'INFO:' || json_build_object(
   'roles', ({_ROLES_SQL}))::text
 FROM pg_database d WHERE d.datname = current_database();
 """  # noqa: S608 - constant SQL fragments
+
+
+# The connecting account and every role as it stands for it, so that a restore checks what it may do
+# before it changes anything: CREATE DATABASE ... OWNER and ALTER ... OWNER ask for MEMBER, DROP DATABASE
+# for the owner's privileges (USAGE, inherited membership).
+_ACCOUNT_SQL = """
+SELECT json_build_object(
+  'name', current_user,
+  'super', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+  'createdb', (SELECT rolcreatedb FROM pg_roles WHERE rolname = current_user),
+  'roles', (SELECT coalesce(json_object_agg(r.rolname, json_build_object(
+              'super', r.rolsuper, 'replication', r.rolreplication, 'bypassrls', r.rolbypassrls,
+              'member', pg_has_role(current_user, r.oid, 'MEMBER'),
+              'usage', pg_has_role(current_user, r.oid, 'USAGE'))), '{}'::json) FROM pg_roles r))
+"""
+
+_ROLE = r'(?:"(?:[^"]|"")+"|[^\s;"]+)'
+_ALTER_ROLE = re.compile(rf"^ALTER ROLE ({_ROLE}) WITH (.*);$")
+_ROLE_SETTING = re.compile(rf"^ALTER ROLE ({_ROLE}) (?:IN DATABASE {_ROLE} )?(?:SET|RESET) ")
+_GRANTED_BY = re.compile(rf" GRANTED BY {_ROLE};$")
+# role attributes only a superuser may set, even to their default (NO...) value
+_SUPERUSER_ATTRIBUTES = re.compile(r"\b(NO)?(SUPERUSER|REPLICATION|BYPASSRLS)\b")
+_ATTRIBUTE_KEYS = {"SUPERUSER": "super", "REPLICATION": "replication", "BYPASSRLS": "bypassrls"}
+
+
+def _ident(name: str) -> str:
+    """A name as a suggested SQL statement must write it."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def _unquote(name: str) -> str:
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
+
+
+def _toc_owners(toc: str) -> set[str]:
+    """The owners named in `pg_restore --list` (the last field of an entry; entries without one end in a space)."""
+    return {line.rsplit(" ", 1)[-1] for line in toc.splitlines()
+            if line and not line.startswith(";") and not line.endswith(" ")}
+
+
+def _toc_extensions(toc: str) -> list[str]:
+    return re.findall(r"^\d+; \d+ \d+ EXTENSION - (\S+)", toc, re.M)
+
+
+def _explain(text: str, account: str, which: str) -> str | None:
+    """The right a PostgreSQL error says the account lacks, with the statement that grants it (or None)."""
+    me = _ident(account)
+    if "query would be affected by row-level security policy" in text:
+        return needs(which, account, "BYPASSRLS to read tables with row-level security whole",
+                     f"ALTER ROLE {me} BYPASSRLS")
+    if re.search(r"permission denied for large object \d+", text):
+        each = f"SELECT format('GRANT SELECT ON LARGE OBJECT %s TO {me}', oid) FROM pg_largeobject_metadata"  # noqa: S608
+        return needs(which, account, "SELECT on the large objects, which pg_read_all_data does not cover",
+                     f"as a superuser in that database: {each} \\gexec")
+    if which == "backup" and re.search(r"permission denied (?:for|to read) (?:table|relation|sequence|schema|view"
+                                        r"|materialized view|database)", text):
+        return needs(which, account, "pg_read_all_data", f"GRANT pg_read_all_data TO {me}")
+    if "permission denied to create database" in text:
+        return needs(which, account, "CREATEDB", f"ALTER ROLE {me} CREATEDB")
+    if "permission denied to create role" in text:
+        return needs(which, account, "CREATEROLE", f"ALTER ROLE {me} CREATEROLE")
+    member = re.search(r'must be (?:a )?member of role "((?:[^"]|"")+)"', text)
+    if member:
+        role = member.group(1).replace('""', '"')
+        return needs(which, account, f"membership in role {role}", f"GRANT {_ident(role)} TO {me}")
+    extension = re.search(r'permission denied to create extension "([^"]+)"', text)
+    if extension:
+        return (f"extension {extension.group(1)} can only be created by a superuser (it is not trusted): restore"
+                " with a superuser as restore_user, or create the extension first")
+    if re.search(r"must be superuser|permission denied to (?:create tablespace|alter role|set parameter)", text):
+        return f"this needs a superuser; {account} is not one (apply it as a superuser)"
+    return None
+
+
+def _globals_for(text: str, me: str, roles: dict[str, Any], superuser: bool
+                 ) -> tuple[str, list[str], dict[str, list[str]]]:
+    """The pg_dumpall --globals-only file as this account can apply it.
+
+    The connecting account's own role is left alone (an old password hash would lock it out). A
+    non-superuser also leaves the superuser roles alone, drops from ALTER ROLE the attributes only a
+    superuser may set (returned per role, to check afterwards) and GRANTED BY (only a superuser may name
+    another grantor). Returns (text, roles left as they are, superuser-only attributes wanted per role).
+    """
+    out: list[str] = []
+    skipped: dict[str, str] = {}
+    wanted: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        alter, setting = _ALTER_ROLE.match(line), _ROLE_SETTING.match(line)
+        role = _unquote((alter or setting).group(1)) if (alter or setting) else None
+        if role is not None and role == me:
+            skipped[role] = f"{role} (the account restoring)"
+            line = ""
+        elif role is not None and not superuser and roles.get(role, {}).get("super"):
+            skipped[role] = f"{role} (a superuser)"
+            line = ""
+        elif alter and not superuser:
+            flags, sep, rest = alter.group(2).partition(" PASSWORD ")
+            attributes = [m.group(2) for m in _SUPERUSER_ATTRIBUTES.finditer(flags) if not m.group(1)]
+            if attributes:
+                wanted[_unquote(alter.group(1))] = attributes
+            flags = " ".join(_SUPERUSER_ATTRIBUTES.sub("", flags).split())
+            line = f"ALTER ROLE {alter.group(1)} WITH {flags}{sep}{rest};" if flags or sep else ""
+        elif line.startswith("GRANT ") and not superuser:
+            line = _GRANTED_BY.sub(";", line)
+        out.append(line)
+    return "\n".join(out) + "\n", list(skipped.values()), wanted
 
 
 def _conninfo(database: str) -> str:
@@ -150,7 +257,8 @@ class PostgresHook(Hook):
     def _server(self) -> dict[str, Any]:
         return self._json("SELECT json_build_object('version', current_setting('server_version'),"
                           " 'num', current_setting('server_version_num')::int,"
-                          " 'databases', (SELECT json_agg(json_build_object('name', datname, 'conn', datallowconn)"
+                          " 'databases', (SELECT json_agg(json_build_object('name', datname, 'conn', datallowconn,"
+                          "                                     'owner', pg_get_userbyid(datdba))"
                           "               ORDER BY datname) FROM pg_database WHERE NOT datistemplate))")
 
     # --- dump -------------------------------------------------------------------------------------
@@ -185,8 +293,10 @@ class PostgresHook(Hook):
             try:
                 out.artifacts.append(self._dump_globals(ctx, base, env, versions, out))
             except (CommandError, SourceError) as exc:
+                hint = _explain(getattr(exc, "stderr", ""), self.source.user, "backup")
                 out.failures.append(Failure(KIND, self.name, f"db:{self.name}/@globals",
-                                            f"pg_dumpall --globals-only failed: {error_text(exc)}"))
+                                            f"pg_dumpall --globals-only failed: {error_text(exc)}"
+                                            + (f"; {hint}" if hint else "")))
         for name in names:
             component = f"db:{self.name}/{name}"
             try:
@@ -195,8 +305,9 @@ class PostgresHook(Hook):
                 out.artifacts.append(self._dump_database(ctx, base, name, env, versions))
                 ctx.log.info("database dumped", extra={"source": self.name, "database": name})
             except (CommandError, SourceError, OSError, ValueError) as exc:
-                out.failures.append(Failure(KIND, self.name, component,
-                                            f"dump of {name} failed: {error_text(exc)}"))
+                hint = _explain(getattr(exc, "stderr", ""), self.source.user, "backup")
+                out.failures.append(Failure(KIND, self.name, component, f"dump of {name} failed: {error_text(exc)}"
+                                            + (f"; {hint}" if hint else "")))
         return out
 
     def _dump_globals(self, ctx: DumpContext, base: Path, env: dict[str, str], versions: dict[str, str],
@@ -214,8 +325,10 @@ class PostgresHook(Hook):
                 # without superuser pg_authid is unreadable: roles without their passwords beat no roles
                 runner.run([*argv, "--no-role-passwords"], env=env, stdout_path=partial, low_priority=True,
                            timeout=self.source.timeout_seconds)
+                grant = f"GRANT pg_read_all_data TO {_ident(self.source.user)}"
                 out.notices.append(Notice(KIND, self.name, f"{self.source.user} cannot read pg_authid: roles"
-                                                            " were dumped without their passwords"))
+                                                            " were dumped without their passwords; "
+                                          + needs("backup", self.source.user, "pg_read_all_data", grant)))
             with open(partial, "rb") as handle:
                 handle.seek(max(0, partial.stat().st_size - 4096))
                 if GLOBALS_TRAILER not in handle.read():
@@ -259,8 +372,15 @@ class PostgresHook(Hook):
         return ctx.artifact(path, component=f"db:{self.name}/{database}", kind=KIND, source=self.name, meta=meta)
 
     # --- restore ----------------------------------------------------------------------------------
+    # Restores run as restore_user when one is configured (the backup account is read-only); what they
+    # check afterwards (row counts) is read by the backup account, which sees every row as the dump did.
+
+    def _restorer(self) -> PostgresHook:
+        source = self.source.for_restore()
+        return self if source is self.source else PostgresHook(source)
 
     def restore(self, artifact: Artifact, fetch: Fetch, options: RestoreOptions) -> RestoreOutcome:
+        writer = self._restorer()
         try:
             with private_dir("restic-orch-pg-") as tmp:
                 local = Path(fetch(tmp / Path(artifact.path).name))
@@ -268,45 +388,64 @@ class PostgresHook(Hook):
                 if why:
                     return RestoreOutcome(artifact.component, False, why, {"sha256": "mismatch"})
                 if artifact.meta.get("globals"):
-                    return self._restore_globals(artifact, local)
-                return self._restore_database(artifact, local, options)
+                    return writer._restore_globals(artifact, local)
+                return writer._restore_database(artifact, local, options, reader=self)
         except (CommandError, SourceError, OSError) as exc:
-            return RestoreOutcome(artifact.component, False, error_text(exc))
+            hint = _explain(getattr(exc, "stderr", "") or str(exc), writer.source.user, "restore")
+            return RestoreOutcome(artifact.component, False, error_text(exc) + (f"; {hint}" if hint else ""))
+
+    def _account(self) -> dict[str, Any]:
+        return self._json(_ACCOUNT_SQL)
 
     def _restore_globals(self, artifact: Artifact, local: Path) -> RestoreOutcome:
+        account = self._account()
+        me, roles = str(account["name"]), dict(account["roles"] or {})
+        text, skipped, wanted = _globals_for(local.read_text("utf-8"), me, roles, bool(account["super"]))
         # ON_ERROR_STOP off for this file only: the roles that exist already (the connecting one at least)
         # make CREATE ROLE fail, and the ALTER ROLE that follows still sets their attributes and password
         argv = [*client(self.source, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", *self._conn(),
                 "-d", _conninfo("postgres"), "-f", "-"]
-        result = runner.run(argv, env=self._env(), stdin_path=local, timeout=self.source.timeout_seconds,
-                            check=False)
+        result = runner.run(argv, env=self._env(), input=text, timeout=self.source.timeout_seconds, check=False)
         if result.returncode != 0:
             raise CommandError(result.argv, result.returncode, result.stderr)
         errors = [line.split("ERROR:", 1)[1].strip() for line in result.stderr.splitlines() if "ERROR:" in line]
         tolerated = [e for e in errors if re.fullmatch(r'role ".*" already exists', e)]
         other = [e for e in errors if e not in tolerated]
         expected = list(artifact.meta.get("roles") or [])
-        present = set(self._json("SELECT json_agg(rolname) FROM pg_roles") or [])
-        missing = [r for r in expected if r not in present]
+        after = dict(self._account()["roles"] or {})
+        missing = [r for r in expected if r not in after]
+        # attributes only a superuser may give (left out of ALTER ROLE above): say which role still lacks one
+        lacking = [f"{role} {attr} (as a superuser: ALTER ROLE {_ident(role)} {attr})"
+                   for role, attrs in wanted.items() for attr in attrs
+                   if role in after and not after[role].get(_ATTRIBUTE_KEYS[attr])]
         checks = {"roles": "ok" if not missing else {"missing": missing}, "errors": other}
+        if lacking:
+            checks["superuser_attributes"] = lacking
         message = (f"globals applied with ON_ERROR_STOP off; {len(tolerated)} roles already existed"
                    " (kept, their attributes re-applied)")
+        if skipped:
+            message += f"; left as they are: {', '.join(skipped)}"
         if other:
-            message += f"; {len(other)} other errors: " + "; ".join(other[:5])
-        return RestoreOutcome(artifact.component, not other and not missing, runner.mask(message), checks,
-                              restored_to=f"{self.name}:@globals")
+            hints = list(dict.fromkeys(h for h in (_explain(e, me, "restore") for e in other) if h))
+            message += f"; {len(other)} other errors: " + "; ".join(other[:5]) + "".join(f"; {h}" for h in hints)
+        if lacking:
+            message += "; restored without attributes only a superuser may give: " + "; ".join(lacking)
+        return RestoreOutcome(artifact.component, not other and not missing and not lacking, runner.mask(message),
+                              checks, restored_to=f"{self.name}:@globals")
 
-    def _restore_database(self, artifact: Artifact, local: Path, options: RestoreOptions) -> RestoreOutcome:
+    def _restore_database(self, artifact: Artifact, local: Path, options: RestoreOptions,
+                          reader: PostgresHook | None = None) -> RestoreOutcome:
         meta = artifact.meta
         target = options.target_db or (str(meta["database"]) + options.suffix)
         where = f"{self.name}/{target}"
         server = self._server()
-        existing = {d["name"] for d in server["databases"] or []}
-        roles = set(self._json("SELECT json_agg(rolname) FROM pg_roles") or [])
-        missing = sorted(set(meta.get("roles") or []) - roles)
+        existing = {d["name"]: d for d in server["databases"] or []}
+        account = self._account()
+        me, roles, superuser = str(account["name"]), dict(account["roles"] or {}), bool(account["super"])
+        missing = sorted(set(meta.get("roles") or []) - set(roles))
         # an existing but empty database (a fresh `postgres`) is restored into as it is: dropping it
         # would only cut off whoever is connected to it
-        create = True
+        create, replace = True, False
         if target in existing:
             objects = self._user_objects(target)
             if objects and not options.force:
@@ -314,46 +453,104 @@ class PostgresHook(Hook):
                                       f"database {target} on postgres source {self.name} exists and is not empty"
                                       f" ({objects} objects): refusing to overwrite it without --force",
                                       restored_to=where)
-            if objects:
-                self._drop(target, int(server["num"]), allow_postgres=True)
-            else:
-                create = False
+            replace, create = bool(objects), bool(objects)
+        toc = runner.run([*client(self.source, "pg_restore"), "--list"], stdin_path=local,
+                         timeout=self.source.timeout_seconds).stdout
+        # whom the restore gives objects to: their owners in the dump (unless roles are missing, then
+        # nobody), and the database's owner when it is created here
+        owners = set() if missing else {o for o in _toc_owners(toc) if o in roles} - {me, "pg_database_owner"}
+        owner: str | None = str(meta.get("owner") or "")
+        owner = owner if owner in roles and owner != me else None
+        receivers = owners | ({owner} if owner and create else set())
+        # a non-superuser cannot give anything to a superuser: those objects stay the restore account's
+        given_up = [] if superuser else sorted(o for o in receivers if roles[o]["super"])
+        lacks: list[str] = []  # what the account lacks, found before anything is dropped or created
+        if not superuser:
+            if create and not account["createdb"]:
+                lacks.append(needs("restore", me, f"CREATEDB to create database {target}",
+                                   f"ALTER ROLE {_ident(me)} CREATEDB"))
+            if replace:
+                current = str(existing[target]["owner"])
+                if roles.get(current, {}).get("super"):
+                    lacks.append(f"database {target} is owned by the superuser {current}, which only a superuser can"
+                                 f" drop: drop it as {current}, or give it to an application role first"
+                                 f" (ALTER DATABASE {_ident(target)} OWNER TO <role>)")
+                elif not roles.get(current, {}).get("usage"):
+                    lacks.append(needs("restore", me, f"membership in role {current}, which owns database {target},"
+                                       " to replace it", f"GRANT {_ident(current)} TO {_ident(me)}"))
+            named = {str(existing[target]["owner"])} if replace else set()
+            for role in sorted(receivers - set(given_up) - named):
+                if not roles[role]["member"]:
+                    lacks.append(needs("restore", me, f"membership in role {role} to give its objects back to it",
+                                       f"GRANT {_ident(role)} TO {_ident(me)}"))
+            for name in self._untrusted(_toc_extensions(toc)):
+                lacks.append(f"extension {name} can only be created by a superuser (it is not trusted): restore"
+                             " this database with a superuser as restore_user, or create the extension in it first")
+        if lacks:
+            return RestoreOutcome(artifact.component, False,
+                                  f"cannot restore {meta['database']} into {target} (nothing was changed): "
+                                  + "; ".join(dict.fromkeys(lacks)), {"rights": "missing"}, restored_to=where)
+        no_owner = bool(owners & set(given_up))
+        if owner in given_up:
+            owner = None
+        if replace:
+            self._drop(target, int(server["num"]), allow_postgres=True)
         if create:
-            self._create(target, meta, roles)
+            self._create(target, meta, owner)
         argv = [*client(self.source, "pg_restore"), "--exit-on-error", "--single-transaction", *self._conn(),
                 "-d", _conninfo(target)]
         if missing:
             # GRANTs and ALTER OWNER to absent roles would abort the restore: restore without them
             argv += ["--no-owner", "--no-privileges"]
+        elif no_owner:
+            # ALTER OWNER to a superuser is refused to a non-superuser: the objects stay the restore account's
+            argv += ["--no-owner"]
         try:
             runner.run(argv, env=self._env(), stdin_path=local, timeout=self.source.timeout_seconds)
         except CommandError as exc:
             # --single-transaction left nothing behind; a database made for this restore goes away too
             if create:
                 self._drop(target, int(server["num"]), allow_postgres=True)
+            hint = _explain(exc.stderr, me, "restore")
             return RestoreOutcome(artifact.component, False,
-                                  f"pg_restore into {target} failed (nothing was restored): {error_text(exc)}",
-                                  restored_to=where)
-        diffs = compare_counts(dict(meta.get("row_counts") or {}), self._counts(target))
-        checks: dict[str, Any] = {"row_counts": "ok" if not diffs else diffs,
-                                  "owners": "kept" if not missing else {"dropped, roles missing": missing}}
+                                  f"pg_restore into {target} failed (nothing was restored): {error_text(exc)}"
+                                  + (f"; {hint}" if hint else ""), restored_to=where)
+        diffs = compare_counts(dict(meta.get("row_counts") or {}), (reader or self)._counts(target))
+        checks: dict[str, Any] = {"row_counts": "ok" if not diffs else diffs, "owners": "kept"}
         message = f"restored {meta['database']} into {target}"
         if missing:
+            checks["owners"] = {"dropped, roles missing": missing}
             message += (f" without owners and privileges (roles missing: {', '.join(missing)}; restore"
                         f" db:{self.name}/@globals first to keep them)")
+        elif given_up:
+            lost = sorted(owners - set(given_up)) if no_owner else []  # --no-owner keeps every owner or none
+            checks["owners"] = {"not kept": given_up + lost, "now owned by": me}
+            message += (f", owned by {me} instead of {', '.join(given_up + lost)}: a non-superuser cannot give"
+                        f" objects to the superuser {', '.join(given_up)}")
+            if len(given_up) == 1 and not lost:
+                message += (f" (to give them back, as a superuser connected to {target}:"
+                            f" REASSIGN OWNED BY {_ident(me)} TO {_ident(given_up[0])})")
         if diffs:
             message += f"; row counts differ in {len(diffs)} tables"
         return RestoreOutcome(artifact.component, not diffs, message, checks, restored_to=where)
+
+    def _untrusted(self, extensions: list[str]) -> list[str]:
+        if not extensions:
+            return []
+        return list(self._json("SELECT coalesce(json_agg(DISTINCT name), '[]'::json)"
+                               " FROM pg_available_extension_versions"
+                               " WHERE name IN (SELECT json_array_elements_text(:'names'::json))"
+                               " AND superuser AND NOT trusted", variables={"names": json.dumps(extensions)}) or [])
 
     def _user_objects(self, database: str) -> int:
         out = self._psql(_OBJECTS_SQL, database)
         return int(out.strip() or 0)
 
-    def _create(self, target: str, meta: dict[str, Any], roles: set[str]) -> None:
+    def _create(self, target: str, meta: dict[str, Any], owner: str | None) -> None:
         variables = {"name": target}
         clauses = ""
-        if meta.get("owner") in roles:
-            variables["owner"] = str(meta["owner"])
+        if owner:
+            variables["owner"] = owner
             clauses += ' OWNER :"owner"'
         if meta.get("encoding"):
             variables.update(enc=str(meta["encoding"]), coll=str(meta.get("collate") or ""),
@@ -395,7 +592,7 @@ class PostgresHook(Hook):
 
     def drop_database(self, source: str | PostgresSource | None, name: str) -> None:
         """Drop a database (a drill's scratch copy); the system databases are refused."""
-        hook = self._for(source)
+        hook = self._for(source)._restorer()  # drill copies belong to their owners, whom restore_user is a member of
         hook._drop(name, int(hook._server()["num"]))
 
     def row_counts(self, source: str | PostgresSource | None, database: str) -> dict[str, int]:

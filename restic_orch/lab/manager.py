@@ -83,12 +83,13 @@ def write_config(lab_dir: Path, state: dict[str, Any]) -> Path:
     if "postgres" in svc:
         pg = svc["postgres"]
         sources["postgres"] = [{"name": "pg", "host": pg["host"], "port": pg["port"], "user": pg["user"],
-                                "password_file": pg["password_file"]}]
+                                "password_file": pg["password_file"], "restore_user": pg["restore_user"],
+                                "restore_password_file": pg["restore_password_file"]}]
     if "mariadb" in svc:
         my = svc["mariadb"]
         sources["mysql"] = [{"name": "mariadb", "host": my["host"], "port": my["port"], "user": my["user"],
-                             "password_file": my["password_file"], "restore_user": "root",
-                             "restore_password_file": my["root_password_file"]}]
+                             "password_file": my["password_file"], "restore_user": my["restore_user"],
+                             "restore_password_file": my["restore_password_file"]}]
     # everything reaches S3 through the proxy, so tests can cut S3 off without losing moto's in-memory data
     endpoint = svc["s3proxy"]["endpoint"] if "s3proxy" in svc else svc.get("s3", {}).get("endpoint")
     if "s3" in svc:

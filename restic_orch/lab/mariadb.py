@@ -1,7 +1,10 @@
 """A real MariaDB 10.11 server for the simulated homelab (127.0.0.1, free port).
 
 Clients always connect over TCP with a 0600 ``--defaults-extra-file`` holding the
-credentials, the way the product must (a password in argv shows in ``ps``).
+credentials, the way the product must (a password in argv shows in ``ps``). ``root`` is the
+lab's administrator (seeding, and the tests' ground truth); the product's two accounts,
+``backup`` and ``restore``, are made by docs/sql/mariadb-accounts.sql, the file
+docs/getting-started.md tells a user to run: neither has root's rights.
 """
 
 from __future__ import annotations
@@ -15,12 +18,9 @@ from restic_orch.lab.secrets import check_password, new_password, read_secret, s
 
 MYSQL_USER = "mysql"
 BACKUP_USER = "backup"
+RESTORE_USER = "restore"
+ACCOUNTS_SQL = Path(__file__).resolve().parents[2] / "docs" / "sql" / "mariadb-accounts.sql"
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes
-
-# What mariadb-dump needs for `--all-databases --single-transaction --routines
-# --events --triggers` (and --system=users), and nothing that writes data.
-BACKUP_GRANTS = ("SELECT, SHOW VIEW, TRIGGER, LOCK TABLES, EVENT, RELOAD, PROCESS, "
-                 "SHOW DATABASES, EXECUTE, BINLOG MONITOR")
 
 # Speed over durability: lab data is throw-away.
 _SERVER_OPTS = [
@@ -40,18 +40,26 @@ def _cnf(user: str, password: str, port: int) -> str:
             "protocol=TCP\ndefault-character-set=utf8mb4\n")
 
 
-def _setup_sql(root_password: str, password: str) -> str:
-    # Both passwords went through check_password(): no quote can break out of the literal.
+def _setup_sql(root_password: str) -> str:
+    # The password went through check_password(): no quote can break out of the literal.
     statements = [
         "DELETE FROM mysql.global_priv WHERE User = 'root' AND Host NOT IN ('localhost', '127.0.0.1')",
         "DELETE FROM mysql.proxies_priv WHERE Host NOT IN ('localhost', '127.0.0.1')",
         "FLUSH PRIVILEGES",
         f"ALTER USER root@localhost IDENTIFIED BY '{root_password}'",
         f"ALTER USER root@'127.0.0.1' IDENTIFIED BY '{root_password}'",
-        f"CREATE USER {BACKUP_USER}@'127.0.0.1' IDENTIFIED BY '{password}'",
-        f"GRANT {BACKUP_GRANTS} ON *.* TO {BACKUP_USER}@'127.0.0.1'",
     ]
     return ";\n".join(statements) + ";\n"
+
+
+def apply_accounts(info: dict) -> None:
+    """Run docs/sql/mariadb-accounts.sql as root, as the docs say (again after adding an application).
+
+    The passwords are set first in the same session, as the docs show; on stdin, never in argv.
+    """
+    mariadb_sql(info, f"SET @backup_password = '{check_password(info['password'])}',"
+                      f" @restore_password = '{check_password(info['restore_password'])}';\n"
+                      + ACCOUNTS_SQL.read_text())
 
 
 def start_mariadb(
@@ -62,9 +70,10 @@ def start_mariadb(
 ) -> dict:
     """Start (installing if needed) a server in ``base_dir/mariadb``; return its info dict.
 
-    ``root_password`` / ``password`` (the ``backup`` user's): random when None. On an
-    existing data dir the server is restarted with the credentials saved under
-    ``secrets/`` (the passwords live in the data dir, so new ones are ignored).
+    ``root_password`` / ``password`` (the ``backup`` user's): random when None; the
+    ``restore`` user's is random too. On an existing data dir the server is restarted with the
+    credentials saved under ``secrets/`` (the passwords live in the data dir, so new ones are
+    ignored).
     """
     base_dir = Path(base_dir).resolve()
     home = base_dir / "mariadb"
@@ -82,11 +91,15 @@ def start_mariadb(
 
     sdir = secrets_dir(base_dir)
     root_file, backup_file = sdir / "mysql-root-password", sdir / "mysql-password"
+    restore_file = sdir / "mysql-restore-password"
     fresh = not (datadir / "mysql").is_dir()
+    restore_password = None
     if not fresh:
         root_password, password = read_secret(root_file), read_secret(backup_file)
+        restore_password = read_secret(restore_file) if restore_file.exists() else None
     root_password = check_password(root_password or new_password())
     password = check_password(password or new_password())
+    restore_password = check_password(restore_password or new_password())
 
     if fresh:
         datadir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +126,10 @@ def start_mariadb(
         "password": password,
         "password_file": str(backup_file),
         "defaults_file": str(sdir / "mysql-backup.cnf"),
+        "restore_user": RESTORE_USER,
+        "restore_password": restore_password,
+        "restore_password_file": str(restore_file),
+        "restore_defaults_file": str(sdir / "mysql-restore.cnf"),
         "root_password": root_password,
         "root_password_file": str(root_file),
         "root_defaults_file": str(sdir / "mysql-root.cnf"),
@@ -125,16 +142,19 @@ def start_mariadb(
             # install. Passwords go in SQL on stdin, never argv.
             procs.run(
                 [_bin("mariadb"), "--no-defaults", f"--socket={socket}", "-uroot"],
-                input_text=_setup_sql(root_password, password),
+                input_text=_setup_sql(root_password),
                 what="mariadb initial setup",
             )
+        write_secret(root_file, root_password + "\n")
+        write_secret(Path(info["root_defaults_file"]), _cnf("root", root_password, port))
+        apply_accounts(info)
     except Exception:
         stop_mariadb(info)
         raise
-    write_secret(root_file, root_password + "\n")
     write_secret(backup_file, password + "\n")
-    write_secret(Path(info["root_defaults_file"]), _cnf("root", root_password, port))
+    write_secret(restore_file, restore_password + "\n")
     write_secret(Path(info["defaults_file"]), _cnf(BACKUP_USER, password, port))
+    write_secret(Path(info["restore_defaults_file"]), _cnf(RESTORE_USER, restore_password, port))
     return info
 
 
@@ -307,4 +327,7 @@ def seed_mariadb(info: dict, scale: int = 1) -> dict:
     mariadb_sql(info, _SHOP_SQL.format(customers=customers, ncustomers=1000 * scale, nproducts=nproducts,
                                        norders=norders, nitems=shop["order_items"],
                                        blob=_blob_expr("seq", 1)))
+    # two applications were installed: the accounts file, run again, lets `backup` read the view that
+    # calls shop.order_total
+    apply_accounts(info)
     return {"databases": {"blog": blog, "shop": shop}, "customers": CUSTOMERS}

@@ -2,7 +2,9 @@
 
 Auth is what a real homelab has: the local socket trusts the ``postgres`` superuser
 (lab administration and seeding only), while TCP requires a SCRAM password, so the
-product's ``backup`` role with a wrong password is really refused.
+product's accounts with a wrong password are really refused. The product's two accounts,
+``backup`` and ``restore``, are made by docs/sql/postgres-accounts.sql, the file
+docs/getting-started.md tells a user to run: neither is a superuser.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from restic_orch.lab.secrets import check_password, new_password, read_secret, s
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER = "postgres"
 BACKUP_USER = "backup"
+RESTORE_USER = "restore"
+ACCOUNTS_SQL = Path(__file__).resolve().parents[2] / "docs" / "sql" / "postgres-accounts.sql"
 # Unix socket paths are limited to 107 bytes ("/.s.PGSQL.NNNNN" included).
 _MAX_SOCKET_DIR = 90
 
@@ -37,12 +41,24 @@ def _env() -> dict[str, str]:
     return env
 
 
+def apply_accounts(info: dict) -> None:
+    """Run docs/sql/postgres-accounts.sql as the superuser, as the docs say (again after adding an owner role).
+
+    The passwords are psql variables, as `psql -v backup_password=...` sets them, given on stdin rather
+    than argv so that they never show in the process list.
+    """
+    variables = (f"\\set backup_password '{check_password(info['password'])}'\n"
+                 f"\\set restore_password '{check_password(info['restore_password'])}'\n")
+    psql(info, variables + ACCOUNTS_SQL.read_text())
+
+
 def start_postgres(base_dir: Path, port: int | None = None, password: str | None = None) -> dict:
     """Start (initialising if needed) a cluster in ``base_dir/postgres``; return its info dict.
 
     ``password``: the ``backup`` role's password (random when None; on a reused cluster
-    the one saved in ``secrets/pg-password``). Re-running on an existing data dir
-    restarts the same cluster, so a lab can be stopped and started again.
+    the one saved in ``secrets/pg-password``); the ``restore`` role's is in
+    ``secrets/pg-restore-password``. Re-running on an existing data dir restarts the same
+    cluster, so a lab can be stopped and started again.
     """
     base_dir = Path(base_dir).resolve()
     home = base_dir / "postgres"
@@ -59,12 +75,15 @@ def start_postgres(base_dir: Path, port: int | None = None, password: str | None
     procs.chown_tree(socket_dir, SUPERUSER)
 
     sdir = secrets_dir(base_dir)
-    password_file = sdir / "pg-password"
+    password_file, restore_file = sdir / "pg-password", sdir / "pg-restore-password"
     fresh = not (datadir / "PG_VERSION").exists()
     if password is None:
         password = read_secret(password_file) if password_file.exists() and not fresh else new_password()
+    restore_password = read_secret(restore_file) if restore_file.exists() and not fresh else new_password()
     check_password(password)  # it goes into SQL and .pgpass
+    check_password(restore_password)
     write_secret(password_file, password + "\n")
+    write_secret(restore_file, restore_password + "\n")
 
     if fresh:
         datadir.mkdir(mode=0o700, exist_ok=True)
@@ -96,6 +115,9 @@ def start_postgres(base_dir: Path, port: int | None = None, password: str | None
         "user": BACKUP_USER,
         "password": password,
         "password_file": str(password_file),
+        "restore_user": RESTORE_USER,
+        "restore_password": restore_password,
+        "restore_password_file": str(restore_file),
         "pgpass_file": str(sdir / "pgpass"),
     }
 
@@ -105,16 +127,13 @@ def start_postgres(base_dir: Path, port: int | None = None, password: str | None
 
     try:
         procs.wait_ready(ready, pid=pid, log_path=log_path, timeout=30, what="postgres")
-        # Password in SQL on stdin, never in argv. SUPERUSER: pg_dumpall --globals-only
-        # must read pg_authid.
-        psql(info, f"DO $$ BEGIN CREATE ROLE {BACKUP_USER} LOGIN SUPERUSER; "
-                   f"EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n"
-                   f"ALTER ROLE {BACKUP_USER} PASSWORD '{password}';\n")
+        apply_accounts(info)
     except Exception:
         stop_postgres(info)
         raise
     # The .pgpass format that libpq clients (pg_dump, psql) read via PGPASSFILE.
-    write_secret(Path(info["pgpass_file"]), f"127.0.0.1:{port}:*:{BACKUP_USER}:{password}\n")
+    write_secret(Path(info["pgpass_file"]), f"127.0.0.1:{port}:*:{BACKUP_USER}:{password}\n"
+                                            f"127.0.0.1:{port}:*:{RESTORE_USER}:{restore_password}\n")
     return info
 
 
@@ -144,8 +163,10 @@ SITES = [
     ("ber", "Berlin Straße", "Kühlung prüfen ❄️"),
 ]
 
+# Run as the application's own role (netbox), which owns the database and everything in it, as an
+# application that creates its schema itself does.
 _INVENTORY_SQL = """
-CREATE ROLE netbox_ro NOLOGIN;
+SET ROLE netbox;
 CREATE TYPE device_status AS ENUM ('active', 'planned', 'offline', 'decommissioning');
 CREATE TABLE sites (
     id serial PRIMARY KEY, slug text UNIQUE NOT NULL, name text NOT NULL, description text);
@@ -254,9 +275,9 @@ def seed_postgres(info: dict, scale: int = 1) -> dict:
         "appdb": {"users": 200 * scale, "repos": 500 * scale, "issues": 5000 * scale,
                   "attachments": 2500 * scale},
     }
-    gitea_password = new_password()
-    psql(info, "CREATE DATABASE inventory;\nCREATE DATABASE appdb;\n"
-               f"CREATE ROLE gitea LOGIN PASSWORD '{gitea_password}';\n")
+    psql(info, f"CREATE ROLE netbox LOGIN PASSWORD '{new_password()}';\nCREATE ROLE netbox_ro NOLOGIN;\n"
+               f"CREATE ROLE gitea LOGIN PASSWORD '{new_password()}';\n"
+               "CREATE DATABASE inventory OWNER netbox;\nCREATE DATABASE appdb;\n")
     sites = ", ".join(
         "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in row) + ")" for row in SITES
     )
@@ -265,4 +286,7 @@ def seed_postgres(info: dict, scale: int = 1) -> dict:
     app = counts["appdb"]
     psql(info, _APPDB_SQL.format(nusers=app["users"], nrepos=app["repos"], nissues=app["issues"],
                                  nattach=app["attachments"]), "appdb")
-    return {"databases": counts, "roles": ["netbox_ro", "gitea", BACKUP_USER], "sites": SITES}
+    # two applications were installed: the accounts file, run again, makes `restore` a member of their roles
+    apply_accounts(info)
+    return {"databases": counts, "roles": ["netbox", "netbox_ro", "gitea", BACKUP_USER, RESTORE_USER],
+            "sites": SITES}

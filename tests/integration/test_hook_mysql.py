@@ -60,9 +60,11 @@ def lab():
 
 
 def _config(lab: dict, **source) -> Config:
+    # the accounts of docs/sql/mariadb-accounts.sql: `backup` dumps, `restore` restores; neither is root
     password = write_secret(lab["base"] / "secrets" / "restic-pass", "dummy\n")
     entry = {"name": "main", "host": lab["host"], "port": lab["port"], "user": lab["user"],
-             "password_file": lab["password_file"], **source}
+             "password_file": lab["password_file"], "restore_user": lab["restore_user"],
+             "restore_password_file": lab["restore_password_file"], **source}
     return Config.model_validate({
         "repositories": {"local": {"url": str(lab["base"] / "repo"), "password_file": str(password),
                                    "retention": {"keep_last": 1}}},
@@ -77,8 +79,8 @@ def _hook(lab: dict, **source) -> MysqlHook:
 
 
 def _admin(lab: dict, **source) -> MysqlHook:
-    """The hook as restores run it: as root (the backup account may only read)."""
-    return _hook(lab, user="root", password_file=lab["root_password_file"], **source)
+    """The hook as restores run it: the backup account dumps, the restore account (never root) restores."""
+    return _hook(lab, **source)
 
 
 def _dump(lab: dict, tmp_path: Path, hook: MysqlHook):
@@ -155,7 +157,8 @@ def test_defaults_file_first_and_no_password_in_argv(lab, full_dump):
     for argv in clients:
         assert argv[1].startswith("--defaults-extra-file="), argv
         assert not Path(argv[1].split("=", 1)[1]).exists()  # removed after the dump
-    assert not [line for line in lines if lab["password"] in line or lab["root_password"] in line]
+    assert not [line for line in lines if lab["password"] in line or lab["root_password"] in line
+                or lab["restore_password"] in line]
 
 
 def test_restore_into_another_name_same_rows_and_bytes(lab, full_dump):
@@ -363,8 +366,10 @@ def test_truncated_dump_is_not_restored_as_good(lab, full_dump):
 def test_password_with_option_file_metacharacters(lab, tmp_path):
     password = 'a"b\\c#d e\'f;g\\n ='
     quoted = password.replace("\\", "\\\\").replace("'", "\\'")
-    _sql(lab, f"CREATE USER 'nasty'@'127.0.0.1' IDENTIFIED BY '{quoted}';"
-              f" GRANT {labdb.BACKUP_GRANTS} ON *.* TO 'nasty'@'127.0.0.1';")
+    _sql(lab, f"CREATE USER 'nasty'@'127.0.0.1' IDENTIFIED BY '{quoted}';")
+    # the backup account's own grants, nothing more
+    for grant in _sql(lab, "SHOW GRANTS FOR backup@'127.0.0.1'").splitlines():
+        _sql(lab, grant.split(" IDENTIFIED BY ")[0].replace("`backup`@`127.0.0.1`", "'nasty'@'127.0.0.1'"))
     secret = write_secret(tmp_path / "nasty-pass", password + "\n")
     hook = _hook(lab, user="nasty", password_file=str(secret), databases=["shop"], users_and_grants=False)
     _, outcome = _dump(lab, tmp_path, hook)
@@ -386,3 +391,80 @@ def test_a_dump_without_its_trailer_is_caught_by_validation(lab, tmp_path):
     assert [f.component for f in outcome.failures] == ["db:main/shop"]
     assert "Dump completed" in outcome.failures[0].message
     assert staged_files(day) == ["mysql/main/tricky.sql"]
+
+
+# --- the accounts' rights: what each operation needs, and what the product says when one is missing -------
+
+def test_the_accounts_are_the_documented_ones(lab):
+    backup = _sql(lab, "SHOW GRANTS FOR backup@'127.0.0.1'").splitlines()
+    assert backup[0].startswith("GRANT SELECT, SHOW VIEW, EVENT, TRIGGER ON *.* TO `backup`@`127.0.0.1`")
+    assert backup[1:] == ["GRANT EXECUTE ON FUNCTION `shop`.`order_total` TO `backup`@`127.0.0.1`"]
+    restore = _sql(lab, "SHOW GRANTS FOR restore@'127.0.0.1'")
+    assert "SET USER" in restore and "CREATE USER" in restore and "WITH GRANT OPTION" in restore
+    for admin in ("SUPER", "FILE", "PROCESS", "RELOAD", "SHUTDOWN", "ALL PRIVILEGES"):
+        assert admin not in restore
+
+
+def test_backup_without_trigger_is_refused_rather_than_silently_incomplete(lab, tmp_path):
+    # measured: without TRIGGER, mariadb-dump leaves the triggers out and exits 0
+    _sql(lab, "REVOKE TRIGGER ON *.* FROM backup@'127.0.0.1'")
+    try:
+        day, outcome = _dump(lab, tmp_path, _hook(lab, databases=["blog", "tricky"], users_and_grants=False))
+    finally:
+        labdb.apply_accounts(lab)
+    assert [f.component for f in outcome.failures] == ["db:main/blog", "db:main/tricky"]
+    message = outcome.failures[0].message
+    assert "leaves the triggers out silently" in message
+    assert "the backup account 'backup'@'127.0.0.1' needs TRIGGER on blog" in message
+    assert "(GRANT TRIGGER ON *.* TO 'backup'@'127.0.0.1')" in message
+    assert outcome.artifacts == [] and not staged_files(day)
+
+
+def test_backup_without_execute_on_a_view_function_names_the_grant(lab, tmp_path):
+    _sql(lab, "REVOKE EXECUTE ON FUNCTION shop.order_total FROM backup@'127.0.0.1'")
+    try:
+        _, outcome = _dump(lab, tmp_path, _hook(lab, databases=["shop"], users_and_grants=False))
+    finally:
+        labdb.apply_accounts(lab)  # the documented file grants it again
+    message = outcome.failures[0].message
+    assert "execute command denied" in message
+    assert "(GRANT EXECUTE ON FUNCTION `shop`.`order_total` TO 'backup'@'127.0.0.1';" in message
+    _, outcome = _dump(lab, tmp_path, _hook(lab, databases=["shop"], users_and_grants=False))
+    assert outcome.failures == []
+
+
+def test_restore_without_set_user_leaves_the_stored_database_alone(lab, full_dump):
+    day, outcome = full_dump
+    shop = by_component(outcome)["db:main/shop"]
+    hook = _hook(lab)
+    assert hook.restore(shop, fetch_from(day, shop), RestoreOptions(target_db="shop_kept")).ok
+    _sql(lab, "DELETE FROM shop_kept.order_items WHERE order_id = 1")
+    left = _sql(lab, "SELECT COUNT(*) FROM shop_kept.order_items")
+    _sql(lab, "REVOKE SET USER ON *.* FROM restore@'127.0.0.1'")
+    try:
+        result = hook.restore(shop, fetch_from(day, shop), RestoreOptions(target_db="shop_kept", force=True))
+    finally:
+        labdb.apply_accounts(lab)
+    assert not result.ok and "nothing was changed" in result.message
+    assert "the restore account 'restore'@'127.0.0.1' needs SET USER on shop_kept" in result.message
+    assert "defined by `root`@`127.0.0.1`" in result.message
+    assert "(GRANT SET USER ON *.* TO 'restore'@'127.0.0.1')" in result.message
+    assert _sql(lab, "SELECT COUNT(*) FROM shop_kept.order_items") == left  # not dropped, not reloaded
+    hook.drop_database("main", "shop_kept")
+
+
+def test_an_account_whose_rights_the_restore_account_cannot_give(lab, tmp_path):
+    _sql(lab, "CREATE USER 'ops'@'%' IDENTIFIED BY 'ops-Pw-123'; GRANT RELOAD ON *.* TO 'ops'@'%';")
+    hook = _hook(lab, databases=[])
+    day, outcome = _dump(lab, tmp_path, hook)
+    art = by_component(outcome)["db:main/@users"]
+    _sql(lab, "DROP USER 'ops'@'%'")
+    try:
+        result = hook.restore(art, fetch_from(day, art), RestoreOptions())
+        assert not result.ok
+        assert "(GRANT RELOAD ON *.* TO 'restore'@'127.0.0.1' WITH GRANT OPTION)" in result.message
+        # the existing accounts whose rights it may not give (root) are kept as they are, and said
+        assert "`root`@`localhost`" in result.checks["not_reapplied"]
+        assert "'restore'@'127.0.0.1' itself (the account restoring) left as it is" in result.message
+    finally:
+        _sql(lab, "DROP USER IF EXISTS 'ops'@'%'")

@@ -44,9 +44,11 @@ def lab():
 
 
 def _config(lab: dict, **source) -> Config:
+    # the accounts of docs/sql/postgres-accounts.sql: `backup` dumps, `restore` restores; neither is a superuser
     password = write_secret(lab["base"] / "secrets" / "restic-pass", "dummy\n")
     entry = {"name": "main", "host": lab["host"], "port": lab["port"], "user": lab["user"],
-             "password_file": lab["password_file"], "bin_dir": lab["bin_dir"], **source}
+             "password_file": lab["password_file"], "restore_user": lab["restore_user"],
+             "restore_password_file": lab["restore_password_file"], "bin_dir": lab["bin_dir"], **source}
     return Config.model_validate({
         "repositories": {"local": {"url": str(lab["base"] / "repo"), "password_file": str(password),
                                    "retention": {"keep_last": 1}}},
@@ -143,7 +145,7 @@ def test_restore_into_another_name_same_rows_and_bytes(lab, full_dump):
 def test_restore_refused_on_non_empty_database_without_force(lab, full_dump):
     day, outcome = full_dump
     inventory = by_component(outcome)["db:main/inventory"]
-    _sql(lab, "CREATE DATABASE occupied")
+    _sql(lab, "CREATE DATABASE occupied OWNER netbox")  # an application's database, as the restore account finds it
     _sql(lab, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me')", "occupied")
     hook = _hook(lab)
     result = hook.restore(inventory, fetch_from(day, inventory), RestoreOptions(target_db="occupied"))
@@ -175,9 +177,11 @@ def test_restore_refuses_a_corrupted_fetch(lab, full_dump):
 
 
 def test_globals_and_owners(lab, tmp_path):
-    _sql(lab, "CREATE ROLE probe_owner LOGIN; CREATE DATABASE owned;")
+    _sql(lab, "CREATE ROLE probe_owner LOGIN PASSWORD 'Probe-pw-4711'; CREATE DATABASE owned OWNER probe_owner;")
     _sql(lab, "CREATE TABLE t AS SELECT g AS v FROM generate_series(1, 77) g; ALTER TABLE t OWNER TO probe_owner;"
               " GRANT SELECT ON t TO netbox_ro", "owned")
+    labpg.apply_accounts(lab)  # a new application role owns something: the docs say to run the file again
+    assert _sql(lab, "SELECT pg_has_role('restore', 'probe_owner', 'MEMBER')") == "t"
     hook = _hook(lab, databases=["owned"])
     day, outcome = _dump(lab, tmp_path, hook)
     assert outcome.failures == []
@@ -198,14 +202,22 @@ def test_globals_and_owners(lab, tmp_path):
     result = hook.restore(glob, fetch_from(day, glob), RestoreOptions())
     assert result.ok, result.message
     assert "already existed" in result.message and "ON_ERROR_STOP off" in result.message
+    assert "restore (the account restoring)" in result.message and "postgres (a superuser)" in result.message
     assert result.checks["roles"] == "ok"
     assert _sql(lab, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'probe_owner'") == "t"
+    # by a non-superuser, with the password hash the backup account read (pg_read_all_data covers pg_authid)
+    env = {"PGPASSWORD": "Probe-pw-4711", "PATH": os.environ["PATH"]}
+    who = procs.run([f"{lab['bin_dir']}/psql", "-X", "-A", "-t", "-h", lab["host"], "-p", str(lab["port"]),
+                     "-U", "probe_owner", "-d", "postgres", "-c", "SELECT current_user"], env=env, what="psql")
+    assert who.strip() == "probe_owner"
+    assert _sql(lab, "SELECT pg_has_role('restore', 'probe_owner', 'MEMBER')") == "t"  # GRANTED BY dropped
 
     # now the owners are kept
     result = hook.restore(art, fetch_from(day, art), RestoreOptions())
     assert result.ok and result.checks["owners"] == "kept", result.message
     assert result.restored_to == "main/owned"
     assert _sql(lab, "SELECT tableowner FROM pg_tables WHERE tablename = 't'", "owned") == "probe_owner"
+    assert _sql(lab, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'owned'") == "probe_owner"
     assert _sql(lab, "SELECT has_table_privilege('netbox_ro', 't', 'SELECT')", "owned") == "t"
     hook.drop_database("main", "owned_noroles")
 
@@ -234,8 +246,18 @@ def test_row_counts_consistent_with_the_dump_under_concurrent_writes(lab, tmp_pa
     result = hook.restore(art, fetch_from(day, art), RestoreOptions(suffix="_drill"))
     assert result.ok and result.checks["row_counts"] == "ok", result
     assert _sql(lab, "SELECT count(*) FROM events", "busy_drill") == str(counted)
+    # `busy` and its table belong to the superuser postgres, which the restore account cannot give anything
+    # to: the copy is its own, and the outcome says so and how to give it back
+    assert result.checks["owners"] == {"not kept": ["postgres"], "now owned by": "restore"}
+    assert "REASSIGN OWNED BY restore TO postgres" in result.message
+    assert _sql(lab, "SELECT tableowner FROM pg_tables WHERE tablename = 'events'", "busy_drill") == "restore"
     hook.drop_database("main", "busy_drill")
-    hook.drop_database("main", "busy")
+    # nor can it drop the superuser's database to restore over it: refused before anything is changed
+    forced = hook.restore(art, fetch_from(day, art), RestoreOptions(force=True))
+    assert not forced.ok and "nothing was changed" in forced.message
+    assert "database busy is owned by the superuser postgres, which only a superuser can drop" in forced.message
+    assert int(_sql(lab, "SELECT count(*) FROM events", "busy")) > counted
+    _sql(lab, "DROP DATABASE busy")  # the superuser's own database: only a superuser drops it
 
 
 def test_server_down_fails_the_source_without_artifacts(lab, tmp_path):
@@ -261,6 +283,7 @@ def test_wrong_password_fails_loudly_and_never_shows_it(lab, tmp_path, caplog):
     for text in (message, logged):
         assert wrong not in text and lab["password"] not in text
     # the restore path reports the same way
+    hook = _hook(lab, name="badpw", password_file=str(secret), restore_password_file=str(secret))
     art = Artifact("db:badpw/x", "postgres", "badpw", "postgres/badpw/x.dump", 0, "", {"database": "x"})
     result = hook.restore(art, lambda dest: dest.write_bytes(b"PGDMP") and dest, RestoreOptions())
     assert not result.ok and "password authentication failed" in result.message
@@ -392,3 +415,142 @@ def test_a_dump_cut_short_with_exit_code_zero_is_caught_by_validation(lab, bigdb
     assert [f.component for f in outcome.failures] == ["db:main/bigdb"]
     assert "pg_restore" in outcome.failures[0].message
     assert staged_files(day) == ["postgres/main/inventory.dump"]
+
+
+# --- the accounts' rights: what each operation needs, and what the product says when one is missing -------
+
+def test_backup_account_without_pg_read_all_data_names_the_grant(lab, tmp_path):
+    _sql(lab, "REVOKE pg_read_all_data FROM backup")
+    try:
+        day, outcome = _dump(lab, tmp_path, _hook(lab, databases=["appdb"]))
+    finally:
+        _sql(lab, "GRANT pg_read_all_data TO backup")
+    assert [f.component for f in outcome.failures] == ["db:main/appdb"]
+    message = outcome.failures[0].message
+    assert "permission denied" in message
+    assert "the backup account backup needs pg_read_all_data (GRANT pg_read_all_data TO backup)" in message
+    # the globals still come, without the password hashes, and the notice says what would bring them
+    assert [a.component for a in outcome.artifacts] == ["db:main/@globals"]
+    assert "needs pg_read_all_data (GRANT pg_read_all_data TO backup)" in outcome.notices[0].message
+    assert staged_files(day) == ["postgres/main/@globals.sql"]
+
+
+def test_row_level_security_needs_bypassrls_and_the_documented_role_has_it(lab, tmp_path):
+    _sql(lab, "CREATE DATABASE rls OWNER netbox")
+    _sql(lab, "SET ROLE netbox; CREATE TABLE secret (id int, owner text);"
+              " INSERT INTO secret SELECT g, 'someone' FROM generate_series(1, 5) g;"
+              " ALTER TABLE secret ENABLE ROW LEVEL SECURITY; ALTER TABLE secret FORCE ROW LEVEL SECURITY;"
+              " CREATE POLICY mine ON secret USING (owner = current_user)", "rls")
+    try:
+        day, outcome = _dump(lab, tmp_path, _hook(lab, databases=["rls"], globals=False))
+        assert outcome.failures == []  # the documented backup role has BYPASSRLS: every row is there
+        assert by_component(outcome)["db:main/rls"].meta["row_counts"] == {"public.secret": 5}
+        _sql(lab, "ALTER ROLE backup NOBYPASSRLS")
+        try:
+            day, outcome = _dump(lab, tmp_path, _hook(lab, databases=["rls"], globals=False))
+        finally:
+            _sql(lab, "ALTER ROLE backup BYPASSRLS")
+        assert outcome.artifacts == [] and not staged_files(day)
+        message = outcome.failures[0].message
+        assert "row-level security" in message and "(ALTER ROLE backup BYPASSRLS)" in message
+    finally:
+        _sql(lab, "DROP DATABASE rls WITH (FORCE)")
+
+
+def test_large_objects_are_not_covered_by_pg_read_all_data(lab, tmp_path):
+    _sql(lab, "CREATE DATABASE lobs OWNER netbox")
+    _sql(lab, "SET ROLE netbox; SELECT lo_from_bytea(0, 'scan'::bytea)", "lobs")
+    try:
+        _, outcome = _dump(lab, tmp_path, _hook(lab, databases=["lobs"], globals=False))
+        message = outcome.failures[0].message
+        assert "permission denied for large object" in message
+        assert "GRANT SELECT ON LARGE OBJECT %s TO backup" in message
+        _sql(lab, "SELECT format('GRANT SELECT ON LARGE OBJECT %s TO backup', oid) FROM pg_largeobject_metadata"
+                  " \\gexec", "lobs")  # what the message says to run
+        _, outcome = _dump(lab, tmp_path, _hook(lab, databases=["lobs"], globals=False))
+        assert outcome.failures == [] and [a.component for a in outcome.artifacts] == ["db:main/lobs"]
+    finally:
+        _sql(lab, "DROP DATABASE lobs WITH (FORCE)")
+
+
+def test_restore_account_without_createdb_changes_nothing_and_names_the_right(lab, full_dump):
+    day, outcome = full_dump
+    art = by_component(outcome)["db:main/appdb"]
+    _sql(lab, "ALTER ROLE restore NOCREATEDB")
+    try:
+        result = _hook(lab).restore(art, fetch_from(day, art), RestoreOptions(target_db="appdb_nocreatedb"))
+    finally:
+        _sql(lab, "ALTER ROLE restore CREATEDB")
+    assert not result.ok and "nothing was changed" in result.message
+    assert ("the restore account restore needs CREATEDB to create database appdb_nocreatedb"
+            " (ALTER ROLE restore CREATEDB)") in result.message
+    assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'appdb_nocreatedb'") == "0"
+
+
+def test_restore_account_not_member_of_the_owner_leaves_the_stored_database_alone(lab, full_dump):
+    day, outcome = full_dump
+    art = by_component(outcome)["db:main/appdb"]
+    hook = _hook(lab)
+    assert hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="appdb_kept")).ok
+    _sql(lab, "INSERT INTO users (login) VALUES ('added after the backup')", "appdb_kept")
+    _sql(lab, "REVOKE gitea FROM restore")
+    try:
+        forced = hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="appdb_kept", force=True))
+        fresh = hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="appdb_other"))
+    finally:
+        labpg.apply_accounts(lab)  # the documented file grants the owner roles again
+    for result in (forced, fresh):
+        assert not result.ok and "nothing was changed" in result.message, result.message
+        assert "needs membership in role gitea" in result.message and "(GRANT gitea TO restore)" in result.message
+    assert "which owns database appdb_kept, to replace it" in forced.message
+    # the database that was there is untouched, the other one never created
+    assert _sql(lab, "SELECT count(*) FROM users WHERE login = 'added after the backup'", "appdb_kept") == "1"
+    assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'appdb_other'") == "0"
+    hook.drop_database("main", "appdb_kept")
+
+
+def test_a_role_attribute_only_a_superuser_may_give_is_named(lab, tmp_path):
+    _sql(lab, "CREATE ROLE probe_repl LOGIN REPLICATION")
+    hook = _hook(lab, databases=[])
+    day, outcome = _dump(lab, tmp_path, hook)
+    glob = by_component(outcome)["db:main/@globals"]
+    _sql(lab, "DROP ROLE probe_repl")
+    try:
+        result = hook.restore(glob, fetch_from(day, glob), RestoreOptions())
+        assert not result.ok and result.checks["roles"] == "ok"
+        assert "probe_repl REPLICATION (as a superuser: ALTER ROLE probe_repl REPLICATION)" in result.message
+        # the rest of the role is there: it can log in, it only lacks what a superuser must give
+        assert _sql(lab, "SELECT rolcanlogin::text || rolreplication::text FROM pg_roles"
+                         " WHERE rolname = 'probe_repl'") == "truefalse"
+    finally:
+        _sql(lab, "DROP ROLE IF EXISTS probe_repl")
+
+
+def test_restore_account_without_createrole_names_it(lab, tmp_path):
+    _sql(lab, "CREATE ROLE probe_app LOGIN")
+    hook = _hook(lab, databases=[])
+    day, outcome = _dump(lab, tmp_path, hook)
+    glob = by_component(outcome)["db:main/@globals"]
+    _sql(lab, "DROP ROLE probe_app; ALTER ROLE restore NOCREATEROLE")
+    try:
+        result = hook.restore(glob, fetch_from(day, glob), RestoreOptions())
+    finally:
+        _sql(lab, "ALTER ROLE restore CREATEROLE; DROP ROLE IF EXISTS probe_app")
+    assert not result.ok and result.checks["roles"] == {"missing": ["probe_app"]}
+    assert "permission denied to create role" in result.message
+    assert "the restore account restore needs CREATEROLE (ALTER ROLE restore CREATEROLE)" in result.message
+
+
+def test_an_untrusted_extension_is_refused_before_anything_is_created(lab, tmp_path):
+    _sql(lab, "CREATE DATABASE withext OWNER netbox")
+    _sql(lab, "CREATE EXTENSION adminpack", "withext")  # superuser-only, not trusted
+    try:
+        hook = _hook(lab, databases=["withext"], globals=False)
+        day, outcome = _dump(lab, tmp_path, hook)
+        art = by_component(outcome)["db:main/withext"]
+        result = hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="withext_copy"))
+        assert not result.ok and "nothing was changed" in result.message
+        assert "extension adminpack can only be created by a superuser" in result.message
+        assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'withext_copy'") == "0"
+    finally:
+        _sql(lab, "DROP DATABASE withext WITH (FORCE)")

@@ -259,6 +259,52 @@ def test_mariadb_dump_as_backup_user(mdb):
     assert result.returncode != 0 and "denied" in result.stderr
 
 
+# --- the product's accounts -------------------------------------------------------------
+
+def test_the_configured_database_accounts_are_neither_superuser_nor_root(pg, mdb, lab_dir):
+    """The lab's config uses the accounts docs/sql/*-accounts.sql create, and none of them is all-powerful."""
+    from restic_orch.config import load_config
+    from restic_orch.lab import manager
+
+    pg_info, _ = pg
+    mdb_info, _ = mdb
+    config = load_config(manager.write_config(lab_dir, {"services": {"postgres": pg_info, "mariadb": mdb_info}}))
+    [pgsrc], [mysrc] = config.sources.postgres, config.sources.mysql
+    assert (pgsrc.user, pgsrc.restore_user) == (mysrc.user, mysrc.restore_user) == ("backup", "restore")
+    assert pgsrc.restore_password_file != pgsrc.password_file and mysrc.restore_password_file != mysrc.password_file
+
+    roles = postgres.psql(pg_info, "SELECT rolname, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls"
+                                   " FROM pg_roles WHERE rolname IN ('backup', 'restore') ORDER BY 1").split()
+    #                          super createdb createrole replication bypassrls
+    assert roles == ["backup|f|f|f|f|t", "restore|f|t|t|f|f"]
+    member_of = postgres.psql(pg_info, "SELECT string_agg(b.rolname, ',' ORDER BY b.rolname) FROM pg_auth_members m"
+                                       " JOIN pg_roles b ON b.oid = m.roleid WHERE m.member = 'backup'::regrole")
+    assert member_of.strip() == "pg_read_all_data"
+    # the passwords in the configured files are the accounts' own (a login over TCP works with each)
+    for user, secret in ((pgsrc.user, pgsrc.password_file), (pgsrc.restore_user, pgsrc.restore_password_file)):
+        env = _pg_env(pg_info)
+        env.pop("PGPASSFILE")
+        env["PGPASSWORD"] = read_secret(secret)
+        out = _run([f"{PG_BIN}/psql", "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(pg_info["port"]), "-U", user,
+                    "-d", "postgres", "-c", "SELECT current_user, (SELECT rolsuper FROM pg_roles"
+                    " WHERE rolname = current_user)"], env=env).stdout.strip()
+        assert out == f"{user}|f"
+
+    for user, secret in ((mysrc.user, mysrc.password_file), (mysrc.restore_user, mysrc.restore_password_file)):
+        assert user != "root"
+        cnf = write_secret(lab_dir / f"check-{user}.cnf", f"[client]\nuser={user}\npassword={read_secret(secret)}\n"
+                                                         f"host=127.0.0.1\nport={mdb_info['port']}\nprotocol=TCP\n")
+        grants = _mysql(cnf, "SHOW GRANTS").stdout
+        assert f"`{user}`@`127.0.0.1`" in grants
+        for power in ("ALL PRIVILEGES", "SUPER", "FILE", "PROCESS", "RELOAD", "SHUTDOWN", "BINLOG", "REPLICATION",
+                      "CONNECTION ADMIN", "READ_ONLY ADMIN"):
+            assert power not in grants, (user, power)
+        if user == mysrc.user:  # the backup account writes nothing
+            for write in ("INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "GRANT OPTION", "SET USER"):
+                assert write not in grants, write
+            assert "EXECUTE ON *.*" not in grants and "PROCEDURE" not in grants
+
+
 # --- S3 (moto) ------------------------------------------------------------------------
 
 def test_s3_env_file_and_tfstate_objects(s3lab):
