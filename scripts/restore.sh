@@ -21,7 +21,7 @@
 #   Everything from the newest snapshot, asking before each step (on a terminal):
 #       scripts/restore.sh
 #   Host lost, nothing but the offsite repository:
-#       scripts/restore.sh --repo s3:https://s3.gra.io.cloud.ovh.net/infra-oldevops-backup \
+#       scripts/restore.sh --repo s3:https://s3.gra.io.cloud.ovh.net/infra-oldevops-backups/restic \
 #           --password-file /root/restic-password --s3-env-file /root/s3.env \
 #           --set sources.proxmox.token_file=/root/pve-token --yes
 #   One container, from offsite, without questions:
