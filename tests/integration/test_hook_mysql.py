@@ -274,9 +274,11 @@ def _hold_lock(lab: dict, seconds: int) -> threading.Thread:
 
 
 def test_dump_killed_by_timeout_leaves_no_artifact(lab, tmp_path):
-    holder = _hold_lock(lab, 3)
+    # the timeout covers each dump and its rights check: roomy enough for blog on a loaded CI machine,
+    # while the lock on shop outlasts it
+    holder = _hold_lock(lab, 10)
     try:
-        hook = _hook(lab, databases=["blog", "shop"], users_and_grants=False, timeout_seconds=1)
+        hook = _hook(lab, databases=["blog", "shop"], users_and_grants=False, timeout_seconds=4)
         day, outcome = _dump(lab, tmp_path, hook)
     finally:
         holder.join()
