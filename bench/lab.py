@@ -91,6 +91,9 @@ def lane_config(lab_dir: Path, lane_dir: Path, *, offsite_bucket: str | None, co
         endpoint = offsite["url"][len("s3:"):].rsplit("/", 1)[0]
         offsite["url"] = f"s3:{endpoint}/{offsite_bucket}"
         offsite["retention"] = {"keep_within": "30d"}
+        # the bench's own buckets: the lab's owner key (the host's key reaches only the lab's offsite bucket)
+        s3 = state(lab_dir)["services"]["s3"]
+        offsite["env_file"] = s3.get("root_env_file") or offsite.get("env_file")
     else:
         config["repositories"].pop("offsite", None)
     config["sources"]["proxmox"]["compress"] = compress

@@ -254,7 +254,7 @@ class Bench:
         self.results["lab"].update(containers=blab.container_bytes(self.pve_root),
                                    databases=blab.db_sizes(self.lab_dir))
         self.s3info = blab.s3_info(self.lab_dir)
-        self.s3 = bs3.client(self.s3info["endpoint"], Path(self.s3info["env_file"]))
+        self.s3 = bs3.client(self.s3info["endpoint"], bs3.lab_env_file(self.s3info))
         self.secrets = self.lab_dir / "secrets"
         lanes = {"uncapped": "bench-orch-uncapped", "capped": "bench-orch-capped"}
         self.lanes = {}
@@ -444,7 +444,7 @@ class Bench:
     def restic_env(self, repo: str, cache: Path) -> dict[str, str]:
         env = dict(self.env, RESTIC_REPOSITORY=repo, RESTIC_PASSWORD_FILE=str(self.secrets / "restic-local"),
                    RESTIC_CACHE_DIR=str(cache))
-        env.update(bs3._env(Path(self.s3info["env_file"])))
+        env.update(bs3._env(bs3.lab_env_file(self.s3info)))
         if self.s.gomaxprocs:
             env["GOMAXPROCS"] = str(self.s.gomaxprocs)
         return env
@@ -529,7 +529,7 @@ class Bench:
         s3_0 = bs3.bucket_bytes(self.s3, bucket)[0]
         script = (f"set -o pipefail; tar -C {stage.parent} -cf - {stage.name} | zstd -q -3 -T0 | "
                   f"{self.py} -m bench.s3 put --endpoint {self.s3info['endpoint']} "
-                  f"--env-file {self.s3info['env_file']} --bucket {bucket} --prefix {day}/backup.tar.zst")
+                  f"--env-file {bs3.lab_env_file(self.s3info)} --bucket {bucket} --prefix {day}/backup.tar.zst")
         res = self.probe(f"{day}-c-naive", ["bash", "-c", script], "naive")
         s3_1 = bs3.bucket_bytes(self.s3, bucket)[0]
         out = self.brief(res) | {"s3_uploaded": s3_1 - s3_0, "offsite_added": s3_1 - s3_0}

@@ -25,6 +25,15 @@ def _env(env_file: Path) -> dict[str, str]:
     return out
 
 
+def lab_env_file(s3info: dict[str, Any]) -> Path:
+    """The key the bench uses on its own buckets (bench-orch-*, bench-raw, bench-naive): the lab's owner key.
+
+    The lab's S3 enforces the docs' policies: its `env_file` is the host's offsite key, which reaches the lab's
+    `offsite` bucket only and deletes nothing but restic's lock files.
+    """
+    return Path(s3info.get("root_env_file") or s3info["env_file"])
+
+
 def client(endpoint: str, env_file: Path) -> Any:
     import boto3
     from botocore.config import Config

@@ -1,7 +1,8 @@
 """Terraform remote state kept in an S3 bucket: dump every state object, restore one state object.
 
-Speaks S3 with boto3 only (no subprocess). Credentials come from the configured env file and are
-handed to boto3 explicitly; the session is built so that nothing is read from the process
+Speaks S3 with boto3 only (no subprocess). Credentials come from the configured env file (a restore into
+the bucket uses `restore_env_file` when set: the backup's key is best read-only) and are handed to boto3
+explicitly; the session is built so that nothing is read from the process
 environment or ~/.aws (a stray AWS_PROFILE or AWS_ENDPOINT_URL must not redirect a backup).
 """
 
@@ -116,18 +117,24 @@ class TerraformStateHook(Hook):
     def where(self, bucket: str | None = None) -> str:
         return f"s3://{bucket or self.source.bucket} at {self.source.endpoint or 'AWS S3'}"
 
-    def client(self):  # noqa: ANN201 - boto3 S3 client
+    def _key_field(self, for_restore: bool) -> str:
+        return "restore_env_file" if for_restore and self.source.restore_env_file is not None else "env_file"
+
+    def client(self, for_restore: bool = False):  # noqa: ANN201 - boto3 S3 client
+        """A client with the backup's key, or for a restore into the bucket with restore_env_file's if set."""
         from botocore.config import Config as BotoConfig
 
+        field = self._key_field(for_restore)
+        path = getattr(self.source, field)
         env: dict[str, str] = {}
-        if self.source.env_file is not None:
+        if path is not None:
             try:
-                env = read_env_file(self.source.env_file)
+                env = read_env_file(path)
             except (OSError, ValueError) as exc:
-                raise S3Error(f"{self.where()}: cannot read env_file {self.source.env_file}: {exc}") from None
+                raise S3Error(f"{self.where()}: cannot read {field} {path}: {exc}") from None
         access, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
         if not access or not secret:
-            raise S3Error(f"{self.where()}: env_file {self.source.env_file or '(not configured)'} must set"
+            raise S3Error(f"{self.where()}: {field} {path or '(not configured)'} must set"
                           " AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
         # an explicitly configured region wins over the env file's
         region = self.source.region
@@ -140,7 +147,7 @@ class TerraformStateHook(Hook):
             aws_secret_access_key=secret, aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
             config=config, verify=self.source.verify_ssl)
 
-    def _explain(self, exc: Exception, what: str, bucket: str | None = None) -> S3Error:
+    def _explain(self, exc: Exception, what: str, bucket: str | None = None, *, writing: bool = False) -> S3Error:
         from botocore.exceptions import ClientError, EndpointConnectionError
 
         if isinstance(exc, S3Error):
@@ -152,12 +159,21 @@ class TerraformStateHook(Hook):
                      "InvalidAccessKeyId": "unknown access key (check env_file)",
                      "SignatureDoesNotMatch": "wrong secret key (check env_file)", "403": "access denied"}
             detail = hints.get(str(code), error.get("Message") or "")
+            if writing and str(code) in ("AccessDenied", "403"):
+                detail = self._write_denied_hint()
             text = f"{self.where(bucket)}: {what} failed: {code}" + (f" ({detail})" if detail else "")
         elif isinstance(exc, EndpointConnectionError):
             text = f"{self.where(bucket)}: {what} failed: endpoint unreachable ({exc})"
         else:
             text = f"{self.where(bucket)}: {what} failed: {type(exc).__name__}: {exc}"
         return S3Error(mask(text))
+
+    def _write_denied_hint(self) -> str:
+        if self.source.restore_env_file is not None:
+            return f"the key of restore_env_file {self.source.restore_env_file} may not write to this bucket"
+        return ("the backup's key may not write (it is best read-only): set sources.terraform_state.restore_env_file"
+                " to a key that may, e.g. Terraform's own (`--set sources.terraform_state.restore_env_file=FILE`),"
+                " or restore with --target-dir and push with `terraform state push`")
 
     def _get(self, s3: Any, bucket: str, key: str) -> tuple[bytes, dict[str, Any]] | None:
         """The object's bytes and response, or None when there is no such key."""
@@ -268,7 +284,7 @@ class TerraformStateHook(Hook):
             return self._restore_to_bucket(bucket, key, data, ours, options, outcome)
         except Exception as exc:  # reported in the outcome
             outcome.ok = False
-            outcome.message = str(self._explain(exc, f"restore of {key}", bucket))
+            outcome.message = str(self._explain(exc, f"restore of {key}", bucket, writing=True))
             return outcome
 
     def _restore_to_dir(self, artifact: Artifact, data: bytes, ours: dict[str, Any], target_dir: Path,
@@ -296,7 +312,7 @@ class TerraformStateHook(Hook):
 
     def _restore_to_bucket(self, bucket: str, key: str, data: bytes, ours: dict[str, Any],
                            options: RestoreOptions, outcome: RestoreOutcome) -> RestoreOutcome:
-        s3 = self.client()
+        s3 = self.client(for_restore=True)
         location = f"s3://{bucket}/{key}"
         outcome.restored_to = location
         current = self._get(s3, bucket, key)

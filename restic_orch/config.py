@@ -239,6 +239,9 @@ class TerraformStateSource(Strict):
     bucket: str = Field(min_length=3)
     prefix: str = ""
     env_file: Path | None = Field(None, json_schema_extra=SECRET)
+    # the backup's key is read-only (docs/s3-policies/tfstate-readonly.json): pushing a state back into the
+    # bucket needs a key that may write, e.g. Terraform's own; unset, restores use env_file
+    restore_env_file: Path | None = Field(None, json_schema_extra=SECRET)
     verify_ssl: bool = True
 
 

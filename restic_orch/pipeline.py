@@ -94,6 +94,10 @@ def _explain_missing(config: Config, exc: restic.ResticError) -> str:
     known = load_repositories(config.state_dir)
     if isinstance(exc, restic.RepoNotFound) and exc.repo in known:
         return str(_disappeared(exc.repo, known))
+    if "unable to open config file" in str(exc) and "Access Denied" in str(exc):
+        # S3 answers a key limited to one bucket with Access Denied for any other bucket, existing or not
+        return (f"{exc} | the S3 key may not read this location: the bucket does not exist, or the key's policy"
+                " names another bucket or prefix (docs/s3-policies/offsite-host.json)")
     return str(exc)
 
 
@@ -129,8 +133,9 @@ def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSum
             summary.phase(f"open:{name}", started, False, message)
             summary.fail("repository", name, message)
         except restic.ResticError as exc:
-            summary.phase(f"open:{name}", started, False, str(exc))
-            summary.fail("repository", name, str(exc))
+            message = _explain_missing(config, exc)
+            summary.phase(f"open:{name}", started, False, message)
+            summary.fail("repository", name, message)
     return usable
 
 
@@ -198,7 +203,16 @@ def apply_retention(config: Config, repos: dict[str, restic.Repo], summary: RunS
     for name, repo in repos.items():
         settings = getattr(config.repositories, name)
         if settings.retention is None:
-            summary.retention[name] = {"skipped": "no retention configured (append-only repository)"}
+            started = time.monotonic()
+            if name == "offsite":
+                # the append-only offsite (docs/security.md): this host's key cannot delete, a trusted machine
+                # with the delete-capable key runs forget/prune
+                why = ("left to the trusted host: retention is null here (append-only offsite), run"
+                       " `restic-orch forget` there with the key that may delete")
+            else:
+                why = "no retention configured (retention: null, append-only repository)"
+            summary.retention[name] = {"skipped": why}
+            summary.phase(f"retention:{name}", started, True, why)
             continue
         started = time.monotonic()
         try:

@@ -37,17 +37,15 @@ def lab_config(lab):
 
 @pytest.fixture
 def fresh_repos(lab):
-    """Empty local repository, offsite bucket emptied, staging and state cleared: each test starts clean."""
-    from restic_orch.lab.s3 import s3_client
+    """Empty local repository, offsite bucket emptied, staging and state cleared: each test starts clean.
+
+    The offsite bucket is versioned and the config's key may not delete: it is emptied, old versions too,
+    with the lab's own key (lab-root, the bucket owner's counterpart)."""
+    from restic_orch.lab.s3 import empty_bucket
 
     config = load_config(lab["config"])
     for path in (Path(config.repositories.local.url), config.staging_dir, config.state_dir):
         shutil.rmtree(path, ignore_errors=True)
-    s3 = s3_client(lab["state"]["services"]["s3"])
-    bucket = lab["state"]["services"]["s3"]["buckets"]["offsite"]
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    info = lab["state"]["services"]["s3"]
+    empty_bucket(info, info["buckets"]["offsite"])
     return config

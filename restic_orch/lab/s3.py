@@ -1,32 +1,108 @@
 """An S3 endpoint (moto server) for the simulated homelab: Terraform state + restic offsite.
 
-moto accepts any signature until told otherwise, which would hide credential bugs. So we
-set up the IAM user, its key, its policy and the buckets while auth is off, then switch
-signature checking on (``/moto-api/reset-auth`` with 0 free calls): from then on only
-the lab's access key with its real secret gets in, a wrong secret is refused.
+The lab enforces the S3 policies the docs give a user. Each key is an IAM user with its policy read from
+docs/s3-policies/ (the same JSON files docs/getting-started.md and docs/security.md show), with the docs'
+bucket names and repository prefix replaced by the lab's:
 
-moto keeps everything in memory: lab data sent here must stay small.
+| key (lab state)            | IAM user                    | policy file             | who holds it            |
+|----------------------------|-----------------------------|-------------------------|-------------------------|
+| `env_file`                 | restic-orch-offsite         | offsite-host.json       | the Proxmox host        |
+| `admin_env_file`           | restic-orch-offsite-admin   | offsite-admin.json      | the trusted machine     |
+| `tfstate_env_file`         | restic-orch-tfstate-ro      | tfstate-readonly.json   | the Proxmox host        |
+| `tfstate_writer_env_file`  | terraform                   | tfstate-terraform.json  | Terraform (and restores)|
+| `root_env_file`            | lab-root (`s3:*`)           | none: lab only          | the lab and its tests   |
+
+The host's key lists, reads and writes, and deletes nothing but restic's lock files; both buckets have
+versioning on, so an object the host overwrites keeps its previous version (a policy cannot forbid the
+overwrite itself: docs/security.md). `lab-root` stands for the account owner that creates the buckets
+(getting-started's Administrator user): the lab uses it for setup, the tests to look at and reset buckets.
+
+moto accepts any signature until told otherwise, which would hide credential bugs. So the users, keys,
+policies and buckets are made while auth is off, then signature checking and IAM authorization are
+switched on (``/moto-api/reset-auth`` with 0 free calls): from then on a wrong secret is refused and every
+call is checked against its user's policy.
+
+moto keeps everything in memory (old versions too): lab data sent here must stay small.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import urllib.request
 import uuid
 import zlib
 from pathlib import Path
+from typing import Any
 
 from restic_orch.lab import procs
 from restic_orch.lab.secrets import secrets_dir, write_secret
 
 REGION = "us-east-1"
 BUCKETS = {"tfstate": "tfstate", "offsite": "offsite"}
-IAM_USER = "restic-orch"
-_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]}],
+# the lab's restic repository sits at the root of its bucket (s3:<endpoint>/offsite), where production's
+# sits under restic/ (s3:https://s3.gra.io.cloud.ovh.net/infra-oldevops-backups/restic)
+OFFSITE_PREFIX = ""
+POLICY_DIR = Path(__file__).resolve().parents[2] / "docs" / "s3-policies"
+# what the policy files name, replaced by the lab's buckets and prefix
+DOC_OFFSITE_BUCKET, DOC_OFFSITE_PREFIX = "infra-oldevops-backups", "restic"
+DOC_TFSTATE_BUCKET = "infra-oldevops-tfstate"
+# lab state name -> (IAM user, policy file or None for s3:* on everything, env file name)
+KEYS: dict[str, tuple[str, str | None, str]] = {
+    "offsite": ("restic-orch-offsite", "offsite-host.json", "s3.env"),
+    "offsite_admin": ("restic-orch-offsite-admin", "offsite-admin.json", "s3-offsite-admin.env"),
+    "tfstate": ("restic-orch-tfstate-ro", "tfstate-readonly.json", "s3-tfstate.env"),
+    "tfstate_writer": ("terraform", "tfstate-terraform.json", "s3-terraform.env"),
+    "root": ("lab-root", None, "s3-root.env"),
 }
+# the lab state's field for each key's env file (`env_file` stays the host's offsite key)
+ENV_FIELDS = {"offsite": "env_file", "offsite_admin": "admin_env_file", "tfstate": "tfstate_env_file",
+              "tfstate_writer": "tfstate_writer_env_file", "root": "root_env_file"}
+_ROOT_POLICY = {"Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]}]}
+_ARN = re.compile(r"arn:aws:s3:::([^/]+)(/.*)?")
+# moto authorizes HEAD on a bucket (restic's "does the bucket exist") as s3:HeadBucket, an action IAM does not
+# have: AWS checks s3:ListBucket for it. The lab adds the alias next to the docs' s3:ListBucket.
+MOTO_ALIASES = {"s3:ListBucket": ["s3:HeadBucket"]}
+
+
+def policy_text(name: str) -> str:
+    """A policy file of docs/s3-policies/, as the docs show it."""
+    return (POLICY_DIR / name).read_text(encoding="utf-8")
+
+
+def lab_policy(name: str, buckets: dict[str, str] | None = None, prefix: str = OFFSITE_PREFIX) -> dict[str, Any]:
+    """The docs' policy file with the docs' buckets and repository prefix replaced by the lab's.
+
+    Only resources are rewritten, and moto's alias for s3:ListBucket added (MOTO_ALIASES); a resource naming
+    another bucket, or an offsite object outside the docs' prefix, is an error rather than silently kept.
+    """
+    buckets = buckets or BUCKETS
+    doc = json.loads(policy_text(name))
+
+    def resource(arn: str) -> str:
+        match = _ARN.fullmatch(arn)
+        if match is None:
+            raise ValueError(f"{name}: {arn}: not an S3 ARN")
+        bucket, rest = match.group(1), match.group(2) or ""
+        if bucket == DOC_TFSTATE_BUCKET:
+            return f"arn:aws:s3:::{buckets['tfstate']}{rest}"
+        if bucket != DOC_OFFSITE_BUCKET:
+            raise ValueError(f"{name}: {arn}: names neither {DOC_OFFSITE_BUCKET} nor {DOC_TFSTATE_BUCKET}")
+        if rest:
+            if not rest.startswith(f"/{DOC_OFFSITE_PREFIX}/"):
+                raise ValueError(f"{name}: {arn}: outside the repository prefix {DOC_OFFSITE_PREFIX}/")
+            rest = "/" + (f"{prefix}/" if prefix else "") + rest[len(DOC_OFFSITE_PREFIX) + 2:]
+        return f"arn:aws:s3:::{buckets['offsite']}{rest}"
+
+    for statement in doc["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        statement["Action"] = actions + [alias for a in actions for alias in MOTO_ALIASES.get(a, [])]
+        resources = statement["Resource"]
+        statement["Resource"] = [resource(r) for r in resources] if isinstance(resources, list) \
+            else resource(resources)
+    return doc
 
 
 def _client(service: str, endpoint: str, access_key: str, secret_key: str):  # noqa: ANN202 - boto3 client
@@ -40,16 +116,25 @@ def _client(service: str, endpoint: str, access_key: str, secret_key: str):  # n
     )
 
 
-def s3_client(info: dict, secret_key: str | None = None):  # noqa: ANN201 - boto3 client
-    """A boto3 S3 client for the lab endpoint with the lab's key (or another secret)."""
-    return _client("s3", info["endpoint"], info["access_key"], secret_key or info["secret_key"])
+def s3_client(info: dict, secret_key: str | None = None, key: str = "root"):  # noqa: ANN201 - boto3 client
+    """A boto3 S3 client for the lab endpoint: with lab-root's key by default (the lab and its tests look at
+    and reset buckets with it), or with one of the lab's other keys (`key="offsite"`: the host's); a given
+    secret_key replaces the key's real secret (to check that a wrong one is refused)."""
+    creds = info["iam"][key]
+    return _client("s3", info["endpoint"], creds["access_key"], secret_key or creds["secret_key"])
+
+
+def _env_text(access_key: str, secret_key: str) -> str:
+    return f"AWS_ACCESS_KEY_ID={access_key}\nAWS_SECRET_ACCESS_KEY={secret_key}\nAWS_DEFAULT_REGION={REGION}\n"
 
 
 def start_s3(base_dir: Path, port: int | None = None) -> dict:
-    """Start moto, create the IAM user/key and buckets, enforce signatures; return its info.
+    """Start moto, create the IAM users (a policy each), their keys and the buckets, then enforce
+    signatures and policies; return its info.
 
-    Writes ``base_dir/secrets/s3.env`` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    AWS_DEFAULT_REGION), the env-file format the product reads.
+    Writes one env file per key under ``base_dir/secrets/`` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_DEFAULT_REGION: the format the product reads): ``env_file`` is the host's offsite key, and
+    ``admin_env_file``, ``tfstate_env_file``, ``tfstate_writer_env_file``, ``root_env_file`` the others.
     """
     base_dir = Path(base_dir).resolve()
     home = base_dir / "s3"
@@ -60,21 +145,27 @@ def start_s3(base_dir: Path, port: int | None = None) -> dict:
     pid = procs.start_daemon([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                              log_path, cwd=home)
     info: dict = {"kind": "s3", "pid": pid, "host": "127.0.0.1", "port": port, "endpoint": endpoint,
-                  "region": REGION, "buckets": dict(BUCKETS), "log": str(log_path)}
+                  "region": REGION, "buckets": dict(BUCKETS), "offsite_prefix": OFFSITE_PREFIX,
+                  "versioning": sorted(BUCKETS.values()), "log": str(log_path), "iam": {}}
     try:
         procs.wait_ready(procs.tcp_ready("127.0.0.1", port), pid=pid, log_path=log_path,
                          timeout=30, what="moto server")
         # Auth is still off: any credentials do for the setup calls.
         iam = _client("iam", endpoint, "setup", "setup")
-        iam.create_user(UserName=IAM_USER)
-        iam.put_user_policy(UserName=IAM_USER, PolicyName="lab-s3", PolicyDocument=json.dumps(_POLICY))
-        key = iam.create_access_key(UserName=IAM_USER)["AccessKey"]
-        info["access_key"], info["secret_key"] = key["AccessKeyId"], key["SecretAccessKey"]
+        for name, (user, policy_file, _env) in KEYS.items():
+            policy = lab_policy(policy_file) if policy_file else _ROOT_POLICY
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName=policy_file or "lab-root",
+                                PolicyDocument=json.dumps(policy))
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            info["iam"][name] = {"user": user, "policy": policy_file, "access_key": key["AccessKeyId"],
+                                  "secret_key": key["SecretAccessKey"]}
         s3 = _client("s3", endpoint, "setup", "setup")
         for bucket in BUCKETS.values():
             s3.create_bucket(Bucket=bucket)
-        # Terraform's docs recommend versioning on the state bucket: do as a real setup.
-        s3.put_bucket_versioning(Bucket=BUCKETS["tfstate"], VersioningConfiguration={"Status": "Enabled"})
+            # Terraform's docs recommend versioning on the state bucket; on the offsite bucket it keeps
+            # what the host's key overwrites (docs/security.md): do as a real setup
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         # text/plain: with urllib's default form content type, werkzeug eats the body.
         request = urllib.request.Request(  # noqa: S310 - our own http://127.0.0.1 endpoint
             f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
@@ -84,18 +175,33 @@ def start_s3(base_dir: Path, port: int | None = None) -> dict:
     except Exception:
         stop_s3(info)
         raise
-    env_file = write_secret(
-        secrets_dir(base_dir) / "s3.env",
-        f"AWS_ACCESS_KEY_ID={info['access_key']}\nAWS_SECRET_ACCESS_KEY={info['secret_key']}\n"
-        f"AWS_DEFAULT_REGION={REGION}\n",
-    )
-    info["env_file"] = str(env_file)
+    for name, (_user, _policy, env_name) in KEYS.items():
+        creds = info["iam"][name]
+        path = write_secret(secrets_dir(base_dir) / env_name, _env_text(creds["access_key"], creds["secret_key"]))
+        creds["env_file"] = info[ENV_FIELDS[name]] = str(path)
+    # the host's offsite key, as before: what the lab's configuration gives the offsite repository
+    host = info["iam"]["offsite"]
+    info["access_key"], info["secret_key"] = host["access_key"], host["secret_key"]
     return info
 
 
 def stop_s3(info: dict) -> None:
     """Stop moto (its data, in memory, is gone with it)."""
     procs.stop_pid(int(info["pid"]), timeout=10, match="moto")
+
+
+def empty_bucket(info: dict, bucket: str, prefix: str = "") -> int:
+    """Remove every object under prefix, old versions and delete markers included (a versioned bucket keeps
+    what a plain delete removes, in moto's memory); returns how many versions were removed."""
+    s3 = s3_client(info)
+    removed = 0
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        items = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                 for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        for i in range(0, len(items), 1000):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": items[i:i + 1000], "Quiet": True})
+        removed += len(items)
+    return removed
 
 
 # --- Terraform state ------------------------------------------------------------------
@@ -182,7 +288,7 @@ def seed_tfstate(info: dict) -> dict:
                      "name_servers": ["dns19.ovh.net", "ns19.ovh.net"]})],
             {"zone": {"value": "lab.example", "type": "string"}}),
     }
-    s3 = s3_client(info)
+    s3 = s3_client(info, key="tfstate_writer")  # Terraform writes the states
     for key, state in states.items():
         if key.startswith("env:/prod/"):
             older = dict(state, serial=state["serial"] - 1)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
+import yaml
 
 from restic_orch.lab.mariadb import mariadb_sql
 from restic_orch.lab.postgres import psql
@@ -89,7 +90,14 @@ def test_disaster_everything_lost_comes_back_from_offsite(lab, backed_up):
         assert "appdb" not in rh.pg_databases(lab) and "shop" not in rh.my_databases(lab)
         assert tf_key not in rh.tf_objects(lab) and not os.path.exists(vault_file)
 
-        result = subprocess.run([str(SCRIPT), "--config", str(lab["config"]), "--yes", "--from", "offsite"],
+        # disaster day brings Terraform's own key for the state bucket (the host holds a read-only one)
+        writer = rh.services(lab)["s3"]["tfstate_writer_env_file"]
+        data = yaml.safe_load(lab["config"].read_text())
+        data["sources"]["terraform_state"]["restore_env_file"] = writer
+        with_writer = lab["dir"] / "config-disaster-day.yml"
+        with_writer.write_text(yaml.safe_dump(data, sort_keys=False))
+        os.chmod(with_writer, 0o600)
+        result = subprocess.run([str(SCRIPT), "--config", str(with_writer), "--yes", "--from", "offsite"],
                                 capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
         out = result.stdout + result.stderr
         summary = last_restore(config)

@@ -28,7 +28,9 @@ def _repos(lab, tmp_path: Path, bucket: str) -> tuple[restic.Repo, restic.Repo]:
     cache = tmp_path / "state" / "cache"
     local = restic.Repo("local", str(tmp_path / "repo"), pw, cache_dir=cache)
     offsite = restic.Repo("offsite", f"s3:{endpoint}/{bucket}", pw, cache_dir=cache,
-                          env=runner.read_env_file(offsite_cfg.env_file), options={"s3.bucket-lookup": "path"})
+                          # its own ckpt-* buckets: the lab's owner key (the host's reaches only the offsite bucket)
+                          env=runner.read_env_file(Path(lab["state"]["services"]["s3"]["root_env_file"])),
+                          options={"s3.bucket-lookup": "path"})
     return local, offsite
 
 

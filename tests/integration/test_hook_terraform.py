@@ -1,4 +1,8 @@
-"""The Terraform state hook against a real S3 endpoint (moto server, signatures enforced)."""
+"""The Terraform state hook against a real S3 endpoint (moto server, signatures and IAM policies enforced).
+
+On the lab's `tfstate` bucket the hook runs with the keys the docs give it: the backup's read-only key
+(docs/s3-policies/tfstate-readonly.json) and, for restores, Terraform's own (`restore_env_file`). The tests of
+the hook's own logic copy the states into scratch buckets and use the lab's owner key there."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from restic_orch.config import Config
 from restic_orch.hooks.base import DumpContext, RestoreOptions
@@ -36,7 +41,9 @@ def _config(tmp_path: Path, source: dict | None) -> Config:
 
 
 def _hook(tmp_path: Path, lab: dict, bucket: str, **extra) -> TerraformStateHook:
-    source = {"endpoint": lab["endpoint"], "bucket": bucket, "env_file": lab["env_file"], **extra}
+    # the read-only key on the lab's state bucket, as deployed; the owner's key on a test's scratch bucket
+    key = lab["tfstate_env_file"] if bucket == lab["buckets"]["tfstate"] else lab["root_env_file"]
+    source = {"endpoint": lab["endpoint"], "bucket": bucket, "env_file": key, **extra}
     hooks = TerraformStateHook.from_config(_config(tmp_path, source))
     assert len(hooks) == 1
     return hooks[0]
@@ -140,6 +147,12 @@ def test_key_to_relpath_is_safe():
     assert len({key_to_relpath(k) for k in ["..", "%2E%2E", "%252E%252E", ".", "%2E"]}) == 5
 
 
+def _leaks(lab: dict, text: str) -> bool:
+    """Any of the lab's S3 secret keys (the hook uses the tfstate keys, not the offsite one) in text."""
+    keys = [lab["secret_key"], *(k["secret_key"] for k in lab.get("iam", {}).values())]
+    return any(k and k in text for k in keys)
+
+
 def test_errors_are_failures_without_secret(tmp_path, lab):
     wrong_secret = "WrongSecretValue-" + uuid.uuid4().hex
     bad_env = write_secret(tmp_path / "secrets" / "bad.env",
@@ -149,19 +162,19 @@ def test_errors_are_failures_without_secret(tmp_path, lab):
     message = outcome.failures[0].message
     assert "s3://tfstate" in message and lab["endpoint"] in message and "SignatureDoesNotMatch" in message
     for failure in outcome.failures:
-        assert wrong_secret not in str(failure.to_json()) and lab["secret_key"] not in str(failure.to_json())
+        assert wrong_secret not in str(failure.to_json()) and not _leaks(lab, str(failure.to_json()))
 
     _, outcome = _dump(tmp_path, _hook(tmp_path, lab, "no-such-bucket-here"))
     assert len(outcome.failures) == 1 and "s3://no-such-bucket-here" in outcome.failures[0].message
     assert "NoSuchBucket" in outcome.failures[0].message
-    assert lab["secret_key"] not in outcome.failures[0].message
+    assert not _leaks(lab, outcome.failures[0].message)
 
     down = f"http://127.0.0.1:{procs.free_port()}"
     hook = _hook(tmp_path, lab, "tfstate", endpoint=down)
     _, outcome = _dump(tmp_path, hook)
     assert len(outcome.failures) == 1 and down in outcome.failures[0].message
     assert "unreachable" in outcome.failures[0].message
-    assert lab["secret_key"] not in outcome.failures[0].message
+    assert not _leaks(lab, outcome.failures[0].message)
 
 
 def test_no_credentials_from_process_environment(tmp_path, lab, monkeypatch):
@@ -255,3 +268,68 @@ def test_restore_older_or_missing_state(tmp_path, lab):
     written = Path(result.restored_to)
     assert written.is_relative_to(target) and written.read_bytes() == (ctx.day_dir / by_key[key].path).read_bytes()
     assert _get(lab, bucket, key) == in_bucket
+
+
+def _scratch_state(lab: dict, name: str) -> tuple[str, dict]:
+    """A state of its own under a unique prefix of the lab's tfstate bucket, written with Terraform's key."""
+    prefix = f"{name}-{uuid.uuid4().hex[:8]}/"
+    state = dict(lab["seed"]["states"]["dns/terraform.tfstate"], serial=20, lineage=str(uuid.uuid4()))
+    terraform = s3.s3_client(lab, key="tfstate_writer")
+    terraform.put_object(Bucket=lab["buckets"]["tfstate"], Key=prefix + "terraform.tfstate",
+                         Body=json.dumps(state).encode())
+    return prefix, state
+
+
+def test_readonly_key_dumps_but_cannot_push_a_state_back(tmp_path, lab):
+    """The backup's key (tfstate-readonly.json) reads every state and writes nothing: a restore into the
+    bucket is refused by S3, says how to get a key that may write, and leaves the bucket as it was."""
+    bucket = lab["buckets"]["tfstate"]
+    prefix, _state = _scratch_state(lab, "ro")
+    try:
+        hook = _hook(tmp_path, lab, bucket, prefix=prefix)
+        ctx, outcome = _dump(tmp_path, hook)
+        assert outcome.failures == [] and len(outcome.artifacts) == 1
+        artifact = outcome.artifacts[0]
+        key = artifact.meta["key"]
+        rolled_back = _put_state(lab, bucket, key, dict(json.loads((ctx.day_dir / artifact.path).read_bytes()),
+                                                        serial=3))
+        result = hook.restore(artifact, _fetcher(ctx, artifact), RestoreOptions())
+        assert not result.ok
+        assert "AccessDenied" in result.message and "restore_env_file" in result.message, result.message
+        assert not _leaks(lab, result.message)
+        assert _get(lab, bucket, key) == rolled_back and _backups(lab, bucket, key) == []
+        # the key cannot write anywhere in the bucket, nor read another one
+        with pytest.raises(ClientError, match="AccessDenied"):
+            s3.s3_client(lab, key="tfstate").put_object(Bucket=bucket, Key=prefix + "probe", Body=b"x")
+        with pytest.raises(ClientError, match="AccessDenied"):
+            s3.s3_client(lab, key="tfstate").list_objects_v2(Bucket=lab["buckets"]["offsite"])
+    finally:
+        s3.empty_bucket(lab, bucket, prefix)
+
+
+def test_restore_env_file_pushes_with_terraforms_key(tmp_path, lab):
+    """With restore_env_file (Terraform's key, tfstate-terraform.json) the same restore goes through: the
+    dump still reads with the read-only key, the push and the saved previous object use the writer's."""
+    bucket = lab["buckets"]["tfstate"]
+    prefix, _state = _scratch_state(lab, "rw")
+    try:
+        hook = _hook(tmp_path, lab, bucket, prefix=prefix, restore_env_file=lab["tfstate_writer_env_file"])
+        ctx, outcome = _dump(tmp_path, hook)
+        assert outcome.failures == [] and len(outcome.artifacts) == 1
+        artifact = outcome.artifacts[0]
+        key = artifact.meta["key"]
+        dumped = (ctx.day_dir / artifact.path).read_bytes()
+        rolled_back = _put_state(lab, bucket, key, dict(json.loads(dumped), serial=3))
+        result = hook.restore(artifact, _fetcher(ctx, artifact), RestoreOptions())
+        assert result.ok, result.message
+        assert _get(lab, bucket, key) == dumped
+        assert [_get(lab, bucket, k) for k in _backups(lab, bucket, key)] == [rolled_back]
+
+        # a restore key that may not write is named in the message
+        hook = _hook(tmp_path, lab, bucket, prefix=prefix, restore_env_file=lab["tfstate_env_file"])
+        _put_state(lab, bucket, key, dict(json.loads(dumped), serial=4))
+        result = hook.restore(artifact, _fetcher(ctx, artifact), RestoreOptions())
+        assert not result.ok and "AccessDenied" in result.message
+        assert f"restore_env_file {lab['tfstate_env_file']}" in result.message, result.message
+    finally:
+        s3.empty_bucket(lab, bucket, prefix)
