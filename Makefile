@@ -29,10 +29,11 @@ apt:
 	fi
 	@restic version
 
-$(BIN)/.installed: pyproject.toml
+# runtime dependencies at the versions the role installs on the host (restic_orch/constraints.txt)
+$(BIN)/.installed: pyproject.toml restic_orch/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[lab,dev]'
+	$(BIN)/pip install -q -c restic_orch/constraints.txt -e '.[lab,dev]'
 	touch $@
 
 venv: $(BIN)/.installed

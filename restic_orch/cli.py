@@ -315,20 +315,27 @@ def check_cmd(obj: Ctx, repo_name: str | None, read_data_subset: str | None, per
 
 
 @main.command("forget")
-@click.option("--dry-run", is_flag=True, help="Show what the retention policy would remove.")
+@click.option("--repo", "repo_name", type=click.Choice(["local", "offsite"]), default=None,
+              help="Only this repository (e.g. offsite, from the trusted machine that holds the delete key).")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
 @click.pass_obj
-def forget_cmd(obj: Ctx, dry_run: bool) -> None:
+def forget_cmd(obj: Ctx, repo_name: str | None, dry_run: bool) -> None:
     """Apply the retention policies (7 days local, 30 days offsite by default), then prune."""
     from .pipeline import apply_retention
     from .report import RunSummary, new_run_id
-
-    config = obj.config()
     from .repos import open_all
 
+    config = obj.config()
+    repos = open_all(config)
+    if repo_name is not None:
+        if repo_name not in repos:
+            fail(f"repository {repo_name} is not configured", EXIT_USAGE)
+        repos = {repo_name: repos[repo_name]}
     summary = RunSummary("forget", new_run_id(), config.host, "")
-    apply_retention(config, open_all(config), summary, dry_run=dry_run)
+    apply_retention(config, repos, summary, dry_run=dry_run)
     summary.finish("failure" if summary.failures else "success")
-    human = "\n".join(f"{n}: kept {r['kept']}, removed {r['removed']}" + (" (dry run)" if dry_run else "")
+    human = "\n".join(f"{n}: skipped: {r['skipped']}" if "skipped" in r else
+                      f"{n}: kept {r['kept']}, removed {r['removed']}" + (" (dry run)" if dry_run else "")
                       for n, r in summary.retention.items())
     human += "".join(f"\nerror: {f['source']}: {f['message']}" for f in summary.failures)
     obj.emit(summary.to_json(), human)
@@ -571,7 +578,17 @@ def lab_up(obj: Ctx, lab_dir: Path, size_mb: int, db_scale: int) -> None:
         state = manager.up(lab_dir.resolve(), size_bytes=size_mb * 2**20, db_scale=db_scale)
     except manager.LabError as exc:
         fail(str(exc))
-    obj.emit(state, manager.describe(state))
+    obj.emit(_without_keys(state), manager.describe(state))
+
+
+def _without_keys(data: Any) -> Any:
+    """The lab state as printed: secret key values left out (they live in 0600 files)."""
+    if isinstance(data, dict):
+        return {k: ("****" if k in ("secret_key", "access_key", "secret") else _without_keys(v))
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [_without_keys(v) for v in data]
+    return data
 
 
 @lab_group.command("down")

@@ -55,6 +55,8 @@ class RunSummary:
     retention: dict[str, Any] = field(default_factory=dict)
     log_file: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # systemd's id of this service run: the OnFailure= reporter skips a failure this run reported itself
+    invocation_id: str = field(default_factory=lambda: os.environ.get("INVOCATION_ID", ""))
     _t0: float = field(default_factory=time.monotonic, repr=False)
 
     def phase(self, name: str, started: float, ok: bool, detail: str = "") -> None:

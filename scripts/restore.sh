@@ -91,11 +91,13 @@ if ! command -v restic >/dev/null; then
 fi
 if ! cli="$(find_cli)"; then
   if allowed restic-orch && [ -f "$project/pyproject.toml" ]; then
-    python3 -m venv /opt/restic-orch && /opt/restic-orch/bin/pip install -q "$project"
+    # the dependency versions the role installs and the tests ran with
+    python3 -m venv /opt/restic-orch && \
+      /opt/restic-orch/bin/pip install -q -c "$project/restic_orch/constraints.txt" "$project"
     cli=/opt/restic-orch/bin/restic-orch
   else
     say "restic-orch is not installed (run with --install, or: python3 -m venv /opt/restic-orch &&"
-    say "  /opt/restic-orch/bin/pip install $project)"; exit 2
+    say "  /opt/restic-orch/bin/pip install -c $project/restic_orch/constraints.txt $project)"; exit 2
   fi
 fi
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,12 @@ STATE = "lab.json"
 
 
 def _save(lab_dir: Path, state: dict[str, Any]) -> None:
-    (lab_dir / STATE).write_text(json.dumps(state, indent=2, default=str) + "\n")
+    # the state holds the lab's S3 keys (the admin's and the owner's among them): root's eyes only
+    path = lab_dir / STATE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(state, indent=2, default=str) + "\n")
+    os.chmod(path, 0o600)
 
 
 def load(lab_dir: Path) -> dict[str, Any]:
@@ -66,67 +73,188 @@ def stop_pve(info: dict[str, Any]) -> None:
     procs.stop_pid(int(info["pid"]), timeout=10, match="restic_orch.lab.pve")
 
 
+# --- the lab's configuration: rendered by the Ansible role's own template --------------------------------
+
+ROLE_DIR = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "backup"
+ROLE_VARS = Path(__file__).with_name("role-vars.yml")
+_TEMPLATE = re.compile(r"\{\{|\{%")
+_ONE_EXPRESSION = re.compile(r"\s*\{\{(?P<expr>.*?)\}\}\s*", re.S)
+
+
+def _to_bool(value: Any) -> bool:
+    """Ansible's `bool` filter."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    return str(value).strip().lower() in ("yes", "on", "1", "true", "y", "t")
+
+
+def _combine(*dicts: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for d in dicts:
+        out.update(d)
+    return out
+
+
+class _RoleVars(Mapping[str, Any]):
+    """Variables as Ansible resolves them: a string holding a template is rendered when it is first read, a
+    lone `{{ expr }}` keeps its native type (a list stays a list), nested values are resolved in turn.
+
+    Jinja looks up every name a template mentions before it runs, even one only an untaken `if` branch uses:
+    a variable that cannot be resolved becomes an undefined value that fails only when it is really used,
+    as Ansible's lazy variables do."""
+
+    def __init__(self, env: Any, raw: dict[str, Any]) -> None:
+        self.env, self.raw = env, raw
+        self.cache: dict[str, Any] = {}
+        self.resolving: list[str] = []
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.cache:
+            return self.cache[key]
+        if key not in self.raw:
+            return self.env.globals[key]
+        if key in self.resolving:
+            raise LabError(f"role variable {key} refers to itself: {' -> '.join([*self.resolving, key])}")
+        from jinja2.exceptions import UndefinedError
+
+        self.resolving.append(key)
+        try:
+            value = self.resolve(self.raw[key])
+        except UndefinedError as exc:
+            value = self.env.undefined(hint=f"{key}: {exc.message}")
+        finally:
+            self.resolving.pop()
+        self.cache[key] = value
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.raw or key in self.env.globals
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self.env.globals, **self.raw})
+
+    def __len__(self) -> int:
+        return len({**self.env.globals, **self.raw})
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {self.resolve(k): self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, str) or not _TEMPLATE.search(value):
+            return value
+        one = _ONE_EXPRESSION.fullmatch(value)
+        if one and not _TEMPLATE.search(one["expr"]):
+            template = self.env.from_string("{% set result = (" + one["expr"] + ") %}")
+            context = template.new_context(self, shared=True)
+            for _ in template.root_render_func(context):
+                pass
+            return self.resolve(context.vars["result"])
+        return self.render(self.env.from_string(value))
+
+    def render(self, template: Any) -> str:
+        return "".join(template.root_render_func(template.new_context(self, shared=True)))
+
+
+def _role_environment() -> Any:
+    """Jinja2 set up as the role's template task runs it, with the Ansible filters the role uses."""
+    import jinja2  # the lab extra brings it (moto[server] -> flask); the product itself does not need it
+
+    class Undefined(jinja2.ChainableUndefined, jinja2.StrictUndefined):
+        """Ansible's: `a.b.c | default(x)` works when `a` is undefined; using an undefined value fails."""
+
+    env = jinja2.Environment(undefined=Undefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, autoescape=False)  # noqa: S701 - YAML, not HTML
+    env.filters.update({
+        "to_json": lambda value: json.dumps(value, default=str),  # str() of an undefined value raises
+        "bool": _to_bool,
+        "ternary": lambda value, yes, no: yes if value else no,
+        "combine": _combine,
+        "dict2items": lambda d: [{"key": k, "value": v} for k, v in d.items()],
+        "items2dict": lambda items: {i["key"]: i["value"] for i in items},
+        "basename": os.path.basename,
+        "dirname": os.path.dirname,
+    })
+    env.tests.update({"match": lambda value, pattern: re.match(pattern, str(value)) is not None,
+                      "truthy": bool, "falsy": lambda value: not value,
+                      "mapping": lambda value: isinstance(value, dict)})
+
+    def lookup(plugin: str, *terms: str) -> str:
+        if plugin != "file":
+            raise LabError(f"lookup('{plugin}') is not supported when the lab renders the role")
+        # str() of an undefined term raises UndefinedError, which the variable holding the lookup defers
+        return "".join(Path(str(term)).read_text(encoding="utf-8").rstrip() for term in terms)
+
+    env.globals["lookup"] = lookup
+    return env
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise LabError(f"{path}: not a mapping of variables")
+    return data
+
+
+def render_role_config(lab_dir: Path, state: dict[str, Any], *, role_dir: Path = ROLE_DIR,
+                       lab_vars: Path = ROLE_VARS) -> tuple[str, Path, dict[str, str]]:
+    """(config.yml text, secrets directory, {secret file name: content}) as the role deploys them.
+
+    The role's defaults, then `lab_vars`, then its vars/main.yml (Ansible's precedence for role defaults,
+    play vars files and role vars), rendered through the role's templates/config.yml.j2; the secret files
+    are those of the role's tasks/config.yml: backup__secret_files, then each database account's password.
+    """
+    if not (role_dir / "templates" / "config.yml.j2").exists():
+        raise LabError(f"the lab renders its configuration with the Ansible role `backup`, not found in {role_dir}:"
+                       " run the lab from a restic-orch checkout")
+    env = _role_environment()
+    raw = {**_load_yaml(role_dir / "defaults" / "main.yml"), **_load_yaml(lab_vars),
+           **_load_yaml(role_dir / "vars" / "main.yml"),
+           "role_path": str(role_dir), "lab_dir": str(lab_dir), "lab": state}
+    rolevars = _RoleVars(env, raw)
+    secrets: dict[str, str] = {}
+    for item in raw["backup__secret_files"]:  # like the task: its `when` first, the content only when present
+        if _to_bool(rolevars.resolve(item["present"])):
+            secrets[rolevars.resolve(item["name"])] = f"{rolevars.resolve(item['content'])}\n"
+    for kind in ("postgres", "mysql"):
+        for source in rolevars[f"backup_{kind}_sources"]:
+            for field, prefix in (("password", kind), ("restore_password", f"{kind}_restore")):
+                if source.get(field):
+                    secrets[f"{prefix}-{source['name']}.pass"] = f"{source[field]}\n"
+    template = env.from_string((role_dir / "templates" / "config.yml.j2").read_text())
+    return rolevars.render(template), Path(rolevars["backup_secrets_dir"]), secrets
+
+
 def write_config(lab_dir: Path, state: dict[str, Any]) -> Path:
-    """A complete restic-orch configuration for the lab (what /etc/restic-orch/config.yml is in production)."""
+    """The lab's configuration (what /etc/restic-orch/config.yml is in production), deployed as the role does.
+
+    The repository passwords are generated once into the lab's secrets; restic_orch/lab/role-vars.yml maps
+    the lab's services onto the role's variables, and render_role_config does what the role's config tasks
+    do: secret files (0600) in the role's secrets directory, and the configuration (0600) from its template.
+    """
+    lab_dir = Path(lab_dir).resolve()
     secrets = secrets_dir(lab_dir)
     for name in ("restic-local", "restic-offsite"):
         if not (secrets / name).exists():
             write_secret(secrets / name, new_password() + "\n")
-    svc = state["services"]
-    sources: dict[str, Any] = {}
-    if "pve" in svc:
-        pve = svc["pve"]
-        sources["proxmox"] = {"host": pve["host"], "port": pve["port"], "user": "backup@pve",
-                              "token_name": "restic-orch", "token_file": pve["token_file"],
-                              "verify_ssl": False, "node": pve["node"], "storage": "local",
-                              "restore_storage": "local-zfs"}
-    if "postgres" in svc:
-        pg = svc["postgres"]
-        sources["postgres"] = [{"name": "pg", "host": pg["host"], "port": pg["port"], "user": pg["user"],
-                                "password_file": pg["password_file"], "restore_user": pg["restore_user"],
-                                "restore_password_file": pg["restore_password_file"]}]
-    if "mariadb" in svc:
-        my = svc["mariadb"]
-        sources["mysql"] = [{"name": "mariadb", "host": my["host"], "port": my["port"], "user": my["user"],
-                             "password_file": my["password_file"], "restore_user": my["restore_user"],
-                             "restore_password_file": my["restore_password_file"]}]
-    # everything reaches S3 through the proxy, so tests can cut S3 off without losing moto's in-memory data
-    endpoint = svc["s3proxy"]["endpoint"] if "s3proxy" in svc else svc.get("s3", {}).get("endpoint")
-    if "s3" in svc:
-        sources["terraform_state"] = {"endpoint": endpoint, "region": svc["s3"]["region"],
-                                      "bucket": svc["s3"]["buckets"]["tfstate"], "env_file": svc["s3"]["env_file"]}
-    if "vault" in state:
-        sources["ansible_vault"] = {"paths": [str(Path(state["vault"]["root"]) / state["vault"]["globs"][0])],
-                                    "password_file": state["vault"]["password_file"]}
-    repositories: dict[str, Any] = {
-        "local": {"url": str(lab_dir / "repo"), "password_file": str(secrets / "restic-local"),
-                  "retention": {"keep_within_daily": "7d"}},
-    }
-    if "s3" in svc:
-        repositories["offsite"] = {
-            "url": f"s3:{endpoint}/{svc['s3']['buckets']['offsite']}",
-            "password_file": str(secrets / "restic-offsite"), "env_file": svc["s3"]["env_file"],
-            "options": {"s3.bucket-lookup": "path"},
-            "retention": {"keep_within_daily": "30d"}, "prune_every_days": 7,
-        }
-    config = {
-        "host": "pve1",
-        "staging_dir": str(lab_dir / "staging"),
-        "state_dir": str(lab_dir / "state"),
-        "log_dir": str(lab_dir / "log"),
-        "auto_init": True,
-        "repositories": repositories,
-        "sources": sources,
-        "limits": {"nice": 10, "ionice_class": "best-effort", "gomaxprocs": 2, "lock_wait_seconds": 30,
-                   # uncapped: the test suite runs many small backups side by side; the cap has its own tests
-                   "min_free_bytes": 64 * 2**20, "cpu_percent": None},
-        "monitoring": {"textfile_dir": str(lab_dir / "metrics")},
-        "drill": {"vmid_range": [9900, 9999], "report_dir": str(lab_dir / "drills")},
-    }
+    text, deployed, secret_files = render_role_config(lab_dir, state)
+    if deployed.resolve() == secrets.resolve():
+        raise LabError(f"backup_secrets_dir must not be the lab's own secrets directory {secrets}")
+    for name, content in secret_files.items():
+        write_secret(deployed / name, content)
+    if deployed.is_dir():  # as the role does: no stale credential of a feature now off
+        for stale in sorted(set(os.listdir(deployed)) - set(secret_files)):
+            if (deployed / stale).is_file() or (deployed / stale).is_symlink():
+                (deployed / stale).unlink()
     path = lab_dir / "config.yml"
-    header = "# restic-orch configuration for the simulated homelab, written by `restic-orch lab up`\n"
-    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
-    os.chmod(path, 0o600)
+    header = ("# restic-orch configuration for the simulated homelab, written by `restic-orch lab up`: the Ansible\n"
+              "# role's templates/config.yml.j2 rendered with restic_orch/lab/role-vars.yml\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(header + text)
     return path
 
 

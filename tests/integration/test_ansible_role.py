@@ -183,6 +183,30 @@ def test_first_run_installs_and_configures(deployed):
     assert deployed["first_recap"]["changed"] > 0
     assert (deployed["venv"] / "bin/restic-orch").exists()
     assert (deployed["venv"] / "src/restic-orch-src.tar.gz").exists()
+    # what was installed is recorded once pip succeeded: the archive and the constraints, by sha256
+    record = (deployed["venv"] / ".restic-orch-installed").read_text()
+    assert re.fullmatch(r"\S+/restic-orch-src\.tar\.gz sha256:[0-9a-f]{64}, \S+/constraints\.txt sha256:[0-9a-f]{64}",
+                        record), record
+
+
+def _pins() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    lines = (REPO / "restic_orch/constraints.txt").read_text().splitlines()
+    return {canonicalize_name(name): version for name, version in
+            (line.split("==") for line in lines if line and not line.startswith("#"))}
+
+
+def test_the_dependencies_are_the_pinned_ones(deployed):
+    """pip ran with -c constraints.txt (shipped in the package): the host has the versions the tests ran with."""
+    from packaging.utils import canonicalize_name
+
+    assert (deployed["venv"] / "src/constraints.txt").read_text() == (REPO / "restic_orch/constraints.txt").read_text()
+    freeze = subprocess.run([deployed["venv"] / "bin/pip", "freeze", "--all"], capture_output=True, text=True,
+                            timeout=60, check=True).stdout.splitlines()
+    installed = {canonicalize_name(name): version for name, version in
+                 (line.split("==", 1) for line in freeze if "==" in line)}
+    assert {name: installed.get(name) for name in _pins()} == _pins()
 
 
 def test_second_run_changes_nothing(deployed):
@@ -305,7 +329,8 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
         "backup_offsite_repository": "s3:https://s3.gra.io.cloud.ovh.net/infra-oldevops-backups/restic",
         "backup_offsite_s3_region": "gra",
         "backup_postgres_sources": [
-            {"name": "main", "exec": "pct:102", "user": "backup", "password": "pg-pass-2b3c4d", "databases": "all"},
+            {"name": "main", "exec": "pct:102", "user": "backup", "password": "pg-pass-2b3c4d", "databases": "all",
+             "restore_user": "restore", "restore_password": "pg-restore-3c4d5e"},
         ],
         "backup_mysql_sources": [
             {"name": "apps", "host": "10.0.0.3", "port": 3306, "user": "backup", "password": "my-pass-5e6f7a",
@@ -315,11 +340,14 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
         "backup_terraform_state_bucket": "infra-oldevops-tfstate",
         "backup_check_read_data_subset": "10%",
         "backup_drill_enabled": False,
+        # an append-only offsite: the host never forgets there
+        "backup_offsite_retention": None,
+        "backup_proxmox_exclude_paths": {"all": ["/var/cache/apt/archives/*"], 102: ["/var/lib/postgresql/tmp"]},
     }
     first, _ = run_playbook(root, role_vars, "-v")
     second, recap = run_playbook(root, role_vars, "-v")
     assert recap["changed"] == 0, second.stdout[-4000:]
-    every_secret = [*secrets.values(), "pg-pass-2b3c4d", "my-pass-5e6f7a"]
+    every_secret = [*secrets.values(), "pg-pass-2b3c4d", "pg-restore-3c4d5e", "my-pass-5e6f7a"]
     for run in (first, second):
         leaked = [s for s in every_secret if s in run.stdout + run.stderr]
         assert not leaked, f"secrets in the ansible output: {leaked}"
@@ -328,8 +356,9 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
     assert mode(secret_dir) == 0o700
     assert sorted(p.name for p in secret_dir.iterdir()) == sorted([
         "restic-local.pass", "restic-offsite.pass", "offsite-s3.env", "pve-token", "terraform-state.env",
-        "healthchecks.url", "webhook.url", "postgres-main.pass", "mysql-apps.pass",
+        "healthchecks.url", "webhook.url", "postgres-main.pass", "postgres_restore-main.pass", "mysql-apps.pass",
     ])
+    assert (secret_dir / "postgres_restore-main.pass").read_text() == "pg-restore-3c4d5e\n"
     for path in secret_dir.iterdir():
         assert mode(path) == 0o600, path
     env_lines = (secret_dir / "offsite-s3.env").read_text().splitlines()
@@ -343,9 +372,14 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
     assert not [s for s in every_secret if s in text]
     cfg = _load_with_schema(deployed["venv"], config)
     assert cfg["repositories"]["offsite"]["env_file"] == str(secret_dir / "offsite-s3.env")
-    assert cfg["repositories"]["offsite"]["retention"]["keep_within_daily"] == "30d"
+    assert cfg["repositories"]["offsite"]["retention"] is None
+    assert cfg["repositories"]["local"]["retention"]["keep_within_daily"] == "7d"
     assert cfg["sources"]["proxmox"]["token_file"] == str(secret_dir / "pve-token")
     assert cfg["sources"]["postgres"][0]["password_file"] == str(secret_dir / "postgres-main.pass")
+    assert cfg["sources"]["postgres"][0]["restore_user"] == "restore"
+    assert cfg["sources"]["postgres"][0]["restore_password_file"] == str(secret_dir / "postgres_restore-main.pass")
+    assert cfg["sources"]["proxmox"]["exclude_paths"] == {"all": ["/var/cache/apt/archives/*"],
+                                                          "102": ["/var/lib/postgresql/tmp"]}
     assert cfg["sources"]["mysql"][0]["databases"] == ["wiki", "cloud"]
     assert cfg["sources"]["mysql"][1]["password_file"] is None
     assert cfg["sources"]["terraform_state"]["env_file"] == str(secret_dir / "terraform-state.env")
@@ -356,12 +390,30 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
     assert sorted(p.name for p in units.iterdir()) == [
         "restic-orch-backup.service", "restic-orch-backup.timer",
         "restic-orch-check.service", "restic-orch-check.timer",
+        "restic-orch-failure@.service",
     ]
     service = (units / "restic-orch-backup.service").read_text().splitlines()
     cli = f"{deployed['venv']}/bin/restic-orch -q --config {config}"
     assert f"ExecStart={cli} backup" in service
-    # facts are not gathered in this play: one core is assumed, so 30 % of the host is CPUQuota=30%
-    assert "CPUQuota=30%" in service
+    # facts are not gathered in this play: the role counts the host's CPUs itself, 30 % of the host each
+    assert f"CPUQuota={30 * os.sysconf('SC_NPROCESSORS_ONLN')}%" in service
+    # a failed run is reported by a unit of its own, with the failed unit as its instance
+    assert "OnFailure=restic-orch-failure@%n.service" in service
+    failure = (units / "restic-orch-failure@.service").read_text().splitlines()
+    reporter = deployed["venv"] / "bin/restic-orch-on-failure"
+    # standard library only, fed the paths and URL files it needs: it works when the package is broken
+    start = next(line for line in failure if line.startswith("ExecStart="))
+    assert start.startswith(f"ExecStart={deployed['venv']}/bin/python {reporter} --unit %i --state-dir ")
+    assert "--healthchecks-url-file" in start and start.endswith("/webhook.url")
+    assert "Type=oneshot" in failure
+    assert mode(reporter) == 0o755
+    if shutil.which("systemd-analyze"):
+        # systemd's own parser (no running systemd needed): every unit, with what OnFailure= and Unit= name
+        verify = subprocess.run(["systemd-analyze", "verify", "--man=no", *sorted(units.iterdir())],
+                                env={**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"},
+                                capture_output=True, text=True, timeout=60)
+        assert verify.returncode == 0, verify.stderr
+        assert not [line for line in verify.stderr.splitlines() if str(units) in line], verify.stderr
     assert "Nice=10" in service
     assert "IOSchedulingClass=best-effort" in service
     assert "IOSchedulingPriority=7" in service
@@ -398,6 +450,74 @@ def test_example_group_vars_give_a_valid_config(deployed, tmp_path):
     assert [s["name"] for s in cfg["sources"]["postgres"]] == ["main"]
     assert cfg["sources"]["terraform_state"]["bucket"] == "infra-oldevops-tfstate"
     assert "0 3 * * * root flock -n" in (root / "etc/cron.d/restic-orch").read_text()
+
+
+def _fake_lab(lab_dir: Path) -> dict:
+    """A lab state (lab.json) with every service, and the lab's own secret files; nothing needs to run."""
+    secrets = lab_dir / "secrets"
+    secrets.mkdir(parents=True, mode=0o700)
+    for name in ("pve-token", "pg-password", "pg-restore-password", "mysql-password", "mysql-restore-password",
+                 "vault-pass", "restic-local", "restic-offsite"):
+        (secrets / name).write_text(f"{name}-value-{len(name)}\n")
+        os.chmod(secrets / name, 0o600)
+    db = {"host": "127.0.0.1", "user": "backup", "restore_user": "restore"}
+    return {"dir": str(lab_dir), "services": {
+        "s3": {"endpoint": "http://127.0.0.1:39001", "region": "us-east-1", "access_key": "AKIALAB",
+               "secret_key": "lab-s3-secret-1d2e", "buckets": {"tfstate": "tfstate", "offsite": "offsite"},
+               # one key per policy of docs/s3-policies (restic_orch/lab/s3.py)
+               "iam": {"tfstate": {"access_key": "AKIATFRO", "secret_key": "tf-ro-secret-3f4a"},
+                       "tfstate_writer": {"access_key": "AKIATFRW", "secret_key": "tf-rw-secret-5b6c"}}},
+        "s3proxy": {"endpoint": "http://127.0.0.1:39002"},
+        "postgres": {**db, "port": 39003, "password_file": str(secrets / "pg-password"),
+                     "restore_password_file": str(secrets / "pg-restore-password")},
+        "mariadb": {**db, "port": 39004, "password_file": str(secrets / "mysql-password"),
+                    "restore_password_file": str(secrets / "mysql-restore-password")},
+        "pve": {"host": "127.0.0.1", "port": 39005, "node": "pve1", "token_file": str(secrets / "pve-token")}},
+        "vault": {"root": str(lab_dir / "infra"), "globs": ["ansible/**/vault.yml"],
+                  "password_file": str(secrets / "vault-pass")}}
+
+
+def test_the_lab_configuration_is_what_the_role_deploys(tmp_path):
+    """`restic-orch lab up` renders the role's template itself (restic_orch.lab.manager.write_config, with
+    restic_orch/lab/role-vars.yml); the role run by Ansible with the same variables writes the same bytes and the
+    same secret files."""
+    from restic_orch.lab import manager
+
+    lab_dir = tmp_path / "lab"
+    state = _fake_lab(lab_dir)
+    config = manager.write_config(lab_dir, state)
+    assert mode(config) == 0o600
+    ours = config.read_text()
+    deployed_secrets = lab_dir / "etc/restic-orch/secrets"
+    our_secrets = {p.name: p.read_text() for p in deployed_secrets.iterdir()}
+    assert all(mode(p) == 0o600 for p in deployed_secrets.iterdir())
+    shutil.rmtree(lab_dir / "etc")
+    config.unlink()
+
+    lab_vars = tmp_path / "lab.json"
+    lab_vars.write_text(json.dumps({"lab_dir": str(lab_dir), "lab": state}))
+    role_vars = {
+        "backup_venv_dir": str(BIN.parent),  # `restic-orch config validate` from this checkout
+        "backup_manage_packages": False,
+        "backup_validate_config": CLI,
+        "backup_init_repositories": False,
+        "backup_logrotate_enabled": False,
+    }
+    run_playbook(tmp_path, role_vars, "--tags", "config", vars_files=(manager.ROLE_VARS, lab_vars))
+    header, _, body = ours.partition("\n# role's templates/config.yml.j2 rendered with restic_orch/lab/role-vars.yml\n")
+    assert body and header.startswith("# restic-orch configuration for the simulated homelab")
+    assert config.read_text() == body
+    assert {p.name: p.read_text() for p in deployed_secrets.iterdir()} == our_secrets
+    assert sorted(our_secrets) == [
+        "ansible-vault.pass", "mysql-mariadb.pass", "mysql_restore-mariadb.pass", "offsite-s3.env", "postgres-pg.pass",
+        "postgres_restore-pg.pass", "pve-token", "restic-local.pass", "restic-offsite.pass",
+        "terraform-state.env"]
+    assert our_secrets["postgres_restore-pg.pass"] == (lab_dir / "secrets/pg-restore-password").read_text()
+    assert "AWS_ACCESS_KEY_ID=AKIATFRO" in our_secrets["terraform-state.env"]
+    # Terraform's own write key stays off the host, as in the example inventory
+    assert "restore_env_file" not in body
+    assert "AWS_ACCESS_KEY_ID=AKIALAB" in our_secrets["offsite-s3.env"]
+    assert "    retention: null\n" in body  # the host's offsite key cannot delete: retention is the trusted host's
 
 
 def test_missing_secret_is_named_never_shown(tmp_path):
@@ -467,3 +587,32 @@ def test_cron_command_line_backs_up(deployed):
         assert cap["method"] in ("cgroup1", "cgroup2") and cap["percent_of_host"] == 30.0, cap
     else:
         assert cap["method"] in ("unavailable", "inherited"), cap
+
+
+# Last in this file: it upgrades the module's deployment (the source changes under it).
+def test_a_failed_upgrade_is_retried_by_the_next_run(deployed):
+    """pip failing half-way through an upgrade (here: no package index) leaves the record of the last good install
+    as it was, so the next run installs again instead of reporting nothing to do."""
+    v, venv, root = deployed["vars"], deployed["venv"], deployed["root"]
+    record = venv / ".restic-orch-installed"
+    before = record.read_text()
+    probe = Path(v["backup_package_source"]) / "restic_orch" / "_upgrade_probe.py"
+    probe.write_text("RELEASE = 2\n")
+    # (from the venv's directory: in the checkout, `python -c` would import the checkout's restic_orch)
+    has_probe = [venv / "bin/python", "-c", "import restic_orch._upgrade_probe"]
+    try:
+        failed, recap = run_playbook(root, {**v, "backup_pip_extra_args": "--no-index"}, expect_success=False)
+        assert recap["failed"] == 1
+        assert "Install restic-orch from the project source" in failed.stdout
+        assert record.read_text() == before
+        assert subprocess.run(has_probe, cwd=venv, capture_output=True, timeout=60).returncode != 0
+
+        retried, recap = run_playbook(root, v)
+        assert recap["changed"] > 0 and recap["failed"] == 0
+        assert subprocess.run(has_probe, cwd=venv, capture_output=True, timeout=60).returncode == 0
+        assert record.read_text() != before
+
+        _, recap = run_playbook(root, v)
+        assert recap["changed"] == 0
+    finally:
+        probe.unlink()

@@ -504,7 +504,7 @@ def test_restore_into_new_vmid_equals_original(pve: FakePve, api):
     upid = api.lxc.post(vmid=202, ostemplate=volid, restore=1, storage="local-zfs")
     assert Tasks.decode_upid(upid)["type"] == "vzrestore"
     status, log = run_task(pve, upid)
-    assert status["exitstatus"] == "OK"
+    assert status["exitstatus"] == "OK", log[-8:]
     assert log[:2] == [f"recovering backed-up configuration from '{volid}'", f"restoring '{volid}' now.."]
     assert "Detected container architecture: amd64" in log and "merging backed-up and given configuration.." in log
 
