@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             pass
     data.setdefault("runs", {})[name] = result
-    args.out.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    # committed evidence names no path of the machine that made it: the bench's work tree is <bench-dir>
+    text = json.dumps(data, indent=1, default=str).replace(str(settings.base_dir), "<bench-dir>")
+    args.out.write_text(text + "\n")
     print(report.render(result))
     print(f"results: {args.out} (run '{name}')", file=sys.stderr)
     return 0
