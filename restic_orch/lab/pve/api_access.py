@@ -240,7 +240,6 @@ def permissions_dump(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 def register(router: Router) -> None:
-    root_or = Perm.custom  # the handler checks (PVE's `check => [...]` forms we model in code)
     router.add("GET", "/access/users", schema({"enabled": BOOL, "full": BOOL}), user_list, Perm.all())
     router.add("POST", "/access/users", schema({
         "userid": USERID, "comment": Prop(), "enable": BOOL, "expire": Prop(type="integer", minimum=0),
@@ -257,11 +256,11 @@ def register(router: Router) -> None:
     router.add("PUT", "/access/acl", schema({
         "path": Prop(optional=False), "roles": Prop(optional=False), "users": Prop(), "groups": Prop(),
         "tokens": Prop(), "propagate": BOOL, "delete": BOOL,
-    }), acl_update, root_or())
+    }), acl_update, Perm.custom())
     tok = {"userid": USERID, "tokenid": TOKENID}
     router.add("POST", "/access/users/{userid}/token/{tokenid}", schema({
         **tok, "comment": Prop(), "expire": Prop(type="integer", minimum=0), "privsep": BOOL,
-    }), token_create, root_or())
-    router.add("GET", "/access/users/{userid}/token/{tokenid}", schema(tok), token_read, root_or())
+    }), token_create, Perm.custom())
+    router.add("GET", "/access/users/{userid}/token/{tokenid}", schema(tok), token_read, Perm.custom())
     router.add("GET", "/access/permissions", schema({"userid": Prop(), "path": Prop()}), permissions_dump,
                Perm.all())
