@@ -305,6 +305,10 @@ def extract(path: Path, dest: Path, member_filter: Callable[[tarfile.TarInfo], t
     try:
         with tarfile.open(fileobj=reader.stream, mode="r|") as tar:
             tar.extractall(dest, numeric_owner=True, filter=_filter)  # noqa: S202 - _filter confines paths
+        # tarfile stops at the end-of-archive marker; the record padding after it must be read too (as tar
+        # does), or a decompressor still writing it dies of a broken pipe and a good archive looks broken
+        while reader.stream.read(1 << 16):
+            pass
     except (tarfile.TarError, EOFError, OSError):
         tar_lines = ["tar: Unexpected EOF in archive", "tar: Error is not recoverable: exiting now"]
     finally:
