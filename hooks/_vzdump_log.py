@@ -43,9 +43,6 @@ class FreezeBound:
     source: str
     logged: str
 
-    def contains(self, seconds: float) -> bool:
-        return self.lower <= seconds <= self.upper
-
 
 def freeze_bounds(logged: str) -> tuple[float, float]:
     """(freeze_seconds, freeze_seconds_max) from vzdump's 'online again after N seconds' N.
@@ -65,7 +62,7 @@ def online_again_freeze(log_text: str) -> FreezeBound | None:
         return None
     logged = found[-1]
     n, upper = freeze_bounds(logged)
-    return FreezeBound(lower=max(0.0, n - 1.0), upper=upper, source="online-again", logged=logged)
+    return FreezeBound(lower=max(0.0, n - 1.0), upper=upper, source=ONLINE_AGAIN, logged=logged)
 
 
 def _stamped(line: str) -> tuple[datetime, str] | None:
@@ -101,11 +98,15 @@ def snapshot_freeze(guest_log: str) -> FreezeBound | None:
     return None
 
 
-def guest_freeze(log_text: str) -> FreezeBound | None:
-    """The freeze of one guest's backup from its log, or None ("not measured").
+ONLINE_AGAIN = "online-again"
+
+
+def guest_freeze(task_log: str, guest_log: str | None = None) -> FreezeBound | None:
+    """The freeze of one guest's backup from its logs, or None ("not measured").
 
     "guest is online again" wins when vzdump logged it (suspend or stop mode, or a snapshot of several
-    volumes, where the suspension covers the snapshot's own freeze); else the snapshot timestamps of a
-    per-guest log. A task log of a one-volume snapshot backup has neither: None.
+    volumes, where the suspension covers the snapshot's own freeze); else the snapshot timestamps of the
+    per-guest log (the task log itself when no other is given). A task log of a one-volume snapshot backup
+    has neither: None.
     """
-    return online_again_freeze(log_text) or snapshot_freeze(log_text)
+    return online_again_freeze(task_log) or snapshot_freeze(task_log if guest_log is None else guest_log)

@@ -13,22 +13,16 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from restic_orch.config import AnsibleVaultSource, Config
 
-from .base import (
-    Artifact,
-    DumpContext,
-    DumpOutcome,
-    Failure,
-    Fetch,
-    Hook,
-    Notice,
-    RestoreOptions,
-    RestoreOutcome,
-    sha256_file,
-)
+from ._files import keep_aside
+from .base import DumpOutcome, Failure, Hook, Notice, RestoreOutcome, sha256_file
+from .registry import SourceKind
+
+if TYPE_CHECKING:
+    from .base import Artifact, DumpContext, Fetch, RestoreOptions
 
 KIND = "ansible-vault"
 SOURCE = "ansible_vault"
@@ -66,29 +60,13 @@ def restore_path(original: str, target_dir: Path | None) -> Path:
     return Path(target_dir) / os.path.normpath(original).lstrip("/")
 
 
-def keep_aside(path: Path) -> Path:
-    """Move an existing file to <file>.bak (.bak.1, ...) without ever overwriting a kept one."""
-    for n in range(10000):
-        candidate = path.with_name(path.name + (f".bak.{n}" if n else ".bak"))
-        try:
-            os.link(path, candidate)  # atomic and fails if the name is taken: never clobbers
-        except FileExistsError:
-            continue
-        except OSError:
-            # a filesystem without hard links: exclusive create, then copy
-            try:
-                with open(candidate, "xb") as out, open(path, "rb") as src:
-                    shutil.copyfileobj(src, out)
-            except FileExistsError:
-                continue
-            shutil.copystat(path, candidate)
-        path.unlink()
-        return candidate
-    raise OSError(f"no free .bak name next to {path}")
-
-
 class AnsibleVaultHook(Hook):
     kind = KIND
+    spec = SourceKind(KIND, "vault", order=4, examples="vault, vault:<path>")
+
+    @classmethod
+    def details(cls, meta: dict[str, Any]) -> list[str]:
+        return [f"encrypted={meta['encrypted']}"] if "encrypted" in meta else []
 
     def __init__(self, source: AnsibleVaultSource) -> None:
         self.source = source

@@ -11,9 +11,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from restic_orch.config import Config
+
+if TYPE_CHECKING:
+    from .registry import SourceKind
 
 
 def sha256_file(path: Path, chunk: int = 4 * 1024 * 1024) -> str:
@@ -122,12 +125,27 @@ class DumpContext:
 
 @dataclass
 class RestoreOptions:
+    """What every restore understands, plus `params`: the options a kind declares for itself
+    (SourceKind.options, e.g. as_vmid for containers, target_db for databases)."""
+
     force: bool = False
     target_dir: Path | None = None
-    target_db: str | None = None
-    as_vmid: int | None = None
     drill: bool = False
     suffix: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def param(self, name: str) -> Any:
+        return self.params.get(name)
+
+
+class Sandbox(Protocol):
+    """Where a drill restores: what a kind may ask of it to keep its restore away from production."""
+
+    day: str
+
+    def spare_id(self) -> int:
+        """An ID unused at the source and inside drill.vmid_range (RuntimeError when none is left)."""
+        ...
 
 
 @dataclass
@@ -165,6 +183,7 @@ class Hook:
     """Base class: subclasses set `kind` and implement from_config, dump and restore."""
 
     kind: ClassVar[str] = ""
+    spec: ClassVar[SourceKind]
     name: str = ""
 
     @classmethod
@@ -199,3 +218,28 @@ class Hook:
         Files under the drill's temporary directory are removed by the drill itself; returns what was done.
         """
         return "nothing to clean up"
+
+    # ------------------------------------------------------------ what the rest of the product asks of a kind
+    @classmethod
+    def describe_restore(cls, artifact: Artifact, options: RestoreOptions) -> tuple[str, bool]:
+        """The plan's line for restoring this artifact, and whether it changes production.
+
+        By default a file put back in its place (changes production) or under --target-dir (does not).
+        """
+        where = options.target_dir or "its original place"
+        return f"restore {artifact.component} to {where}", options.target_dir is None
+
+    @classmethod
+    def sandbox_options(cls, artifact: Artifact, options: RestoreOptions, sandbox: Sandbox) -> None:
+        """Point a drill's restore of this artifact away from production (files already go to target_dir)."""
+
+    @classmethod
+    def details(cls, meta: dict[str, Any]) -> list[str]:
+        """What `show` prints about an artifact beside its size and hash."""
+        return []
+
+    @classmethod
+    def bootstrap_lines(cls, config: Config) -> list[str]:
+        """What a stored configuration says about this kind's sources, with the files a new host lacks."""
+        return []
+

@@ -11,31 +11,18 @@ events created under another collation) is rewritten when the target differs.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from restic_orch import runner
-from restic_orch.config import Config, MysqlSource
+from restic_orch import masking, runner
+from restic_orch.config import MysqlSource
 from restic_orch.runner import CommandError, CommandTimeout
 
-from ._sql import (
-    SourceError,
-    check_fetched,
-    client,
-    compare_counts,
-    error_text,
-    needs,
-    private_dir,
-    remove,
-    safe_filename,
-    select_databases,
-    version_of,
-    write_private,
-)
-from .base import Artifact, DumpContext, DumpOutcome, Failure, Fetch, Hook, Notice, RestoreOptions, RestoreOutcome
+from ._files import replacing, write_private
+from ._sql import Server, SourceError, SqlHook, client, error_text, needs, private_dir, safe_filename, version_of
+from .base import Artifact, DumpContext, DumpOutcome, Notice, RestoreOptions, RestoreOutcome
 
 KIND = "mysql"
 SYSTEM_DATABASES = {"information_schema", "performance_schema", "sys", "mysql"}
@@ -217,7 +204,7 @@ class _Session:
         lines = ["[client]"]
         if source.password_file is not None:
             try:
-                password = runner.read_secret(source.password_file)
+                password = masking.read_secret(source.password_file)
             except OSError as exc:
                 raise SourceError(f"cannot read password_file {source.password_file}: "
                                   f"{exc.strerror or exc}") from None
@@ -241,16 +228,22 @@ class _Session:
         return [line.split("\t") for line in out.splitlines() if line]
 
 
-class MysqlHook(Hook):
+@dataclass
+class _Found(Server):
+    session: _Session
+    users_dump: bool               # mariadb-dump --system=users works here (else SHOW GRANTS)
+    privileges: set[str]           # the backup account's global privileges
+    schemas: list[tuple[str, str]]  # its (database pattern, privilege) grants
+    role_active: bool              # a role is active: its privileges are not listed, nothing is checked
+
+
+class MysqlHook(SqlHook):
     kind = KIND
-
-    def __init__(self, source: MysqlSource) -> None:
-        self.source = source
-        self.name = source.name
-
-    @classmethod
-    def from_config(cls, config: Config) -> list[Hook]:
-        return [cls(source) for source in config.sources.mysql]
+    spec = SqlHook.sql_kind(KIND)
+    source: MysqlSource
+    server_wide = "users"
+    never_dumped = SYSTEM_DATABASES
+    explain = staticmethod(_explain)
 
     # --- queries ----------------------------------------------------------------------------------
 
@@ -309,92 +302,61 @@ class MysqlHook(Hook):
 
     # --- dump -------------------------------------------------------------------------------------
 
-    def dump(self, ctx: DumpContext) -> DumpOutcome:
-        out = DumpOutcome()
-        base = ctx.out_dir(KIND) / safe_filename(self.name)
-        shutil.rmtree(base, ignore_errors=True)  # only this run's dumps may be listed from here
-        base.mkdir(mode=0o700, parents=True)
-        with private_dir("restic-orch-mysql-") as tmp:
-            try:
-                session = _Session(self.source, tmp)
-                client_version, has_system = self._client_info()
-                out.tools["mariadb-dump"] = client_version
-                server_version = session.sql("SELECT VERSION()")[0][0]
-                out.tools[f"mariadb-server:{self.name}"] = server_version
-                databases = self._databases(session)
-            except (SourceError, CommandError, IndexError) as exc:
-                out.failures.append(Failure(KIND, self.name, f"db:{self.name}/*",
-                                            f"mysql source {self.name}: {error_text(exc)}"))
-                return out
-            versions = {"server_version": server_version, "client_version": client_version}
-            names, missing = select_databases(self.source, sorted(databases), SYSTEM_DATABASES)
-            for name in missing:
-                out.failures.append(Failure(KIND, self.name, f"db:{self.name}/{name}",
-                                            f"database {name} does not exist on mysql source {self.name}"))
-            if self.source.users_and_grants:
-                try:
-                    out.artifacts.append(self._dump_users(ctx, session, base, versions, has_system
-                                                          and "mariadb" in server_version.lower(), out))
-                except (CommandError, SourceError, OSError) as exc:
-                    out.failures.append(Failure(KIND, self.name, f"db:{self.name}/@users",
-                                                f"dump of users and grants failed: {error_text(exc)}"))
-            try:
-                account, privileges, schemas, role_active = self._rights(session)
-            except (CommandError, IndexError, ValueError):
-                account, privileges, schemas, role_active = ("", ""), set(), [], True  # not checked beforehand
-            me = _grant_account(*account)
-            for name in names:
-                lacking = [] if role_active else [p for p in BACKUP_PRIVILEGES
-                                                  if p not in self._held(privileges, schemas, name)]
-                if lacking:
-                    why = (" (without TRIGGER mariadb-dump leaves the triggers out silently)"
-                           if "TRIGGER" in lacking else "")
-                    out.failures.append(Failure(KIND, self.name, f"db:{self.name}/{name}", f"{name} was not dumped: "
-                                                + needs("backup", me, f"{', '.join(lacking)} on {name}{why}",
-                                                        f"GRANT {', '.join(lacking)} ON *.* TO {me}")))
-                    continue
-                try:
-                    out.artifacts.append(self._dump_database(ctx, session, base, name, databases[name], versions))
-                    ctx.log.info("database dumped", extra={"source": self.name, "database": name})
-                except (CommandError, SourceError, OSError, ValueError) as exc:
-                    hint = _explain(getattr(exc, "stderr", ""), me, "backup")
-                    out.failures.append(Failure(KIND, self.name, f"db:{self.name}/{name}",
-                                                f"dump of {name} failed: {error_text(exc)}"
-                                                + (f"; {hint}" if hint else "")))
-        return out
-
-    def _dump_database(self, ctx: DumpContext, session: _Session, base: Path, database: str,
-                       charset: tuple[str, str], versions: dict[str, str]) -> Artifact:
-        path = base / (safe_filename(database) + ".sql")
-        partial = path.with_name(path.name + ".partial")
-        argv = session.argv("mariadb-dump", "--single-transaction", "--routines", "--events", "--triggers",
-                            "--hex-blob", "--skip-dump-date", "--default-character-set=utf8mb4",
-                            "--max-allowed-packet=1G", database)
+    def _open(self, tmp: Path, tools: dict[str, str]) -> _Found:
+        session = _Session(self.source, tmp)
+        client_version, has_system = self._client_info()
+        tools["mariadb-dump"] = client_version
+        server_version = session.sql("SELECT VERSION()")[0][0]
+        tools[f"mariadb-server:{self.name}"] = server_version
+        databases = self._databases(session)
         try:
+            account, privileges, schemas, role_active = self._rights(session)
+        except (CommandError, IndexError, ValueError):
+            account, privileges, schemas, role_active = ("", ""), set(), [], True  # not checked beforehand
+        return _Found(client_version, server_version, databases, _grant_account(*account), session,
+                      has_system and "mariadb" in server_version.lower(), privileges, schemas, role_active)
+
+    def _dumps_server_wide(self) -> bool:
+        return self.source.users_and_grants
+
+    def _server_wide_failed(self, exc: Exception) -> str:
+        return f"dump of users and grants failed: {error_text(exc)}"
+
+    def _not_dumped(self, server: _Found, name: str) -> str | None:
+        lacking = [] if server.role_active else [p for p in BACKUP_PRIVILEGES
+                                                 if p not in self._held(server.privileges, server.schemas, name)]
+        if not lacking:
+            return None
+        why = " (without TRIGGER mariadb-dump leaves the triggers out silently)" if "TRIGGER" in lacking else ""
+        return f"{name} was not dumped: " + needs("backup", server.account, f"{', '.join(lacking)} on {name}{why}",
+                                                  f"GRANT {', '.join(lacking)} ON *.* TO {server.account}")
+
+    def _dump_database(self, ctx: DumpContext, server: _Found, base: Path, database: str) -> Artifact:
+        path = base / (safe_filename(database) + ".sql")
+        argv = server.session.argv("mariadb-dump", "--single-transaction", "--routines", "--events", "--triggers",
+                                   "--hex-blob", "--skip-dump-date", "--default-character-set=utf8mb4",
+                                   "--max-allowed-packet=1G", database)
+        with replacing(path) as partial:
             runner.run(argv, stdout_path=partial, low_priority=True, timeout=self.source.timeout_seconds)
             if not _trailer_ok(partial):
                 raise SourceError("the dump does not end with the '-- Dump completed' trailer (truncated)")
             counts = count_dump_rows(partial)
-            os.replace(partial, path)
-        except BaseException:
-            remove(partial)
-            raise
+        charset, collation = server.databases[database]
         meta = {"database": database, "format": "sql", "row_counts": counts,
-                "row_counts_source": "rows in the dump file", "charset": charset[0], "collation": charset[1],
-                **versions}
-        return ctx.artifact(path, component=f"db:{self.name}/{database}", kind=KIND, source=self.name, meta=meta)
+                "row_counts_source": "rows in the dump file", "charset": charset, "collation": collation,
+                **server.versions}
+        return self._artifact(ctx, path, database, meta)
 
-    def _dump_users(self, ctx: DumpContext, session: _Session, base: Path, versions: dict[str, str],
-                    system: bool, out: DumpOutcome) -> Artifact:
+    def _dump_server_wide(self, ctx: DumpContext, server: _Found, base: Path, out: DumpOutcome) -> Artifact:
         path = base / "@users.sql"
-        partial = path.with_name(path.name + ".partial")
         method = "mariadb-dump --system=users"
-        try:
+        system = server.users_dump
+        with replacing(path) as partial:
             if system:
                 try:
                     # --insert-ignore: CREATE USER IF NOT EXISTS, so a restore keeps the accounts in use
-                    runner.run(session.argv("mariadb-dump", "--system=users", "--insert-ignore",
-                                            "--skip-dump-date"),
+                    runner.run(server.session.argv("mariadb-dump", "--system=users", "--insert-ignore",
+                                                   "--skip-dump-date"),
                                stdout_path=partial, low_priority=True, timeout=self.source.timeout_seconds)
                 except CommandTimeout:
                     raise
@@ -404,16 +366,12 @@ class MysqlHook(Hook):
                     system = False
             if not system:
                 method = "SHOW GRANTS"
-                write_private(partial, self.grants_sql(session))
+                write_private(partial, self.grants_sql(server.session))
             if not _trailer_ok(partial):
                 raise SourceError("the users dump does not end with the '-- Dump completed' trailer")
             accounts = _ACCOUNT.findall(partial.read_text("utf-8", "replace"))
-            os.replace(partial, path)
-        except BaseException:
-            remove(partial)
-            raise
-        meta = {"users": True, "format": "sql", "method": method, "accounts": accounts, **versions}
-        return ctx.artifact(path, component=f"db:{self.name}/@users", kind=KIND, source=self.name, meta=meta)
+        meta = {"users": True, "format": "sql", "method": method, "accounts": accounts, **server.versions}
+        return self._artifact(ctx, path, "@users", meta)
 
     def grants_sql(self, session: _Session) -> str:
         """Users and grants as SQL from SHOW CREATE USER / SHOW GRANTS (servers without --system=users)."""
@@ -435,19 +393,11 @@ class MysqlHook(Hook):
 
     # --- restore ----------------------------------------------------------------------------------
 
-    def restore(self, artifact: Artifact, fetch: Fetch, options: RestoreOptions) -> RestoreOutcome:
-        try:
-            with private_dir("restic-orch-mysql-") as tmp:
-                local = Path(fetch(tmp / Path(artifact.path).name))
-                why = check_fetched(artifact, local)
-                if why:
-                    return RestoreOutcome(artifact.component, False, why, {"sha256": "mismatch"})
-                session = _Session(self.source.for_restore(), tmp)
-                if artifact.meta.get("users"):
-                    return self._restore_users(session, artifact, local, tmp)
-                return self._restore_database(session, artifact, local, options, tmp)
-        except (CommandError, SourceError, OSError) as exc:
-            return RestoreOutcome(artifact.component, False, error_text(exc))
+    def _restore_file(self, artifact: Artifact, local: Path, options: RestoreOptions, tmp: Path) -> RestoreOutcome:
+        session = _Session(self.source.for_restore(), tmp)
+        if artifact.meta.get("users"):
+            return self._restore_users(session, artifact, local, tmp)
+        return self._restore_database(session, artifact, local, options, tmp)
 
     def _present(self, session: _Session) -> set[tuple[str, str]]:
         """Every account and role on the server (a role's host is '')."""
@@ -496,7 +446,7 @@ class MysqlHook(Hook):
         if failed:
             checks["errors"] = failed
             message += f"; {len(failed)} errors: " + "; ".join(failed[:5])
-        return RestoreOutcome(artifact.component, not missing and not failed, runner.mask(message), checks,
+        return RestoreOutcome(artifact.component, not missing and not failed, masking.mask(message), checks,
                               restored_to=f"{self.name}:@users")
 
     @staticmethod
@@ -515,7 +465,7 @@ class MysqlHook(Hook):
                           tmp: Path) -> RestoreOutcome:
         meta = artifact.meta
         original = str(meta["database"])
-        target = options.target_db or (original + options.suffix)
+        target = self._target(artifact, options)
         where = f"{self.name}/{target}"
         if target.lower() in SYSTEM_DATABASES:
             raise SourceError(f"refusing to restore into the system database {target}")
@@ -538,10 +488,7 @@ class MysqlHook(Hook):
         if target in self._databases(session):
             objects = self._objects(session, target)
             if objects and not options.force:
-                return RestoreOutcome(artifact.component, False,
-                                      f"database {target} on mysql source {self.name} exists and is not empty"
-                                      f" ({objects} objects): refusing to overwrite it without --force",
-                                      restored_to=where)
+                return self._occupied(artifact, target, objects)
             session.sql(f"DROP DATABASE {quote_ident(target)}")
         create = f"CREATE DATABASE {quote_ident(target)}"
         charset, collation = str(meta.get("charset") or ""), str(meta.get("collation") or "")
@@ -559,12 +506,7 @@ class MysqlHook(Hook):
             return RestoreOutcome(artifact.component, False,
                                   f"loading {original} into {target} failed (the database was dropped again): "
                                   f"{error_text(exc)}" + (f"; {hint}" if hint else ""), restored_to=where)
-        diffs = compare_counts(dict(meta.get("row_counts") or {}), self._counts(session, target))
-        checks: dict[str, Any] = {"row_counts": "ok" if not diffs else diffs}
-        message = f"restored {original} into {target}"
-        if diffs:
-            message += f"; row counts differ in {len(diffs)} tables"
-        return RestoreOutcome(artifact.component, not diffs, message, checks, restored_to=where)
+        return self._restored(artifact, target, self._counts(session, target))
 
     @staticmethod
     def _line_of(path: Path, stderr: str) -> str:
@@ -590,35 +532,17 @@ class MysqlHook(Hook):
                 dst.write(new + line[len(old):] if line.startswith(old) else line)
         return out
 
-    # --- helpers for the drill ----------------------------------------------------------------------
+    # --- the drill's scratch databases --------------------------------------------------------------
 
-    def _for(self, source: str | MysqlSource | None) -> MysqlHook:
-        if source is None or source == self.name:
-            return self
-        if isinstance(source, MysqlSource):
-            return MysqlHook(source)
-        raise ValueError(f"this hook is mysql source {self.name}, not {source}")
+    def _count_rows(self, database: str) -> dict[str, int]:
+        with private_dir("restic-orch-mysql-") as tmp:
+            return self._counts(_Session(self.source, tmp), database)
 
-    def drop_database(self, source: str | MysqlSource | None, name: str) -> None:
-        """Drop a database (a drill's scratch copy); the system databases are refused."""
+    def _drop_scratch(self, name: str) -> None:
         if name.lower() in SYSTEM_DATABASES:
             raise SourceError(f"refusing to drop the system database {name}")
-        hook = self._for(source)
         with private_dir("restic-orch-mysql-") as tmp:
-            _Session(hook.source.for_restore(), tmp).sql(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
-
-    def row_counts(self, source: str | MysqlSource | None, database: str) -> dict[str, int]:
-        """Exact COUNT(*) of every base table of the database."""
-        hook = self._for(source)
-        with private_dir("restic-orch-mysql-") as tmp:
-            return hook._counts(_Session(hook.source, tmp), database)
-
-    def discard(self, artifact: Artifact, outcome: RestoreOutcome, options: RestoreOptions) -> str:
-        """A drill restored into a drill_ database: drop it."""
-        if not options.target_db or artifact.meta.get("users"):
-            return "nothing to clean up"
-        self.drop_database(None, options.target_db)
-        return f"dropped database {options.target_db}"
+            _Session(self.source.for_restore(), tmp).sql(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
 
 
 HOOK = MysqlHook

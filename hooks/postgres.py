@@ -9,31 +9,19 @@ import json
 import os
 import re
 import select
-import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from restic_orch import runner
-from restic_orch.config import Config, PostgresSource
+from restic_orch import masking, runner
+from restic_orch.config import PostgresSource
 from restic_orch.runner import CommandError, CommandTimeout
 
-from ._sql import (
-    SourceError,
-    check_fetched,
-    client,
-    compare_counts,
-    error_text,
-    needs,
-    private_dir,
-    remove,
-    safe_filename,
-    select_databases,
-    version_of,
-    version_tuple,
-)
-from .base import Artifact, DumpContext, DumpOutcome, Failure, Fetch, Hook, Notice, RestoreOptions, RestoreOutcome
+from ._files import replacing
+from ._sql import Server, SourceError, SqlHook, client, error_text, needs, safe_filename, version_of, version_tuple
+from .base import Artifact, DumpContext, DumpOutcome, Notice, RestoreOptions, RestoreOutcome
 
 KIND = "postgres"
 SYSTEM_DATABASES = {"postgres", "template0", "template1"}
@@ -208,16 +196,43 @@ def _major(version: tuple[int, ...]) -> tuple[int, ...]:
     return version[:2] if version and version[0] < 10 else version[:1]
 
 
-class PostgresHook(Hook):
+@dataclass
+class _Found(Server):
+    env: dict[str, str]  # the clients' environment (PGPASSWORD among it)
+
+
+@dataclass
+class _Plan:
+    """A database restore as decided before anything is changed."""
+
+    target: str
+    server_num: int
+    me: str                  # the restoring account
+    roles: dict[str, Any]    # every role, as it stands for `me`
+    superuser: bool
+    missing: list[str]       # roles the dump names that do not exist here
+    create: bool
+    replace: bool
+    owners: set[str]         # whom the restore gives objects to
+    owner: str | None        # the database's owner, when one is given
+    given_up: list[str]      # receivers a non-superuser cannot give anything to (superusers)
+
+    @property
+    def receivers(self) -> set[str]:
+        return self.owners | ({self.owner} if self.owner and self.create else set())
+
+    @property
+    def no_owner(self) -> bool:
+        return bool(self.owners & set(self.given_up))
+
+
+class PostgresHook(SqlHook):
     kind = KIND
-
-    def __init__(self, source: PostgresSource) -> None:
-        self.source = source
-        self.name = source.name
-
-    @classmethod
-    def from_config(cls, config: Config) -> list[Hook]:
-        return [cls(source) for source in config.sources.postgres]
+    spec = SqlHook.sql_kind(KIND)
+    source: PostgresSource
+    server_wide = "globals"
+    never_dumped = {"template0", "template1"}
+    explain = staticmethod(_explain)
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -225,7 +240,7 @@ class PostgresHook(Hook):
         env = {"PGCONNECT_TIMEOUT": "10", "PGAPPNAME": "restic-orch", "PGCLIENTENCODING": "UTF8"}
         if self.source.password_file is not None:
             try:
-                env["PGPASSWORD"] = runner.read_secret(self.source.password_file)
+                env["PGPASSWORD"] = masking.read_secret(self.source.password_file)
             except OSError as exc:
                 raise SourceError(f"cannot read password_file {self.source.password_file}: "
                                   f"{exc.strerror or exc}") from None
@@ -263,67 +278,39 @@ class PostgresHook(Hook):
 
     # --- dump -------------------------------------------------------------------------------------
 
-    def dump(self, ctx: DumpContext) -> DumpOutcome:
-        out = DumpOutcome()
-        base = ctx.out_dir(KIND) / safe_filename(self.name)
-        shutil.rmtree(base, ignore_errors=True)  # only this run's dumps may be listed from here
-        base.mkdir(mode=0o700, parents=True)
-        try:
-            env = self._env()
-            client_version = self._client_version()
-            out.tools["pg_dump"] = client_version
-            server = self._server()
-            server_version = str(server["version"]).split()[0]
-            out.tools[f"postgres-server:{self.name}"] = server_version
-            if _major(version_tuple(client_version)) < _major(version_tuple(server_version)):
-                raise SourceError(f"pg_dump {client_version} is older than the server (PostgreSQL "
-                                  f"{server_version}): install a PostgreSQL {_major(version_tuple(server_version))[0]}"
-                                  " client or point bin_dir at one")
-        except (SourceError, CommandError) as exc:
-            out.failures.append(Failure(KIND, self.name, f"db:{self.name}/*",
-                                        f"postgres source {self.name}: {error_text(exc)}"))
-            return out
-        versions = {"server_version": server_version, "client_version": client_version}
+    def _open(self, tmp: Path, tools: dict[str, str]) -> _Found:
+        env = self._env()
+        client_version = self._client_version()
+        tools["pg_dump"] = client_version
+        server = self._server()
+        server_version = str(server["version"]).split()[0]
+        tools[f"postgres-server:{self.name}"] = server_version
+        if _major(version_tuple(client_version)) < _major(version_tuple(server_version)):
+            raise SourceError(f"pg_dump {client_version} is older than the server (PostgreSQL "
+                              f"{server_version}): install a PostgreSQL {_major(version_tuple(server_version))[0]}"
+                              " client or point bin_dir at one")
         databases = {d["name"]: d["conn"] for d in server["databases"] or []}
-        names, missing = select_databases(self.source, sorted(databases), {"template0", "template1"})
-        for name in missing:
-            out.failures.append(Failure(KIND, self.name, f"db:{self.name}/{name}",
-                                        f"database {name} does not exist on postgres source {self.name}"))
-        if self.source.globals:
-            try:
-                out.artifacts.append(self._dump_globals(ctx, base, env, versions, out))
-            except (CommandError, SourceError) as exc:
-                hint = _explain(getattr(exc, "stderr", ""), self.source.user, "backup")
-                out.failures.append(Failure(KIND, self.name, f"db:{self.name}/@globals",
-                                            f"pg_dumpall --globals-only failed: {error_text(exc)}"
-                                            + (f"; {hint}" if hint else "")))
-        for name in names:
-            component = f"db:{self.name}/{name}"
-            try:
-                if not databases[name]:
-                    raise SourceError(f"database {name} does not accept connections (datallowconn is false)")
-                out.artifacts.append(self._dump_database(ctx, base, name, env, versions))
-                ctx.log.info("database dumped", extra={"source": self.name, "database": name})
-            except (CommandError, SourceError, OSError, ValueError) as exc:
-                hint = _explain(getattr(exc, "stderr", ""), self.source.user, "backup")
-                out.failures.append(Failure(KIND, self.name, component, f"dump of {name} failed: {error_text(exc)}"
-                                            + (f"; {hint}" if hint else "")))
-        return out
+        return _Found(client_version, server_version, databases, self.source.user, env)
 
-    def _dump_globals(self, ctx: DumpContext, base: Path, env: dict[str, str], versions: dict[str, str],
-                      out: DumpOutcome) -> Artifact:
+    def _dumps_server_wide(self) -> bool:
+        return self.source.globals
+
+    def _server_wide_failed(self, exc: Exception) -> str:
+        hint = _explain(getattr(exc, "stderr", ""), self.source.user, "backup")
+        return f"pg_dumpall --globals-only failed: {error_text(exc)}" + (f"; {hint}" if hint else "")
+
+    def _dump_server_wide(self, ctx: DumpContext, server: _Found, base: Path, out: DumpOutcome) -> Artifact:
         path = base / "@globals.sql"
-        partial = path.with_name(path.name + ".partial")
         argv = [*client(self.source, "pg_dumpall"), "--globals-only", *self._conn()]
-        try:
+        with replacing(path) as partial:
             try:
-                runner.run(argv, env=env, stdout_path=partial, low_priority=True,
+                runner.run(argv, env=server.env, stdout_path=partial, low_priority=True,
                            timeout=self.source.timeout_seconds)
             except CommandError as exc:
                 if isinstance(exc, CommandTimeout) or "permission denied" not in exc.stderr:
                     raise
                 # without superuser pg_authid is unreadable: roles without their passwords beat no roles
-                runner.run([*argv, "--no-role-passwords"], env=env, stdout_path=partial, low_priority=True,
+                runner.run([*argv, "--no-role-passwords"], env=server.env, stdout_path=partial, low_priority=True,
                            timeout=self.source.timeout_seconds)
                 grant = f"GRANT pg_read_all_data TO {_ident(self.source.user)}"
                 out.notices.append(Notice(KIND, self.name, f"{self.source.user} cannot read pg_authid: roles"
@@ -334,24 +321,21 @@ class PostgresHook(Hook):
                 if GLOBALS_TRAILER not in handle.read():
                     raise SourceError("the globals dump has no completion trailer (truncated)")
             roles = re.findall(r'^CREATE ROLE ("(?:[^"]|"")+"|[^\s;]+);', partial.read_text("utf-8"), re.M)
-            os.replace(partial, path)
-        except BaseException:
-            remove(partial)
-            raise
         meta = {"globals": True, "format": "sql",
-                "roles": [r[1:-1].replace('""', '"') if r.startswith('"') else r for r in roles], **versions}
-        return ctx.artifact(path, component=f"db:{self.name}/@globals", kind=KIND, source=self.name, meta=meta)
+                "roles": [r[1:-1].replace('""', '"') if r.startswith('"') else r for r in roles], **server.versions}
+        return self._artifact(ctx, path, "@globals", meta)
 
-    def _dump_database(self, ctx: DumpContext, base: Path, database: str, env: dict[str, str],
-                       versions: dict[str, str]) -> Artifact:
+    def _dump_database(self, ctx: DumpContext, server: _Found, base: Path, database: str) -> Artifact:
+        if not server.databases[database]:
+            raise SourceError(f"database {database} does not accept connections (datallowconn is false)")
         path = base / (safe_filename(database) + ".dump")
-        partial = path.with_name(path.name + ".partial")
-        try:
-            with _SnapshotSession(self, database, env, self.source.timeout_seconds) as info:
+        with replacing(path) as partial:
+            with _SnapshotSession(self, database, server.env, self.source.timeout_seconds) as info:
                 runner.run([*client(self.source, "pg_dump"), "-Fc", f"-Z{self.source.dump_compression}",
                             *self._conn(), f"--snapshot={info['snapshot']}",
                             "-d", _conninfo(database)],
-                           env=env, stdout_path=partial, low_priority=True, timeout=self.source.timeout_seconds)
+                           env=server.env, stdout_path=partial, low_priority=True,
+                           timeout=self.source.timeout_seconds)
             toc = runner.run([*client(self.source, "pg_restore"), "--list"], stdin_path=partial,
                              timeout=self.source.timeout_seconds).stdout
             if not toc.strip():
@@ -360,16 +344,12 @@ class PostgresHook(Hook):
             # data still passes it. Reading the whole archive (to /dev/null) proves every entry is there.
             runner.run([*client(self.source, "pg_restore"), "-f", "-"], stdin_path=partial,
                        stdout_path=Path(os.devnull), low_priority=True, timeout=self.source.timeout_seconds)
-            os.replace(partial, path)
-        except BaseException:
-            remove(partial)
-            raise
         meta = {"database": database, "format": "custom", "compression": self.source.dump_compression,
                 "row_counts": info["row_counts"] or {},
                 "row_counts_source": "count(*) in the exported snapshot pg_dump used",
                 "owner": info["owner"], "encoding": info["encoding"], "collate": info["collate"],
-                "ctype": info["ctype"], "roles": info["roles"] or [], **versions}
-        return ctx.artifact(path, component=f"db:{self.name}/{database}", kind=KIND, source=self.name, meta=meta)
+                "ctype": info["ctype"], "roles": info["roles"] or [], **server.versions}
+        return self._artifact(ctx, path, database, meta)
 
     # --- restore ----------------------------------------------------------------------------------
     # Restores run as restore_user when one is configured (the backup account is read-only); what they
@@ -379,20 +359,15 @@ class PostgresHook(Hook):
         source = self.source.for_restore()
         return self if source is self.source else PostgresHook(source)
 
-    def restore(self, artifact: Artifact, fetch: Fetch, options: RestoreOptions) -> RestoreOutcome:
+    def _restore_file(self, artifact: Artifact, local: Path, options: RestoreOptions, tmp: Path) -> RestoreOutcome:
         writer = self._restorer()
-        try:
-            with private_dir("restic-orch-pg-") as tmp:
-                local = Path(fetch(tmp / Path(artifact.path).name))
-                why = check_fetched(artifact, local)
-                if why:
-                    return RestoreOutcome(artifact.component, False, why, {"sha256": "mismatch"})
-                if artifact.meta.get("globals"):
-                    return writer._restore_globals(artifact, local)
-                return writer._restore_database(artifact, local, options, reader=self)
-        except (CommandError, SourceError, OSError) as exc:
-            hint = _explain(getattr(exc, "stderr", "") or str(exc), writer.source.user, "restore")
-            return RestoreOutcome(artifact.component, False, error_text(exc) + (f"; {hint}" if hint else ""))
+        if artifact.meta.get("globals"):
+            return writer._restore_globals(artifact, local)
+        return writer._restore_database(artifact, local, options, reader=self)
+
+    def _restore_failed(self, exc: Exception) -> str:
+        hint = _explain(getattr(exc, "stderr", "") or str(exc), self.source.for_restore().user, "restore")
+        return error_text(exc) + (f"; {hint}" if hint else "")
 
     def _account(self) -> dict[str, Any]:
         return self._json(_ACCOUNT_SQL)
@@ -430,14 +405,21 @@ class PostgresHook(Hook):
             message += f"; {len(other)} other errors: " + "; ".join(other[:5]) + "".join(f"; {h}" for h in hints)
         if lacking:
             message += "; restored without attributes only a superuser may give: " + "; ".join(lacking)
-        return RestoreOutcome(artifact.component, not other and not missing and not lacking, runner.mask(message),
+        return RestoreOutcome(artifact.component, not other and not missing and not lacking, masking.mask(message),
                               checks, restored_to=f"{self.name}:@globals")
 
     def _restore_database(self, artifact: Artifact, local: Path, options: RestoreOptions,
-                          reader: PostgresHook | None = None) -> RestoreOutcome:
+                          reader: PostgresHook) -> RestoreOutcome:
+        target = self._target(artifact, options)
+        plan = self._plan(artifact, local, options, target)
+        if isinstance(plan, RestoreOutcome):
+            return plan
+        failed = self._load(plan, artifact, local)
+        return failed or self._verified(plan, artifact, reader)
+
+    def _plan(self, artifact: Artifact, local: Path, options: RestoreOptions, target: str) -> _Plan | RestoreOutcome:
+        """What the restore will do, or why it refuses (nothing changed yet in either case)."""
         meta = artifact.meta
-        target = options.target_db or (str(meta["database"]) + options.suffix)
-        where = f"{self.name}/{target}"
         server = self._server()
         existing = {d["name"]: d for d in server["databases"] or []}
         account = self._account()
@@ -449,10 +431,7 @@ class PostgresHook(Hook):
         if target in existing:
             objects = self._user_objects(target)
             if objects and not options.force:
-                return RestoreOutcome(artifact.component, False,
-                                      f"database {target} on postgres source {self.name} exists and is not empty"
-                                      f" ({objects} objects): refusing to overwrite it without --force",
-                                      restored_to=where)
+                return self._occupied(artifact, target, objects)
             replace, create = bool(objects), bool(objects)
         toc = runner.run([*client(self.source, "pg_restore"), "--list"], stdin_path=local,
                          timeout=self.source.timeout_seconds).stdout
@@ -461,78 +440,90 @@ class PostgresHook(Hook):
         owners = set() if missing else {o for o in _toc_owners(toc) if o in roles} - {me, "pg_database_owner"}
         owner: str | None = str(meta.get("owner") or "")
         owner = owner if owner in roles and owner != me else None
-        receivers = owners | ({owner} if owner and create else set())
+        plan = _Plan(target, int(server["num"]), me, roles, superuser, missing, create, replace, owners, owner, [])
         # a non-superuser cannot give anything to a superuser: those objects stay the restore account's
-        given_up = [] if superuser else sorted(o for o in receivers if roles[o]["super"])
-        lacks: list[str] = []  # what the account lacks, found before anything is dropped or created
-        if not superuser:
-            if create and not account["createdb"]:
-                lacks.append(needs("restore", me, f"CREATEDB to create database {target}",
-                                   f"ALTER ROLE {_ident(me)} CREATEDB"))
-            if replace:
-                current = str(existing[target]["owner"])
-                if roles.get(current, {}).get("super"):
-                    lacks.append(f"database {target} is owned by the superuser {current}, which only a superuser can"
-                                 f" drop: drop it as {current}, or give it to an application role first"
-                                 f" (ALTER DATABASE {_ident(target)} OWNER TO <role>)")
-                elif not roles.get(current, {}).get("usage"):
-                    lacks.append(needs("restore", me, f"membership in role {current}, which owns database {target},"
-                                       " to replace it", f"GRANT {_ident(current)} TO {_ident(me)}"))
-            named = {str(existing[target]["owner"])} if replace else set()
-            for role in sorted(receivers - set(given_up) - named):
-                if not roles[role]["member"]:
-                    lacks.append(needs("restore", me, f"membership in role {role} to give its objects back to it",
-                                       f"GRANT {_ident(role)} TO {_ident(me)}"))
-            for name in self._untrusted(_toc_extensions(toc)):
-                lacks.append(f"extension {name} can only be created by a superuser (it is not trusted): restore"
-                             " this database with a superuser as restore_user, or create the extension in it first")
+        plan.given_up = [] if superuser else sorted(o for o in plan.receivers if roles[o]["super"])
+        current = str(existing[target]["owner"]) if replace else ""
+        lacks = [] if superuser else self._lacks(plan, bool(account["createdb"]), current, toc)
         if lacks:
             return RestoreOutcome(artifact.component, False,
                                   f"cannot restore {meta['database']} into {target} (nothing was changed): "
-                                  + "; ".join(dict.fromkeys(lacks)), {"rights": "missing"}, restored_to=where)
-        no_owner = bool(owners & set(given_up))
-        if owner in given_up:
-            owner = None
-        if replace:
-            self._drop(target, int(server["num"]), allow_postgres=True)
-        if create:
-            self._create(target, meta, owner)
+                                  + "; ".join(dict.fromkeys(lacks)), {"rights": "missing"},
+                                  restored_to=f"{self.name}/{target}")
+        return plan
+
+    def _lacks(self, plan: _Plan, createdb: bool, current: str, toc: str) -> list[str]:
+        """What a non-superuser account lacks for this restore; `current` owns the database it replaces."""
+        target, me, roles = plan.target, plan.me, plan.roles
+        lacks: list[str] = []
+        if plan.create and not createdb:
+            lacks.append(needs("restore", me, f"CREATEDB to create database {target}",
+                               f"ALTER ROLE {_ident(me)} CREATEDB"))
+        if plan.replace:
+            if roles.get(current, {}).get("super"):
+                lacks.append(f"database {target} is owned by the superuser {current}, which only a superuser can"
+                             f" drop: drop it as {current}, or give it to an application role first"
+                             f" (ALTER DATABASE {_ident(target)} OWNER TO <role>)")
+            elif not roles.get(current, {}).get("usage"):
+                lacks.append(needs("restore", me, f"membership in role {current}, which owns database {target},"
+                                   " to replace it", f"GRANT {_ident(current)} TO {_ident(me)}"))
+        named = {current} if plan.replace else set()
+        for role in sorted(plan.receivers - set(plan.given_up) - named):
+            if not roles[role]["member"]:
+                lacks.append(needs("restore", me, f"membership in role {role} to give its objects back to it",
+                                   f"GRANT {_ident(role)} TO {_ident(me)}"))
+        for name in self._untrusted(_toc_extensions(toc)):
+            lacks.append(f"extension {name} can only be created by a superuser (it is not trusted): restore"
+                         " this database with a superuser as restore_user, or create the extension in it first")
+        return lacks
+
+    def _load(self, plan: _Plan, artifact: Artifact, local: Path) -> RestoreOutcome | None:
+        """Replace or create the target and pg_restore into it; the outcome when that failed, else None."""
+        target = plan.target
+        if plan.replace:
+            self._drop(target, plan.server_num, allow_postgres=True)
+        if plan.create:
+            self._create(target, artifact.meta, None if plan.owner in plan.given_up else plan.owner)
         argv = [*client(self.source, "pg_restore"), "--exit-on-error", "--single-transaction", *self._conn(),
                 "-d", _conninfo(target)]
-        if missing:
+        if plan.missing:
             # GRANTs and ALTER OWNER to absent roles would abort the restore: restore without them
             argv += ["--no-owner", "--no-privileges"]
-        elif no_owner:
+        elif plan.no_owner:
             # ALTER OWNER to a superuser is refused to a non-superuser: the objects stay the restore account's
             argv += ["--no-owner"]
         try:
             runner.run(argv, env=self._env(), stdin_path=local, timeout=self.source.timeout_seconds)
         except CommandError as exc:
             # --single-transaction left nothing behind; a database made for this restore goes away too
-            if create:
-                self._drop(target, int(server["num"]), allow_postgres=True)
-            hint = _explain(exc.stderr, me, "restore")
+            if plan.create:
+                self._drop(target, plan.server_num, allow_postgres=True)
+            hint = _explain(exc.stderr, plan.me, "restore")
             return RestoreOutcome(artifact.component, False,
                                   f"pg_restore into {target} failed (nothing was restored): {error_text(exc)}"
-                                  + (f"; {hint}" if hint else ""), restored_to=where)
-        diffs = compare_counts(dict(meta.get("row_counts") or {}), (reader or self)._counts(target))
-        checks: dict[str, Any] = {"row_counts": "ok" if not diffs else diffs, "owners": "kept"}
-        message = f"restored {meta['database']} into {target}"
+                                  + (f"; {hint}" if hint else ""), restored_to=f"{self.name}/{target}")
+        return None
+
+    def _verified(self, plan: _Plan, artifact: Artifact, reader: PostgresHook) -> RestoreOutcome:
+        """The row counts checked by the backup account, and whom the objects now belong to."""
+        counts = reader._count_rows(plan.target)
+        me, missing, given_up = plan.me, plan.missing, plan.given_up
+        owners: Any = "kept"
+        notes = ""
         if missing:
-            checks["owners"] = {"dropped, roles missing": missing}
-            message += (f" without owners and privileges (roles missing: {', '.join(missing)}; restore"
-                        f" db:{self.name}/@globals first to keep them)")
+            owners = {"dropped, roles missing": missing}
+            notes = (f" without owners and privileges (roles missing: {', '.join(missing)}; restore"
+                     f" db:{self.name}/@globals first to keep them)")
         elif given_up:
-            lost = sorted(owners - set(given_up)) if no_owner else []  # --no-owner keeps every owner or none
-            checks["owners"] = {"not kept": given_up + lost, "now owned by": me}
-            message += (f", owned by {me} instead of {', '.join(given_up + lost)}: a non-superuser cannot give"
-                        f" objects to the superuser {', '.join(given_up)}")
+            # --no-owner keeps every owner or none
+            lost = sorted(plan.owners - set(given_up)) if plan.no_owner else []
+            owners = {"not kept": given_up + lost, "now owned by": me}
+            notes = (f", owned by {me} instead of {', '.join(given_up + lost)}: a non-superuser cannot give"
+                     f" objects to the superuser {', '.join(given_up)}")
             if len(given_up) == 1 and not lost:
-                message += (f" (to give them back, as a superuser connected to {target}:"
-                            f" REASSIGN OWNED BY {_ident(me)} TO {_ident(given_up[0])})")
-        if diffs:
-            message += f"; row counts differ in {len(diffs)} tables"
-        return RestoreOutcome(artifact.component, not diffs, message, checks, restored_to=where)
+                notes += (f" (to give them back, as a superuser connected to {plan.target}:"
+                          f" REASSIGN OWNED BY {_ident(me)} TO {_ident(given_up[0])})")
+        return self._restored(artifact, plan.target, counts, {"owners": owners}, notes)
 
     def _untrusted(self, extensions: list[str]) -> list[str]:
         if not extensions:
@@ -577,34 +568,15 @@ class PostgresHook(Hook):
             self._psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :'name';\n"
                        'DROP DATABASE IF EXISTS :"name"', _maintenance(database), variables={"name": database})
 
-    def _counts(self, database: str) -> dict[str, int]:
+    def _count_rows(self, database: str) -> dict[str, int]:
         return {k: int(v) for k, v in (self._json(_COUNTS_SQL, database, timeout=self.source.timeout_seconds)
                                        or {}).items()}
 
-    # --- helpers for the drill ----------------------------------------------------------------------
+    # --- the drill's scratch databases --------------------------------------------------------------
 
-    def _for(self, source: str | PostgresSource | None) -> PostgresHook:
-        if source is None or source == self.name:
-            return self
-        if isinstance(source, PostgresSource):
-            return PostgresHook(source)
-        raise ValueError(f"this hook is postgres source {self.name}, not {source}")
-
-    def drop_database(self, source: str | PostgresSource | None, name: str) -> None:
-        """Drop a database (a drill's scratch copy); the system databases are refused."""
-        hook = self._for(source)._restorer()  # drill copies belong to their owners, whom restore_user is a member of
+    def _drop_scratch(self, name: str) -> None:
+        hook = self._restorer()  # drill copies belong to their owners, whom restore_user is a member of
         hook._drop(name, int(hook._server()["num"]))
-
-    def row_counts(self, source: str | PostgresSource | None, database: str) -> dict[str, int]:
-        """Exact count(*) of every table, keyed `schema.table`."""
-        return self._for(source)._counts(database)
-
-    def discard(self, artifact: Artifact, outcome: RestoreOutcome, options: RestoreOptions) -> str:
-        """A drill restored into a drill_ database: drop it."""
-        if not options.target_db or artifact.meta.get("globals"):
-            return "nothing to clean up"
-        self.drop_database(None, options.target_db)
-        return f"dropped database {options.target_db}"
 
 
 class _SnapshotSession:

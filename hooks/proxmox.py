@@ -18,12 +18,13 @@ from typing import Any
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 
-from restic_orch import runner
+from restic_orch import masking
 from restic_orch.config import Config, ProxmoxSource
 
 from . import _pve_access
+from ._files import replacing
 from ._pve_access import Need
-from ._vzdump_log import freeze_bounds, online_again_freeze, snapshot_freeze
+from ._vzdump_log import ONLINE_AGAIN, freeze_bounds, guest_freeze
 from .base import (
     Artifact,
     DumpContext,
@@ -35,8 +36,10 @@ from .base import (
     Notice,
     RestoreOptions,
     RestoreOutcome,
+    Sandbox,
     sha256_file,
 )
+from .registry import KindOption, SourceKind
 
 KIND = "proxmox"
 # configuration keys that must come back identical; network keys change with unique=1 (new MAC)
@@ -111,6 +114,34 @@ def logged_excludes(log_text: str) -> list[str] | None:
 
 class ProxmoxHook(Hook):
     kind = KIND
+    spec = SourceKind(
+        KIND, "ct", order=0, examples="ct:101, ct:all, ct:102:/etc/file", inner_paths=True,
+        drill_scenario="container", redeploy_after=True,
+        options=(KindOption("as_vmid", "--as-vmid", int, "Restore a container beside the original."),))
+
+    @classmethod
+    def describe_restore(cls, artifact: Artifact, options: RestoreOptions) -> tuple[str, bool]:
+        vmid = artifact.meta.get("vmid", artifact.component.split(":", 1)[1])
+        target = options.param("as_vmid") or vmid
+        text = f"restore container {vmid} ({artifact.meta.get('name', '?')}) as CT {target}"
+        return text, options.param("as_vmid") is None
+
+    @classmethod
+    def sandbox_options(cls, artifact: Artifact, options: RestoreOptions, sandbox: Sandbox) -> None:
+        options.params["as_vmid"] = sandbox.spare_id()
+
+    @classmethod
+    def details(cls, meta: dict[str, Any]) -> list[str]:
+        return [f"{key}={meta[key]}" for key in ("name", "mode_used") if key in meta]
+
+    @classmethod
+    def bootstrap_lines(cls, config: Config) -> list[str]:
+        px = config.sources.proxmox
+        if not px:
+            return []
+        missing = "" if Path(px.token_file).exists() else " (MISSING: --set sources.proxmox.token_file=...)"
+        return [f"proxmox: https://{px.host}:{px.port} node {px.node or '(this host)'} token "
+                f"{px.user}!{px.token_name} from {px.token_file}{missing}"]
 
     def __init__(self, source: ProxmoxSource) -> None:
         self.source = source
@@ -130,7 +161,7 @@ class ProxmoxHook(Hook):
     def api(self) -> ProxmoxAPI:
         if self._api is None:
             src = self.source
-            token = runner.read_secret(src.token_file)
+            token = masking.read_secret(src.token_file)
             verify: bool | str = str(src.ca_file) if src.ca_file else src.verify_ssl
             self._api = ProxmoxAPI(src.host, port=src.port, user=src.user, token_name=src.token_name,
                                    token_value=token, verify_ssl=verify, backend="https", timeout=60)
@@ -150,7 +181,7 @@ class ProxmoxHook(Hook):
                                f" {self.source.token_name}") from None
             raise PveError(f"PVE API {what}: {exc}") from None
         except Exception as exc:  # requests' connection errors and TLS failures
-            raise PveError(f"PVE API {what}: {type(exc).__name__}: {runner.mask(str(exc))}") from None
+            raise PveError(f"PVE API {what}: {type(exc).__name__}: {masking.mask(str(exc))}") from None
 
     def wait_task(self, upid: str, timeout: float) -> tuple[str, list[str]]:
         """Wait for a UPID task; return its exitstatus and whole log (proxmoxer never checks exitstatus)."""
@@ -324,34 +355,14 @@ class ProxmoxHook(Hook):
         lxc = self.api.nodes(self.node).lxc(vmid)
         config = self._call(f"CT {vmid} config", lxc.config.get)
         status = self._call(f"CT {vmid} status", lxc.status.current.get)
-        started = time.monotonic()
-        params: dict[str, Any] = {"vmid": str(vmid), "mode": src.mode, "compress": src.compress,
-                                  "storage": src.storage, "remove": self.remove_param(vmid, limit),
-                                  "lockwait": src.lockwait_minutes}
         excludes = src.exclude_paths_for(vmid)
-        if excludes:
-            # a list goes out as repeated form fields; PVE hands vzdump the values NUL-separated
-            params["exclude-path"] = excludes
-        upid = self._call(f"vzdump {vmid}", self.api.nodes(self.node).vzdump.post, **params)
-        exitstatus, log = self.wait_task(upid, src.timeout_seconds)
-        duration = time.monotonic() - started
-        if not task_ok(exitstatus):
-            raise PveError(f"vzdump of CT {vmid} failed: {exitstatus}" + _cause(log))
+        upid, exitstatus, log, duration = self._vzdump(vmid, limit, excludes)
         text = "\n".join(log)
         modes = MODE_RE.findall(text)
         mode_used = modes[-1] if modes else src.mode
         fallback = FALLBACK_RE.search(text)
-        archive_match = ARCHIVE_RE.findall(text)
-        if not archive_match:
-            raise PveError(f"vzdump of CT {vmid}: the task log names no archive")
-        # the path vzdump logs is where it wrote, content-dirs included; dump_dir maps it when the API's
-        # host sees the storage elsewhere
-        logged = Path(archive_match[-1].removesuffix(".dat"))
-        name = logged.name
-        source_path = Path(self.source.dump_dir) / name if self.source.dump_dir else logged
-        if not source_path.is_file():
-            raise PveError(f"vzdump of CT {vmid}: archive {source_path} not found (vzdump wrote {logged};"
-                           " set sources.proxmox.dump_dir if the storage is mounted elsewhere here)")
+        source_path = self._archive_of(vmid, text)
+        name = source_path.name
         if fallback and src.require_snapshot:
             self._remove_volume(name, source_path)
             raise PveError(f"CT {vmid}: snapshot mode failed and vzdump fell back to {fallback.group(1)};"
@@ -365,11 +376,12 @@ class ProxmoxHook(Hook):
         # vzdump logs how long a suspended guest was frozen; a snapshot's own freeze only shows between the
         # timestamps of the per-guest log, which _take removes with the archive
         guest_log = source_path.parent / (name.split(".tar")[0] + ".log")
-        online = online_again_freeze(text)
-        bound = online or (snapshot_freeze(guest_log.read_text(errors="replace")) if guest_log.is_file() else None)
+        bound = guest_freeze(text, guest_log.read_text(errors="replace") if guest_log.is_file() else "")
+        online = bound if bound and bound.source == ONLINE_AGAIN else None
         if fallback or mode_used != src.mode:
+            frozen = f"; guest frozen {online.logged} s" if online else ""
             outcome.notices.append(Notice(KIND, self.name, f"CT {vmid}: vzdump used {mode_used} mode instead of"
-                                          f" {src.mode}" + (f"; guest frozen {online.logged} s" if online else "")))
+                                          f" {src.mode}{frozen}"))
         target = out / name
         self._take(source_path, target, name)
         log_target = out / (name.split(".tar")[0] + ".log")
@@ -393,6 +405,36 @@ class ProxmoxHook(Hook):
                                               meta=meta))
         ctx.log.info("container archived", extra={"vmid": vmid, "mode": mode_used, "bytes": target.stat().st_size})
 
+    def _vzdump(self, vmid: int, limit: int, excludes: list[str]) -> tuple[str, str, list[str], float]:
+        """Run vzdump for one guest and wait for its task: (upid, exit status, log, seconds)."""
+        src = self.source
+        started = time.monotonic()
+        params: dict[str, Any] = {"vmid": str(vmid), "mode": src.mode, "compress": src.compress,
+                                  "storage": src.storage, "remove": self.remove_param(vmid, limit),
+                                  "lockwait": src.lockwait_minutes}
+        if excludes:
+            # a list goes out as repeated form fields; PVE hands vzdump the values NUL-separated
+            params["exclude-path"] = excludes
+        upid = self._call(f"vzdump {vmid}", self.api.nodes(self.node).vzdump.post, **params)
+        exitstatus, log = self.wait_task(upid, src.timeout_seconds)
+        if not task_ok(exitstatus):
+            raise PveError(f"vzdump of CT {vmid} failed: {exitstatus}" + _cause(log))
+        return upid, exitstatus, log, time.monotonic() - started
+
+    def _archive_of(self, vmid: int, text: str) -> Path:
+        """Where the archive vzdump's task log names is, as this host sees it."""
+        archive_match = ARCHIVE_RE.findall(text)
+        if not archive_match:
+            raise PveError(f"vzdump of CT {vmid}: the task log names no archive")
+        # the path vzdump logs is where it wrote, content-dirs included; dump_dir maps it when the API's
+        # host sees the storage elsewhere
+        logged = Path(archive_match[-1].removesuffix(".dat"))
+        source_path = Path(self.source.dump_dir) / logged.name if self.source.dump_dir else logged
+        if not source_path.is_file():
+            raise PveError(f"vzdump of CT {vmid}: archive {source_path} not found (vzdump wrote {logged};"
+                           " set sources.proxmox.dump_dir if the storage is mounted elsewhere here)")
+        return source_path
+
     def _confirm_excludes(self, vmid: int, requested: list[str], log_text: str, outcome: DumpOutcome) -> list[str]:
         """The requested patterns vzdump's own command line shows: only those may be reported as not backed up."""
         if not requested:
@@ -408,18 +450,16 @@ class ProxmoxHook(Hook):
     def _take(self, source_path: Path, target: Path, name: str) -> None:
         """Move the archive into staging (a rename on one filesystem); copy when PVE should keep its copy."""
         if not self.source.delete_after:
-            shutil.copyfile(source_path, target)
+            with replacing(target) as partial:
+                shutil.copyfile(source_path, partial)
             return
         try:
             os.rename(source_path, target)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            try:
-                shutil.copyfile(source_path, target)
-            except OSError:
-                target.unlink(missing_ok=True)  # a half copy would fill staging for the other sources
-                raise
+            with replacing(target) as partial:  # a half copy would fill staging for the other sources
+                shutil.copyfile(source_path, partial)
             self._remove_volume(name, source_path)
         # vzdump's side files: <base>.log and <archive>.notes; the log is kept in staging by the caller
         for side in (source_path.parent / (name.split(".tar")[0] + ".log"), source_path.with_name(name + ".notes")):
@@ -440,7 +480,7 @@ class ProxmoxHook(Hook):
     # --- restore ----------------------------------------------------------------------------------
     def restore(self, artifact: Artifact, fetch: Fetch, options: RestoreOptions) -> RestoreOutcome:
         meta = artifact.meta
-        vmid = int(options.as_vmid or meta["vmid"])
+        vmid = int(options.param("as_vmid") or meta["vmid"])
         component = artifact.component
         created: dict[str, Any] = {}
         try:
@@ -551,7 +591,7 @@ class ProxmoxHook(Hook):
     def discard(self, artifact: Artifact, outcome: RestoreOutcome, options: RestoreOptions) -> str:
         """Destroy the spare container this drill's restore created, and nothing else."""
         vmid = outcome.created.get("vmid")
-        if not vmid or vmid != options.as_vmid or vmid == int(artifact.meta.get("vmid", -1)):
+        if not vmid or vmid != options.param("as_vmid") or vmid == int(artifact.meta.get("vmid", -1)):
             return "nothing to clean up: this restore created no container"
         existing = {int(g["vmid"]): g for g in self._listed()}
         if vmid not in existing:

@@ -16,23 +16,17 @@ import tempfile
 import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from restic_orch.config import Config, TerraformStateSource
-from restic_orch.runner import mask, read_env_file
+from restic_orch.masking import mask, read_env_file
 
-from .base import (
-    Artifact,
-    DumpContext,
-    DumpOutcome,
-    Failure,
-    Fetch,
-    Hook,
-    Notice,
-    RestoreOptions,
-    RestoreOutcome,
-    sha256_file,
-)
+from ._files import keep_aside, open_private, replacing
+from .base import DumpOutcome, Failure, Hook, Notice, RestoreOutcome, sha256_file
+from .registry import SourceKind
+
+if TYPE_CHECKING:
+    from .base import Artifact, DumpContext, Fetch, RestoreOptions
 
 KIND = "terraform"
 SOURCE = "terraform_state"
@@ -103,6 +97,16 @@ def _isolated_session():  # noqa: ANN202 - boto3 Session
 
 class TerraformStateHook(Hook):
     kind = KIND
+    spec = SourceKind(KIND, "tfstate", order=3, examples="tfstate, tfstate:<key>", drill_scenario="tfstate")
+
+    @classmethod
+    def details(cls, meta: dict[str, Any]) -> list[str]:
+        return [f"{key}={meta[key]}" for key in ("serial", "lineage") if key in meta]
+
+    @classmethod
+    def bootstrap_lines(cls, config: Config) -> list[str]:
+        tf = config.sources.terraform_state
+        return [f"terraform state: {tf.endpoint or 'AWS'} bucket {tf.bucket}"] if tf else []
 
     def __init__(self, source: TerraformStateSource) -> None:
         self.source = source
@@ -232,14 +236,12 @@ class TerraformStateHook(Hook):
         response = s3.get_object(Bucket=self.source.bucket, Key=key)
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         md5 = hashlib.md5(usedforsecurity=False)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".tfstate-")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
+        with replacing(dest) as partial:
+            with open_private(partial) as handle:  # a state holds secrets
                 for chunk in response["Body"].iter_chunks(1024 * 1024):
                     md5.update(chunk)
                     handle.write(chunk)
-            size = tmp.stat().st_size
+            size = partial.stat().st_size
             if response.get("ContentLength") is not None and size != response["ContentLength"]:
                 raise StateError(f"short download: {size} of {response['ContentLength']} bytes")
             etag = str(response.get("ETag", "")).strip('"')
@@ -247,11 +249,7 @@ class TerraformStateHook(Hook):
             if _PLAIN_MD5.match(etag) and response.get("ServerSideEncryption") != "aws:kms" \
                     and md5.hexdigest() != etag:
                 raise StateError(f"download corrupted: MD5 {md5.hexdigest()} != ETag {etag}")
-            header = parse_state(tmp.read_bytes())
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            header = parse_state(partial.read_bytes())
         modified = response.get("LastModified")
         stamp = modified.isoformat() if isinstance(modified, datetime) else str(modified or "")
         meta = {"bucket": self.source.bucket, "key": key, **header, "etag": etag, "last_modified": stamp}
@@ -298,11 +296,9 @@ class TerraformStateHook(Hook):
                 _compare(outcome, data, data, ours)
                 outcome.message = f"{dest} already holds this state, nothing to do"
                 return outcome
-            kept = str(_keep_aside(dest))
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".tfstate-")
-        with os.fdopen(fd, "wb") as handle:  # mkstemp: 0600, a state holds secrets
+            kept = str(keep_aside(dest))
+        with replacing(dest) as partial, open_private(partial) as handle:  # a state holds secrets
             handle.write(data)
-        os.replace(tmp_name, dest)
         _compare(outcome, dest.read_bytes(), data, ours)
         outcome.ok = all(outcome.checks[name] for name in ("sha256", "serial", "lineage"))
         outcome.restored_to = str(dest)
@@ -379,19 +375,6 @@ def _refusal(existing: bytes, ours: dict[str, Any]) -> str:
         # same lineage and serial but other bytes: the histories diverged, terraform itself refuses this
         return f"it holds a different state with the same serial {ours['serial']}"
     return ""
-
-
-def _keep_aside(path: Path) -> Path:
-    """Move an existing file to <file>.bak (.bak.1, ...) without ever overwriting one."""
-    for n in range(10000):
-        candidate = path.with_name(path.name + (f".bak.{n}" if n else ".bak"))
-        try:
-            os.link(path, candidate)  # fails if the name is taken: never clobbers a kept file
-        except FileExistsError:
-            continue
-        path.unlink()
-        return candidate
-    raise OSError(f"no free .bak name next to {path}")
 
 
 HOOK = TerraformStateHook

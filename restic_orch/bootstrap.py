@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from restic_orch.hooks import registry
+
 from .config import Config
 from .restic import Repo
+from .staging import Manifest
 
 
 class OverrideError(ValueError):
@@ -56,9 +58,9 @@ def _parts(key: str) -> list[str | int]:
     return parts
 
 
-def config_from_manifest(manifest: dict[str, Any], repo: Repo, overrides: list[str]) -> Config:
+def config_from_manifest(manifest: Manifest, repo: Repo, overrides: list[str]) -> Config:
     """The stored configuration, pointed at the repository given on the command line, plus --set overrides."""
-    data = dict(manifest.get("config") or {})
+    data = dict(manifest.config)
     if not data:
         raise OverrideError("this snapshot holds no configuration (made by an older restic-orch?)")
     stored = (data.get("repositories") or {}).get(repo.name) or {}
@@ -76,18 +78,6 @@ def config_from_manifest(manifest: dict[str, Any], repo: Repo, overrides: list[s
 def summary_lines(config: Config) -> list[str]:
     """What the stored configuration says, so the operator sees what differs on the new host."""
     lines = [f"host: {config.host}"]
-    px = config.sources.proxmox
-    if px:
-        lines.append(f"proxmox: https://{px.host}:{px.port} node {px.node or '(this host)'} token "
-                     f"{px.user}!{px.token_name} from {px.token_file}"
-                     f"{'' if Path(px.token_file).exists() else ' (MISSING: --set sources.proxmox.token_file=...)'}")
-    for kind in ("postgres", "mysql"):
-        for index, src in enumerate(getattr(config.sources, kind)):
-            missing = src.password_file is not None and not Path(src.password_file).exists()
-            lines.append(f"{kind}[{index}] {src.name}: {src.host}:{src.port or 'default'} user {src.user}"
-                         + (f" (MISSING password file: --set sources.{kind}[{index}].password_file=...)"
-                            if missing else ""))
-    if config.sources.terraform_state:
-        tf = config.sources.terraform_state
-        lines.append(f"terraform state: {tf.endpoint or 'AWS'} bucket {tf.bucket}")
+    for cls in registry.hook_classes():
+        lines += cls.bootstrap_lines(config)
     return lines

@@ -12,18 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from restic_orch.hooks import registry
 from restic_orch.hooks.base import Artifact
+from restic_orch.hooks.registry import SelectionError
 
-from . import restic, runner
-from .staging import MANIFEST
+from . import restic, runner, tags
+from .staging import MANIFEST, Manifest
 
-TAG = "restic-orch"
+__all__ = ["Located", "SelectionError", "list_inside", "locate"]
+
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 HEX = re.compile(r"^[0-9a-f]{4,64}$")
-
-
-class SelectionError(Exception):
-    """The snapshot or component asked for does not exist (a usage error: exit 2)."""
 
 
 @dataclass
@@ -31,32 +30,30 @@ class Located:
     repo: restic.Repo
     snapshot: restic.Snapshot
     root: str                   # the day directory inside the snapshot, e.g. /var/lib/restic-orch/staging/2026-11-25
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def artifacts(self) -> list[Artifact]:
-        return [Artifact.from_json(a) for a in self.manifest.get("artifacts", [])]
+        return list(self.manifest.artifacts)
 
     def path_of(self, artifact: Artifact) -> str:
         return f"{self.root}/{artifact.path}"
 
-
-# what a --only selector needs a snapshot to hold (any of the kinds)
-SELECTOR_KINDS = {"ct": {"proxmox"}, "db": {"postgres", "mysql"}, "tfstate": {"terraform"},
-                  "vault": {"ansible-vault"}}
+    def staged_path(self, path: str | None) -> str | None:
+        """A path relative to the staged day as restic names it in the snapshot (None: the whole snapshot)."""
+        return f"{self.root}/{path.strip('/')}" if path else None
 
 
 def _holds(snapshot: restic.Snapshot, selectors: list[str]) -> bool:
-    kinds = {t.split(":", 1)[1] for t in snapshot.tags if t.startswith("kind:")}
     if not selectors:
-        return "scope:only" not in snapshot.tags
-    return all(SELECTOR_KINDS.get(s.split(":", 1)[0], set()) & kinds for s in selectors)
+        return not tags.scoped(snapshot)
+    return registry.has_kinds(set(tags.kinds(snapshot)), selectors)
 
 
 def resolve_snapshot(repo: restic.Repo, spec: str, host: str | None = None,
                      selectors: list[str] | None = None) -> restic.Snapshot:
     """latest = the newest snapshot holding what is asked for (an `--only` backup is passed over otherwise)."""
-    snaps = repo.snapshots(tags=[TAG], host=host) if host else repo.snapshots(tags=[TAG])
+    snaps = repo.snapshots(tags=[tags.TAG], host=host) if host else repo.snapshots(tags=[tags.TAG])
     if not snaps:
         where = f" for host {host}" if host else ""
         raise SelectionError(f"no restic-orch snapshot in repository {repo.name}{where}")
@@ -86,14 +83,14 @@ def _staged_day(snapshot: restic.Snapshot) -> str | None:
     return None
 
 
-def read_manifest(repo: restic.Repo, snapshot: restic.Snapshot) -> tuple[str, dict[str, Any]]:
+def read_manifest(repo: restic.Repo, snapshot: restic.Snapshot) -> tuple[str, Manifest]:
     if not snapshot.paths:
         raise SelectionError(f"snapshot {snapshot.short_id} has no path")
     root = snapshot.paths[0]
     with tempfile.TemporaryDirectory(prefix="restic-orch-") as tmp:
         target = Path(tmp) / MANIFEST
         repo.dump_to_file(snapshot.id, f"{root}/{MANIFEST}", target, timeout=600)
-        return root, json.loads(target.read_text(encoding="utf-8"))
+        return root, Manifest.from_json(json.loads(target.read_text(encoding="utf-8")))
 
 
 def locate(repo: restic.Repo, spec: str, host: str | None = None, selectors: list[str] | None = None) -> Located:
@@ -102,7 +99,20 @@ def locate(repo: restic.Repo, spec: str, host: str | None = None, selectors: lis
     return Located(repo, snapshot, root, manifest)
 
 
-# ---------------------------------------------------------------- reading inside container archives
+def list_inside(located: Located, path: str) -> list[dict[str, Any]] | None:
+    """The entries under a path inside an archive artifact (`ct:102:/etc`), or None for a plain path."""
+    prefix, _, rest = path.partition(":")
+    if not registry.has_inner_paths(prefix):
+        return None
+    name, _, inner = rest.partition(":")
+    selector = registry.parse(f"{prefix}:{name}:{inner or '/'}")
+    matches = [a for a in located.artifacts if a.component == selector.text]
+    if not matches or selector.inner is None:
+        raise SelectionError(f"no {selector.text} in snapshot {located.snapshot.short_id}")
+    return list_in_archive(located, matches[0], selector.inner)
+
+
+# ---------------------------------------------------------------- reading inside archives
 _DECOMPRESS = {".zst": ["zstd", "-dcq"], ".gz": ["gzip", "-dc"], ".lzo": ["lzop", "-dc"]}
 
 

@@ -15,32 +15,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from restic_orch.hooks.base import RestoreOptions, RestoreOutcome
+from restic_orch.hooks import registry
+from restic_orch.hooks.base import Hook, RestoreOptions, RestoreOutcome
 
-from . import runner
 from .browse import Located
 from .config import Config
+from .masking import mask
 from .report import RunSummary
 from .restore import Step, hooks_by_source, plan_steps
+from .runlog import Run
 
 log = logging.getLogger("restic_orch.drill")
 
-SCENARIOS = {
-    "full": ["ct:all", "db:all", "tfstate", "vault"],
-    "container": ["ct:all"],
-    "database": ["db:all"],
-    "tfstate": ["tfstate"],
-}
+def scenario_names() -> list[str]:
+    return list(registry.scenarios())
 
 
 @dataclass
 class Sandbox:
-    """Where each drill step restores: spare VMIDs, drill_ database names, a temporary directory."""
+    """Where each drill step restores: spare IDs, drill_ database names, a temporary directory."""
 
     config: Config
     root: Path
     day: str
-    used_vmids: set[int] = field(default_factory=set)
+    used_ids: set[int] = field(default_factory=set)
     assigned: dict[str, RestoreOptions] = field(default_factory=dict)
     # IDs in use at the source, asked once (e.g. every VMID of the cluster): never restore over them
     taken: Callable[[], set[int]] = field(default=set)
@@ -50,80 +48,95 @@ class Sandbox:
         if step.component in self.assigned:
             return self.assigned[step.component]
         options = RestoreOptions(drill=True, target_dir=self.root / "files", suffix=f"drill-{self.day}")
-        if step.kind == "proxmox":
-            options.as_vmid = self._spare_vmid()
-            if options.as_vmid is None:
-                low, high = self.config.drill.vmid_range
-                raise RuntimeError(f"no free VMID left in drill.vmid_range {low}-{high} (all in use in the cluster)")
-        elif step.kind in ("postgres", "mysql") and step.artifact is not None:
-            database = step.artifact.meta.get("database", step.component.rsplit("/", 1)[-1])
-            if not database.startswith("@"):
-                options.target_db = f"drill_{database}_{self.day.replace('-', '')}"[:63]
+        if step.artifact is not None:
+            registry.hook_class(step.kind).sandbox_options(step.artifact, options, self)
         self.assigned[step.component] = options
         return options
 
-    def _spare_vmid(self) -> int | None:
+    def spare_id(self) -> int:
         if self._taken is None:
             self._taken = set(self.taken())
         low, high = self.config.drill.vmid_range
         for vmid in range(low, high + 1):
-            if vmid not in self.used_vmids and vmid not in self._taken:
-                self.used_vmids.add(vmid)
+            if vmid not in self.used_ids and vmid not in self._taken:
+                self.used_ids.add(vmid)
                 return vmid
-        return None
+        raise RuntimeError(f"no free ID left in drill.vmid_range {low}-{high} (all in use at the source)")
 
 
-def run_drill(config: Config, located: Located, scenario: str, summary: RunSummary) -> dict[str, Any]:
-    """Run the drill; returns the report data (also in summary.extra). Never touches production."""
-    from .restore import execute
+@dataclass
+class _Evidence:
+    """What the drill met on the way: failed steps and what their clean-up did."""
 
-    now = datetime.now(UTC)
-    day = now.date().isoformat()
-    root = Path(tempfile.mkdtemp(prefix=f"restic-orch-drill-{day}-"))
-    (root / "files").mkdir()
-    problems: list[dict[str, str]] = []
-    cleanup: list[dict[str, str]] = []
-    hooks = hooks_by_source(config)
+    hooks: dict[tuple[str, str], Hook]
+    problems: list[dict[str, str]] = field(default_factory=list)
+    cleanup: list[dict[str, str]] = field(default_factory=list)
 
-    def taken() -> set[int]:
+    def taken(self) -> set[int]:
         ids: set[int] = set()
-        for hook in hooks.values():
+        for hook in self.hooks.values():
             ids |= hook.taken_ids()
         return ids
 
-    sandbox = Sandbox(config, root, day, taken=taken)
-
-    def after_step(step: Step, outcome: RestoreOutcome, options: RestoreOptions) -> None:
+    def after_step(self, step: Step, outcome: RestoreOutcome, options: RestoreOptions) -> None:
         if not outcome.ok:
-            problems.append({"step": step.component, "error": runner.mask(outcome.message),
-                             "action": "recorded as failed; the sandbox copy was removed"})
-        hook = hooks.get((step.kind, step.artifact.source)) if step.artifact else None
+            self.problems.append({"step": step.component, "error": mask(outcome.message),
+                                  "action": "recorded as failed; the sandbox copy was removed"})
+        hook = self.hooks.get((step.kind, step.artifact.source)) if step.artifact else None
         if hook is None or step.artifact is None:
             return
         try:
             done = hook.discard(step.artifact, outcome, options)
-            cleanup.append({"step": step.component, "result": done})
+            self.cleanup.append({"step": step.component, "result": done})
         except Exception as exc:  # a failed clean-up is a problem to report, not a reason to stop
-            message = f"{type(exc).__name__}: {runner.mask(str(exc))}"
-            problems.append({"step": step.component, "error": f"sandbox clean-up failed: {message}",
-                             "action": "left in place: remove it by hand"})
+            message = f"{type(exc).__name__}: {mask(str(exc))}"
+            self.problems.append({"step": step.component, "error": f"sandbox clean-up failed: {message}",
+                                  "action": "left in place: remove it by hand"})
 
-    selectors = SCENARIOS[scenario]
-    available = {a.component.split(":", 1)[0] for a in located.artifacts}
-    selectors = [s for s in selectors if s.split(":", 1)[0] in available]
+
+def _restore_into(config: Config, located: Located, scenario: str, summary: RunSummary, root: Path,
+                  evidence: _Evidence, day: str) -> None:
+    from .restore import execute
+
+    available = {registry.prefix_of(a.component) for a in located.artifacts}
+    selectors = [s for s in registry.scenarios()[scenario] if registry.prefix_of(s) in available]
+    sandbox = Sandbox(config, root, day, taken=evidence.taken)
     base_options = RestoreOptions(drill=True, target_dir=root / "files")
+    steps = plan_steps(located, selectors, base_options, config, skip_redeploy=True)
+    for step in steps:
+        # server-wide objects (roles, users): a drill proves the file is intact but never applies it
+        step.verify_only = registry.is_server_wide(step.component)
+    execute(config, located, steps, base_options, summary=summary, options_for=sandbox.options_for,
+            after_step=evidence.after_step)
+
+
+def run_drill(config: Config, located: Located, scenario: str, summary: RunSummary) -> dict[str, Any]:
+    """Run the drill; returns the report data (also in summary.extra). Never touches production."""
+    now = datetime.now(UTC)
+    day = now.date().isoformat()
+    root = Path(tempfile.mkdtemp(prefix=f"restic-orch-drill-{day}-"))
+    (root / "files").mkdir()
+    evidence = _Evidence(hooks_by_source(config))
     started = time.monotonic()
     try:
-        steps = plan_steps(located, selectors, base_options, config, skip_redeploy=True)
-        for step in steps:
-            # roles and users live server-wide: a drill proves the file is intact but never applies it
-            step.verify_only = "@" in step.component
-        execute(config, located, steps, base_options, summary=summary, options_for=sandbox.options_for,
-                after_step=after_step)
+        _restore_into(config, located, scenario, summary, root, evidence, day)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     rto_seconds = time.monotonic() - started
     rpo_seconds = (now - located.snapshot.time.astimezone(UTC)).total_seconds()
+    verdict = _verdict(config, summary, rto_seconds, rpo_seconds)
+    return {
+        "date": now.isoformat(timespec="seconds"), "host": socket.gethostname(), "config_host": config.host,
+        "scenario": scenario, "repository": located.repo.name,
+        "snapshot": {"id": located.snapshot.short_id, "time": located.snapshot.time.isoformat(),
+                     "run_id": located.manifest.run_id, "status": located.manifest.status},
+        **verdict, "steps": summary.extra.get("steps", []), "problems": evidence.problems,
+        "cleanup": evidence.cleanup, "run_id": summary.run_id, "_sandbox": str(root),
+    }
+
+
+def _verdict(config: Config, summary: RunSummary, rto_seconds: float, rpo_seconds: float) -> dict[str, Any]:
+    """RTO and RPO against the targets, and whether the drill passed; the summary is finished here."""
     targets = {"rto_seconds": config.targets.rto_minutes * 60, "rpo_seconds": config.targets.rpo_hours * 3600}
     rto_ok = rto_seconds <= targets["rto_seconds"]
     rpo_ok = rpo_seconds <= targets["rpo_seconds"]
@@ -134,17 +147,21 @@ def run_drill(config: Config, located: Located, scenario: str, summary: RunSumma
     checks_ok = all(s["result"] == "ok" for s in summary.extra.get("steps", [])) and bool(summary.extra.get("steps"))
     passed = checks_ok and rto_ok and rpo_ok
     summary.finish("success" if passed else "failure")
-    return {
-        "date": now.isoformat(timespec="seconds"), "host": socket.gethostname(), "config_host": config.host,
-        "scenario": scenario, "repository": located.repo.name,
-        "snapshot": {"id": located.snapshot.short_id, "time": located.snapshot.time.isoformat(),
-                     "run_id": located.manifest.get("run_id"), "status": located.manifest.get("status")},
-        "passed": passed, "rto": {"seconds": round(rto_seconds, 1), "target_seconds": targets["rto_seconds"],
-                                  "ok": rto_ok},
-        "rpo": {"seconds": round(rpo_seconds), "target_seconds": targets["rpo_seconds"], "ok": rpo_ok},
-        "steps": summary.extra.get("steps", []), "problems": problems, "cleanup": cleanup,
-        "run_id": summary.run_id, "_sandbox": str(root),
-    }
+    return {"passed": passed,
+            "rto": {"seconds": round(rto_seconds, 1), "target_seconds": targets["rto_seconds"], "ok": rto_ok},
+            "rpo": {"seconds": round(rpo_seconds), "target_seconds": targets["rpo_seconds"], "ok": rpo_ok}}
+
+
+def run_and_report(config: Config, located: Located, scenario: str, run: Run, report_dir: Path,
+                   lab_note: bool) -> dict[str, Any]:
+    """The drill, then its report; the run log is closed first so the report's excerpt of it is complete."""
+    report = run_drill(config, located, scenario, run.summary)
+    run.summary.extra["report"] = {k: report[k] for k in ("passed", "rto", "rpo", "scenario", "snapshot")}
+    run.close_log()
+    paths = write_report(report, report_dir, run.log_file, lab=lab_note,
+                         lab_dir=config.state_dir.parent if lab_note else None)
+    run.summary.extra["report_files"] = [str(p) for p in paths]
+    return report
 
 
 def write_report(report: dict[str, Any], report_dir: Path, log_file: Path | None, lab: bool = False,
@@ -167,7 +184,7 @@ def write_report(report: dict[str, Any], report_dir: Path, log_file: Path | None
     def clean(text: str) -> str:
         for path, name in scrub.items():
             text = text.replace(path, name)
-        return runner.mask(text)
+        return mask(text)
 
     json_path = base.with_suffix(".json")
     json_path.write_text(clean(json.dumps(report, indent=2, default=str, ensure_ascii=False)) + "\n")

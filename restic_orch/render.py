@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from restic_orch.hooks import registry
+
 from .report import RunSummary
 
 
@@ -70,26 +72,27 @@ def restore_table(summary: RunSummary) -> str:
     return "\n".join(lines)
 
 
+def _details(kind: str, meta: dict[str, Any]) -> list[str]:
+    try:
+        return registry.hook_class(kind).details(meta)
+    except KeyError:  # a kind this version does not know (a newer restic-orch made the snapshot)
+        return []
+
+
 def manifest_text(located: Any) -> str:
     manifest = located.manifest
     snap = located.snapshot
     lines = [f"snapshot {snap.short_id} ({snap.time:%Y-%m-%d %H:%M:%S}) in {located.repo.name}",
-             f"run {manifest.get('run_id')} on {manifest.get('host')}: {manifest.get('status')}",
-             f"restic {manifest.get('restic')}, restic-orch {manifest.get('restic_orch')}"]
+             f"run {manifest.run_id} on {manifest.host}: {manifest.status}",
+             f"restic {manifest.restic}, restic-orch {manifest.restic_orch}"]
     table = Table()
     for column in ("component", "kind", "size", "sha256", "details"):
         table.add_column(column)
-    for art in manifest.get("artifacts", []):
-        meta = art.get("meta") or {}
-        details = []
-        if "row_counts" in meta:
-            details.append(f"{len(meta['row_counts'])} tables, {sum(meta['row_counts'].values())} rows")
-        for key in ("name", "mode_used", "serial", "lineage", "encrypted"):
-            if key in meta:
-                details.append(f"{key}={meta[key]}")
+    for art in (a.to_json() for a in manifest.artifacts):
+        details = _details(art["kind"], art.get("meta") or {})
         table.add_row(art["component"], art["kind"], human_bytes(art["size"]), art["sha256"][:12], " ".join(details))
     lines.append(_render(table))
-    failures = manifest.get("failures", [])
+    failures = manifest.failures
     lines += [f"FAILED {f.get('component') or f.get('source')}: {f.get('message')}" for f in failures]
-    lines += [f"warning {n.get('source')}: {n.get('message')}" for n in manifest.get("notices", [])]
+    lines += [f"warning {n.get('source')}: {n.get('message')}" for n in manifest.notices]
     return "\n".join(lines)

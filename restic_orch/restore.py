@@ -15,19 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from restic_orch.hooks import build_hooks
+from restic_orch.hooks import build_hooks, registry
 from restic_orch.hooks.base import Artifact, Hook, RestoreOptions, RestoreOutcome, sha256_file
 
-from . import browse, restic, runner
+from . import browse, restic, runner, tags
 from .browse import Located, SelectionError
 from .config import Config
+from .masking import mask
 from .report import RunSummary, new_run_id
 
 log = logging.getLogger("restic_orch.restore")
 
-# component prefix -> hook kind
-PREFIX_KIND = {"ct": "proxmox", "db": ("postgres", "mysql"), "tfstate": "terraform", "vault": "ansible-vault"}
-ORDER = {"proxmox": 0, "redeploy": 1, "postgres": 2, "mysql": 2, "terraform": 3, "ansible-vault": 4}
+REDEPLOY = "redeploy"
 
 
 @dataclass
@@ -46,72 +45,46 @@ class Step:
                 "destructive": self.destructive}
 
 
-def _matches(artifact: Artifact, selector: str) -> bool:
-    component = artifact.component
-    prefix, _, rest = selector.partition(":")
-    if prefix not in PREFIX_KIND or not component.startswith(prefix + ":"):
-        return False
-    if rest in ("", "all"):
-        return True
-    name = component.split(":", 1)[1]
-    if prefix == "db" and "/" not in rest:
-        return name.split("/", 1)[0] == rest  # db:<source> = every database of that source
-    return name == rest
-
-
 def plan_steps(located: Located, only: list[str], options: RestoreOptions, config: Config,
                skip_redeploy: bool = False) -> list[Step]:
     """The steps for the selection; an unknown component is a SelectionError naming what exists."""
     artifacts = located.artifacts
-    selectors = only or ["ct:all", "db:all", "tfstate", "vault"]
     steps: list[Step] = []
     seen: set[str] = set()
-    for selector in selectors:
-        inner = None
-        if selector.startswith("ct:") and selector.count(":") >= 2:
-            vmid, _, inner = selector[3:].partition(":")
-            selector = f"ct:{vmid}"
-            if not inner.startswith("/"):
-                raise SelectionError(f"{selector}:{inner}: the path inside the container must be absolute")
-        matched = [a for a in artifacts if _matches(a, selector)]
-        if not matched and (only or selector.split(":")[0] not in ("ct", "db", "tfstate", "vault")):
-            known = ", ".join(sorted(a.component for a in artifacts)[:40])
-            raise SelectionError(f"unknown component {selector!r} in snapshot {located.snapshot.short_id};"
-                                 f" it holds: {known}")
+    for text in only or registry.default_selectors():
+        if only and not registry.kinds_of(registry.prefix_of(text)):
+            raise SelectionError(f"unknown component {text!r} in snapshot {located.snapshot.short_id};"
+                                 f" it holds: {_holding(artifacts)} (selectors start with"
+                                 f" {', '.join(registry.prefixes())})")
+        selector = registry.parse(text)
+        matched = [a for a in artifacts if selector.matches(a.component)]
+        if not matched and only:
+            raise SelectionError(f"unknown component {selector.text!r} in snapshot {located.snapshot.short_id};"
+                                 f" it holds: {_holding(artifacts)}")
         for artifact in matched:
-            key = artifact.component + (f":{inner}" if inner else "")
-            if key in seen:
-                continue
-            seen.add(key)
-            steps.append(_step(artifact, inner, options))
-    if any(s.kind == "proxmox" and not s.inner_path for s in steps) and not skip_redeploy and not options.drill:
-        for command in config.restore.redeploy:
-            steps.append(Step("redeploy", "redeploy", "run " + " ".join(command), True, command=list(command)))
-    steps.sort(key=lambda s: (ORDER.get(s.kind, 9), "@" not in s.component, s.component))
+            key = artifact.component + (f":{selector.inner}" if selector.inner else "")
+            if key not in seen:
+                seen.add(key)
+                steps.append(_step(artifact, selector.inner, options))
+    if not skip_redeploy and not options.drill and any(
+            registry.calls_for_redeploy(s.kind) and not s.inner_path for s in steps):
+        steps += [Step(REDEPLOY, REDEPLOY, "run " + " ".join(command), True, command=list(command))
+                  for command in config.restore.redeploy]
+    steps.sort(key=lambda s: (registry.rank(s.kind), not registry.is_server_wide(s.component), s.component))
     return steps
 
 
+def _holding(artifacts: list[Artifact]) -> str:
+    return ", ".join(sorted(a.component for a in artifacts)[:40])
+
+
 def _step(artifact: Artifact, inner: str | None, options: RestoreOptions) -> Step:
-    kind = artifact.kind
     if inner:
         where = options.target_dir or Path(".")
-        return Step(f"{artifact.component}:{inner}", kind, f"extract {inner} from {artifact.path} into {where}",
-                    False, artifact, inner)
-    if kind == "proxmox":
-        vmid = artifact.meta.get("vmid", artifact.component.split(":", 1)[1])
-        target = options.as_vmid or vmid
-        destructive = options.as_vmid is None
-        text = f"restore container {vmid} ({artifact.meta.get('name', '?')}) as CT {target}"
-    elif kind in ("postgres", "mysql"):
-        name = artifact.meta.get("database", artifact.component.split("/", 1)[-1])
-        target = options.target_db or name
-        destructive = options.target_db is None
-        text = f"restore {kind} {artifact.source}/{name} into database {target}"
-    else:
-        destructive = options.target_dir is None
-        where = options.target_dir or "its original place"
-        text = f"restore {artifact.component} to {where}"
-    return Step(artifact.component, kind, text, destructive and not options.drill, artifact)
+        return Step(f"{artifact.component}:{inner}", artifact.kind,
+                    f"extract {inner} from {artifact.path} into {where}", False, artifact, inner)
+    text, destructive = registry.hook_class(artifact.kind).describe_restore(artifact, options)
+    return Step(artifact.component, artifact.kind, text, destructive and not options.drill, artifact)
 
 
 def open_repository(repos: dict[str, restic.Repo], wanted: str | None) -> restic.Repo:
@@ -122,7 +95,7 @@ def open_repository(repos: dict[str, restic.Repo], wanted: str | None) -> restic
         return repos[wanted]
     if "local" in repos:
         try:
-            repos["local"].snapshots(tags=[browse.TAG])
+            repos["local"].snapshots(tags=[tags.TAG])
             return repos["local"]
         except restic.ResticError as exc:
             if "offsite" not in repos:
@@ -161,7 +134,7 @@ def execute(config: Config, located: Located, steps: list[Step], options: Restor
             outcome = _run_step(config, located, step, step_options, hooks)
         except Exception as exc:  # one broken step must not stop the rest of a disaster recovery
             log.exception("restore step failed", extra={"component": step.component})
-            outcome = RestoreOutcome(step.component, False, f"{type(exc).__name__}: {runner.mask(str(exc))}")
+            outcome = RestoreOutcome(step.component, False, f"{type(exc).__name__}: {mask(str(exc))}")
         if after_step is not None:
             after_step(step, outcome, step_options)
         summary.phase(step.component, started, outcome.ok, outcome.message)
@@ -184,14 +157,14 @@ def hooks_by_source(config: Config) -> dict[tuple[str, str], Hook]:
 
 def _record(summary: RunSummary, step: Step, result: str, message: str, checks: dict[str, Any],
             started: float, restored_to: str = "") -> None:
-    summary.extra["steps"].append({**step.to_json(), "result": result, "message": runner.mask(message),
+    summary.extra["steps"].append({**step.to_json(), "result": result, "message": mask(message),
                                    "checks": checks, "restored_to": restored_to,
                                    "seconds": round(time.monotonic() - started, 3)})
 
 
 def _run_step(config: Config, located: Located, step: Step, options: RestoreOptions,
               hooks: dict[tuple[str, str], Hook]) -> RestoreOutcome:
-    if step.kind == "redeploy":
+    if step.kind == REDEPLOY:
         result = runner.run(step.command, timeout=config.restore.redeploy_timeout_seconds, check=False)
         for line in (result.stdout + result.stderr).splitlines()[-50:]:
             log.info("redeploy output", extra={"line": line})

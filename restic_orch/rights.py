@@ -8,8 +8,8 @@ from typing import Any
 from restic_orch.hooks import build_hooks
 from restic_orch.hooks.base import MissingRight
 
-from . import runner
 from .config import Config
+from .masking import mask
 
 
 @dataclass
@@ -45,5 +45,5 @@ def check_rights(config: Config, operation: str = "all") -> RightsReport:
             report.missing += hook.missing_rights(operation)
         except Exception as exc:  # one unreachable source must not hide another's missing rights
             report.errors.append({"kind": hook.kind, "source": hook.name,
-                                  "error": runner.mask(f"{type(exc).__name__}: {exc}")})
+                                  "error": mask(f"{type(exc).__name__}: {exc}")})
     return report

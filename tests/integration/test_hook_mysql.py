@@ -168,7 +168,7 @@ def test_restore_into_another_name_same_rows_and_bytes(lab, full_dump):
     for name, tables in (("shop", ["customers", "products", "orders"]), ("blog", ["wp_posts", "wp_comments"]),
                          ("tricky", ["weird"])):
         art = arts[f"db:main/{name}"]
-        result = admin.restore(art, fetch_from(day, art), RestoreOptions(target_db=f"{name}_restored"))
+        result = admin.restore(art, fetch_from(day, art), RestoreOptions(params={"target_db": f"{name}_restored"}))
         assert result.ok and result.checks["row_counts"] == "ok", result
         assert result.restored_to == f"main/{name}_restored"
         for table in tables:
@@ -188,10 +188,10 @@ def test_restore_refused_on_non_empty_database_without_force(lab, full_dump):
     _sql(lab, "CREATE DATABASE occupied; CREATE TABLE occupied.precious (v text);"
               " INSERT INTO occupied.precious VALUES ('keep me');")
     admin = _admin(lab)
-    result = admin.restore(blog, fetch_from(day, blog), RestoreOptions(target_db="occupied"))
+    result = admin.restore(blog, fetch_from(day, blog), RestoreOptions(params={"target_db": "occupied"}))
     assert not result.ok and "not empty" in result.message and "--force" in result.message
     assert _sql(lab, "SELECT v FROM occupied.precious") == "keep me"
-    forced = admin.restore(blog, fetch_from(day, blog), RestoreOptions(target_db="occupied", force=True))
+    forced = admin.restore(blog, fetch_from(day, blog), RestoreOptions(force=True, params={"target_db": "occupied"}))
     assert forced.ok, forced.message
     assert _sql(lab, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'occupied'"
                      " AND TABLE_NAME = 'precious'") == "0"
@@ -360,7 +360,7 @@ def test_truncated_dump_is_not_restored_as_good(lab, full_dump):
     cut = day / "cut.sql"
     cut.write_bytes(whole[: len(whole) // 2])
     bad = Artifact("db:main/shop", "mysql", "main", "cut.sql", cut.stat().st_size, sha256_file(cut), dict(shop.meta))
-    result = _admin(lab).restore(bad, fetch_from(day, bad), RestoreOptions(target_db="shop_cut"))
+    result = _admin(lab).restore(bad, fetch_from(day, bad), RestoreOptions(params={"target_db": "shop_cut"}))
     assert not result.ok
     assert _sql(lab, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_cut'") == "0"
 
@@ -439,12 +439,13 @@ def test_restore_without_set_user_leaves_the_stored_database_alone(lab, full_dum
     day, outcome = full_dump
     shop = by_component(outcome)["db:main/shop"]
     hook = _hook(lab)
-    assert hook.restore(shop, fetch_from(day, shop), RestoreOptions(target_db="shop_kept")).ok
+    assert hook.restore(shop, fetch_from(day, shop), RestoreOptions(params={"target_db": "shop_kept"})).ok
     _sql(lab, "DELETE FROM shop_kept.order_items WHERE order_id = 1")
     left = _sql(lab, "SELECT COUNT(*) FROM shop_kept.order_items")
     _sql(lab, "REVOKE SET USER ON *.* FROM restore@'127.0.0.1'")
     try:
-        result = hook.restore(shop, fetch_from(day, shop), RestoreOptions(target_db="shop_kept", force=True))
+        result = hook.restore(shop, fetch_from(day, shop),
+                              RestoreOptions(force=True, params={"target_db": "shop_kept"}))
     finally:
         labdb.apply_accounts(lab)
     assert not result.ok and "nothing was changed" in result.message

@@ -129,7 +129,7 @@ def test_restore_into_another_name_same_rows_and_bytes(lab, full_dump):
     day, outcome = full_dump
     art = by_component(outcome)["db:main/appdb"]
     hook = _hook(lab)
-    result = hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="appdb_restored"))
+    result = hook.restore(art, fetch_from(day, art), RestoreOptions(params={"target_db": "appdb_restored"}))
     assert result.ok, result.message
     assert result.checks["row_counts"] == "ok" and result.checks["owners"] == "kept"
     for table, key in (("users", "id"), ("issues", "id"), ("attachments", "id")):
@@ -148,10 +148,11 @@ def test_restore_refused_on_non_empty_database_without_force(lab, full_dump):
     _sql(lab, "CREATE DATABASE occupied OWNER netbox")  # an application's database, as the restore account finds it
     _sql(lab, "CREATE TABLE precious (v text); INSERT INTO precious VALUES ('keep me')", "occupied")
     hook = _hook(lab)
-    result = hook.restore(inventory, fetch_from(day, inventory), RestoreOptions(target_db="occupied"))
+    result = hook.restore(inventory, fetch_from(day, inventory), RestoreOptions(params={"target_db": "occupied"}))
     assert not result.ok and "not empty" in result.message and "--force" in result.message
     assert _sql(lab, "SELECT v FROM precious", "occupied") == "keep me"
-    forced = hook.restore(inventory, fetch_from(day, inventory), RestoreOptions(target_db="occupied", force=True))
+    forced = hook.restore(inventory, fetch_from(day, inventory),
+                          RestoreOptions(force=True, params={"target_db": "occupied"}))
     assert forced.ok, forced.message
     assert _sql(lab, "SELECT to_regclass('public.precious') IS NULL", "occupied") == "t"
     assert _sql(lab, "SELECT name FROM sites WHERE slug = 'tyo'", "occupied") == "東京データセンター"
@@ -171,7 +172,7 @@ def test_restore_refuses_a_corrupted_fetch(lab, full_dump):
         dest.write_bytes(bytes(data))
         return dest
 
-    result = _hook(lab).restore(art, bad_fetch, RestoreOptions(target_db="never_created"))
+    result = _hook(lab).restore(art, bad_fetch, RestoreOptions(params={"target_db": "never_created"}))
     assert not result.ok and "sha256" in result.message
     assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'never_created'") == "0"
 
@@ -192,7 +193,7 @@ def test_globals_and_owners(lab, tmp_path):
 
     # the role is missing: the data still comes back, without owners and grants, and the outcome says so
     art = arts["db:main/owned"]
-    result = hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="owned_noroles"))
+    result = hook.restore(art, fetch_from(day, art), RestoreOptions(params={"target_db": "owned_noroles"}))
     assert result.ok and "without owners" in result.message and "@globals" in result.message
     assert result.checks["owners"] == {"dropped, roles missing": ["probe_owner"]}
     assert _sql(lab, "SELECT count(*) FROM t", "owned_noroles") == "77"
@@ -394,7 +395,7 @@ def test_restore_into_an_existing_empty_database_and_a_failed_restore(lab, full_
     cut.write_bytes(whole[: len(whole) // 2])
     bad = Artifact("db:main/appdb", "postgres", "main", "cut.dump", cut.stat().st_size, sha256_file(cut),
                    dict(arts["db:main/appdb"].meta))
-    result = hook.restore(bad, fetch_from(day, bad), RestoreOptions(target_db="appdb_cut"))
+    result = hook.restore(bad, fetch_from(day, bad), RestoreOptions(params={"target_db": "appdb_cut"}))
     assert not result.ok and "pg_restore" in result.message
     assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'appdb_cut'") == "0"
 
@@ -478,7 +479,7 @@ def test_restore_account_without_createdb_changes_nothing_and_names_the_right(la
     art = by_component(outcome)["db:main/appdb"]
     _sql(lab, "ALTER ROLE restore NOCREATEDB")
     try:
-        result = _hook(lab).restore(art, fetch_from(day, art), RestoreOptions(target_db="appdb_nocreatedb"))
+        result = _hook(lab).restore(art, fetch_from(day, art), RestoreOptions(params={"target_db": "appdb_nocreatedb"}))
     finally:
         _sql(lab, "ALTER ROLE restore CREATEDB")
     assert not result.ok and "nothing was changed" in result.message
@@ -491,12 +492,12 @@ def test_restore_account_not_member_of_the_owner_leaves_the_stored_database_alon
     day, outcome = full_dump
     art = by_component(outcome)["db:main/appdb"]
     hook = _hook(lab)
-    assert hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="appdb_kept")).ok
+    assert hook.restore(art, fetch_from(day, art), RestoreOptions(params={"target_db": "appdb_kept"})).ok
     _sql(lab, "INSERT INTO users (login) VALUES ('added after the backup')", "appdb_kept")
     _sql(lab, "REVOKE gitea FROM restore")
     try:
-        forced = hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="appdb_kept", force=True))
-        fresh = hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="appdb_other"))
+        forced = hook.restore(art, fetch_from(day, art), RestoreOptions(force=True, params={"target_db": "appdb_kept"}))
+        fresh = hook.restore(art, fetch_from(day, art), RestoreOptions(params={"target_db": "appdb_other"}))
     finally:
         labpg.apply_accounts(lab)  # the documented file grants the owner roles again
     for result in (forced, fresh):
@@ -548,7 +549,7 @@ def test_an_untrusted_extension_is_refused_before_anything_is_created(lab, tmp_p
         hook = _hook(lab, databases=["withext"], globals=False)
         day, outcome = _dump(lab, tmp_path, hook)
         art = by_component(outcome)["db:main/withext"]
-        result = hook.restore(art, fetch_from(day, art), RestoreOptions(target_db="withext_copy"))
+        result = hook.restore(art, fetch_from(day, art), RestoreOptions(params={"target_db": "withext_copy"}))
         assert not result.ok and "nothing was changed" in result.message
         assert "extension adminpack can only be created by a superuser" in result.message
         assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'withext_copy'") == "0"

@@ -15,6 +15,7 @@ import pytest
 from conftest_pve import FakePve, running_node
 
 from restic_orch.config import Config, ConfigError, load_config
+from restic_orch.hooks import _vzdump_log as vzdump_log
 from restic_orch.hooks import proxmox as proxmox_hook
 from restic_orch.hooks.base import DumpContext, DumpOutcome, RestoreOptions
 from restic_orch.hooks.proxmox import ProxmoxHook, freeze_bounds, logged_excludes
@@ -109,7 +110,7 @@ def test_restore_says_what_the_backup_left_out(pve: FakePve, tmp_path: Path):
     day, outcome = _dump(tmp_path, config)
     (art,) = outcome.artifacts
     (hook,) = ProxmoxHook.from_config(config)
-    options = RestoreOptions(as_vmid=212, drill=True)
+    options = RestoreOptions(drill=True, params={"as_vmid": 212})
     res = hook.restore(art, fetch_from(day, art), options)
     try:
         assert res.ok, res.message
@@ -177,12 +178,12 @@ def test_snapshot_freeze_is_bounded_from_the_guest_log_or_not_measured(pve: Fake
     assert meta["freeze_seconds_min"] <= 2.0 <= meta["freeze_seconds_max"] <= 4.0
     pve.faults()
     # without the per-guest log (vzdump writes it at the end of each guest), nothing is measured: never 0
-    original = proxmox_hook.snapshot_freeze
+    original = vzdump_log.snapshot_freeze
     try:
-        proxmox_hook.snapshot_freeze = lambda text: None  # type: ignore[assignment]
+        vzdump_log.snapshot_freeze = lambda text: None  # type: ignore[assignment]
         _day, outcome = _dump(tmp_path / "nolog", config)
     finally:
-        proxmox_hook.snapshot_freeze = original  # type: ignore[assignment]
+        vzdump_log.snapshot_freeze = original  # type: ignore[assignment]
     meta = outcome.artifacts[0].meta
     assert meta["freeze_measured_by"] == "not measured"
     assert meta["freeze_seconds_max"] is None and meta["freeze_seconds_min"] is None

@@ -209,7 +209,7 @@ def _attempt(hook: ProxmoxHook, operation: str, config: Config, day: Path, artif
         return " | ".join(f.message for f in outcome.failures)
     # a running CT restored in place: stop, create, start; and a copy beside it: the original's archive
     messages = []
-    for options in (RestoreOptions(force=True), RestoreOptions(as_vmid=9950)):
+    for options in (RestoreOptions(force=True), RestoreOptions(params={"as_vmid": 9950})):
         outcome = hook.restore(artifact, fetch_from(day, artifact), options)
         if not outcome.ok:
             messages.append(outcome.message)
@@ -229,10 +229,10 @@ def test_restore_with_the_documented_token_works(pve: FakePve, config: Config, b
     day, artifact = backed_up
     (hook,) = ProxmoxHook.from_config(config)
     assert hook.missing_rights("all") == []
-    outcome = hook.restore(artifact, fetch_from(day, artifact), RestoreOptions(as_vmid=9950))
+    outcome = hook.restore(artifact, fetch_from(day, artifact), RestoreOptions(params={"as_vmid": 9950}))
     assert outcome.ok, outcome.message
     assert outcome.created["vmid"] == 9950
-    assert hook.discard(artifact, outcome, RestoreOptions(as_vmid=9950)) == "destroyed CT 9950"
+    assert hook.discard(artifact, outcome, RestoreOptions(params={"as_vmid": 9950})) == "destroyed CT 9950"
 
 
 def test_storage_without_path_and_content_dirs(pve: FakePve, config: Config, backed_up):
@@ -247,9 +247,9 @@ def test_storage_without_path_and_content_dirs(pve: FakePve, config: Config, bac
         layout.save_node(pve.root, node)
         (hook,) = ProxmoxHook.from_config(config)
         assert hook.dump_dir() == layout.storage_path(pve.root, saved) / "custom/backups"
-        outcome = hook.restore(artifact, fetch_from(day, artifact), RestoreOptions(as_vmid=9951))
+        outcome = hook.restore(artifact, fetch_from(day, artifact), RestoreOptions(params={"as_vmid": 9951}))
         assert outcome.ok, outcome.message
-        hook.discard(artifact, outcome, RestoreOptions(as_vmid=9951))
+        hook.discard(artifact, outcome, RestoreOptions(params={"as_vmid": 9951}))
         node["storages"]["local"] = {"type": "pbs", "content": "backup", "path": saved["path"]}
         layout.save_node(pve.root, node)
         with pytest.raises(Exception, match=r"storage local \(pbs\) has no local path"):
@@ -267,12 +267,13 @@ def test_same_archive_left_by_pve_is_used(pve: FakePve, config: Config, backed_u
     name = Path(artifact.path).name
     shutil.copyfile(day / artifact.path, dump_dir(pve.root) / name)
     (hook,) = ProxmoxHook.from_config(config)
-    outcome = hook.restore(artifact, lambda dest: pytest.fail("fetched again"), RestoreOptions(as_vmid=9952))
+    outcome = hook.restore(artifact, lambda dest: pytest.fail("fetched again"),
+                           RestoreOptions(params={"as_vmid": 9952}))
     assert outcome.ok, outcome.message
     assert (dump_dir(pve.root) / name).is_file()  # PVE's own copy is left where it was
-    hook.discard(artifact, outcome, RestoreOptions(as_vmid=9952))
+    hook.discard(artifact, outcome, RestoreOptions(params={"as_vmid": 9952}))
     (dump_dir(pve.root) / name).write_bytes(b"not the archive")
-    outcome = hook.restore(artifact, fetch_from(day, artifact), RestoreOptions(as_vmid=9952))
+    outcome = hook.restore(artifact, fetch_from(day, artifact), RestoreOptions(params={"as_vmid": 9952}))
     assert not outcome.ok and "differs from the backed-up archive" in outcome.message
     (dump_dir(pve.root) / name).unlink()
     assert re.match(r"vzdump-lxc-101-", name)

@@ -13,6 +13,7 @@ from restic_orch.browse import Located, SelectionError
 from restic_orch.config import Config
 from restic_orch.hooks.base import RestoreOptions
 from restic_orch.restore import plan_steps
+from restic_orch.staging import Manifest
 
 
 def art(component: str, kind: str, source: str, **meta) -> dict:
@@ -20,7 +21,7 @@ def art(component: str, kind: str, source: str, **meta) -> dict:
             "size": 1, "sha256": "0" * 64, "meta": meta}
 
 
-MANIFEST = {"artifacts": [
+MANIFEST = Manifest.from_json({"artifacts": [
     art("ct:101", "proxmox", "proxmox", vmid=101, name="proxy"),
     art("ct:102", "proxmox", "proxmox", vmid=102, name="database"),
     art("db:pg/@globals", "postgres", "pg", globals=True),
@@ -28,7 +29,7 @@ MANIFEST = {"artifacts": [
     art("db:mariadb/blog", "mysql", "mariadb", database="blog"),
     art("tfstate:infra/terraform.tfstate", "terraform", "terraform_state"),
     art("vault:/srv/ansible/vault.yml", "ansible-vault", "ansible_vault"),
-]}
+]})
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_selectors(located, config):
 
 def test_beside_or_elsewhere_is_not_destructive(located, config):
     steps = plan_steps(located, ["ct:101", "db:pg/appdb", "vault"], RestoreOptions(
-        as_vmid=9101, target_db="appdb_restored", target_dir=Path("/tmp/x")), config, skip_redeploy=True)
+        params={"as_vmid": 9101, "target_db": "appdb_restored"}, target_dir=Path("/tmp/x")), config, skip_redeploy=True)
     assert [s.destructive for s in steps] == [False, False, False]
 
 
