@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import runner
+from .masking import mask
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -28,14 +28,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             data["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
         # the last line of defence: a secret that slipped into a message never reaches the file
-        return runner.mask(json.dumps(data, default=str, ensure_ascii=False))
+        return mask(json.dumps(data, default=str, ensure_ascii=False))
 
 
 class HumanFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
         tail = " ".join(f"{k}={v}" for k, v in extras.items())
-        return runner.mask(f"{record.levelname.lower()}: {record.getMessage()}" + (f" ({tail})" if tail else ""))
+        return mask(f"{record.levelname.lower()}: {record.getMessage()}" + (f" ({tail})" if tail else ""))
 
 
 def setup_console(verbosity: int) -> None:

@@ -11,8 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import runner
 from .config import Config
+from .masking import mask, read_secret
 from .report import RunSummary
 
 log = logging.getLogger("restic_orch.notify")
@@ -22,7 +22,7 @@ def _url(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return runner.read_secret(path) or None  # ping URLs embed a secret uuid: masked like one
+        return read_secret(path) or None  # ping URLs embed a secret uuid: masked like one
     except OSError as exc:
         log.warning("cannot read notification URL file", extra={"file": str(path), "error": str(exc)})
         return None
@@ -30,7 +30,7 @@ def _url(path: Path | None) -> str | None:
 
 def _send(url: str, body: bytes | None, timeout: float, content_type: str = "text/plain") -> None:
     if not url.startswith(("https://", "http://")):
-        log.warning("notification URL must be http(s)", extra={"url": runner.mask(url)})
+        log.warning("notification URL must be http(s)", extra={"url": mask(url)})
         return
     request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET",  # noqa: S310
                                      headers={"Content-Type": content_type, "User-Agent": "restic-orch"})
@@ -39,7 +39,7 @@ def _send(url: str, body: bytes | None, timeout: float, content_type: str = "tex
             response.read(1024)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         log.warning("notification failed (the run's result is unchanged)",
-                    extra={"url": runner.mask(url), "error": runner.mask(str(exc))})
+                    extra={"url": mask(url), "error": mask(str(exc))})
 
 
 def started(config: Config, summary: RunSummary) -> None:
@@ -63,9 +63,9 @@ def finished(config: Config, summary: RunSummary) -> None:
         if summary.status != "success":
             text += "\n--- log tail ---\n" + _log_tail(summary)
         suffix = "" if summary.status == "success" else "/fail"
-        _send(ping.rstrip("/") + suffix, runner.mask(text).encode()[:100_000], timeout)
+        _send(ping.rstrip("/") + suffix, mask(text).encode()[:100_000], timeout)
     hook = _url(config.monitoring.webhook_url_file)
     if hook and summary.status != "success":
         payload = {"text": f"restic-orch {summary.command} on {summary.host}: {summary.status.upper()}",
                    "summary": summary.to_json()}
-        _send(hook, runner.mask(json.dumps(payload, default=str)).encode(), timeout, "application/json")
+        _send(hook, mask(json.dumps(payload, default=str)).encode(), timeout, "application/json")

@@ -1,4 +1,10 @@
-"""One backup run: lock, preflight, pre-hooks, restic, offsite copy, retention, report."""
+"""One backup run: a guard (lock, crash marker, signals, notifications, CPU cap) around named phases.
+
+preflight -> stage -> store -> replicate -> retain -> report. Each phase records itself in the run's summary
+under the names docs, tests and bench read: preflight, open:<repo>, dump:<kind>:<name>, hash:wait,
+backup:<repo>, copy:offsite, retention:<repo>. The pipeline runs whatever hooks are registered and names no
+source kind itself.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,8 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,17 +23,20 @@ from types import FrameType
 from typing import Any
 
 from restic_orch.hooks import build_hooks
-from restic_orch.hooks.base import DumpContext, Hook
+from restic_orch.hooks.base import DumpContext, DumpOutcome, Hook
 
 from . import __version__, cpucap, notify, restic, runner, staging, userhooks
 from .config import Config, redacted
-from .lock import RunLock
+from .init import chunker_source
+from .lock import exclusive
+from .masking import mask
 from .report import RunSummary, load_repositories, new_run_id, remember_repositories, save_summary, write_metrics
 from .repos import open_all
+from .retention import apply_retention as apply_retention  # its home moved; `forget` and tests import it here
+from .staging import Manifest
+from .tags import TAG, backup_tags, run_tag
 
 log = logging.getLogger("restic_orch.pipeline")
-
-TAG = "restic-orch"
 
 
 class Terminated(BaseException):  # noqa: N818 - a signal, not an error
@@ -34,6 +44,10 @@ class Terminated(BaseException):  # noqa: N818 - a signal, not an error
 
     A BaseException, so that no pre-hook's `except Exception` can swallow it and carry on.
     """
+
+
+class PreflightError(Exception):
+    """The run cannot go on: no room, no repository, or nothing staged to back up."""
 
 
 @dataclass
@@ -59,18 +73,144 @@ def plan(config: Config, only: set[str] | None = None) -> Plan:
     return Plan(build_hooks(config, only), repos, config.staging_dir)
 
 
-def _install_signal_handlers() -> Callable[[], None]:
+@dataclass
+class Run:
+    """What one backup run carries from phase to phase."""
+
+    config: Config
+    summary: RunSummary
+    now: datetime
+    only: set[str] | None = None      # kinds of an --only run; None: every configured source
+    when: datetime | None = None      # the snapshot time restic records; None: restic's own clock
+    interrupted: bool = False         # the previous run was killed: its leftovers are cleaned first
+    day: Path | None = None           # the day's staging tree, once created
+    snapshot_saved: bool = False
+    cleaner: staging.Cleaner | None = None
+
+
+# ---------------------------------------------------------------- the guard
+
+
+def run_backup(config: Config, *, only: set[str] | None = None, when: datetime | None = None,
+               log_file: Path | None = None, run_id: str | None = None) -> RunSummary:
+    """The nightly job. Returns the summary; its exit_code is 0, 1 or 3.
+
+    Raises lock.Busy, naming the holder, when another run holds the host's lock.
+    """
+    now = when or datetime.now(UTC)
+    summary = RunSummary("backup", run_id or new_run_id(), config.host, now.isoformat(timespec="seconds"),
+                         log_file=str(log_file or ""))
+    with (exclusive(config, f"backup {summary.run_id}", cap_cpu=True),
+          _in_progress(config, summary.run_id) as interrupted):
+        run = Run(config, summary, now, only=only, when=when, interrupted=interrupted)
+        try:
+            with _stopped_by_signals():
+                notify.started(config, summary)
+                _run_phases(run)
+        finally:
+            _remove_staging(run)
+            report(config, summary)
+    return summary
+
+
+def _run_phases(run: Run) -> None:
+    """The phases in order; an error that ends the run early is recorded as its failure."""
+    config, summary = run.config, run.summary
+    try:
+        _note_conditions(run)
+        version, repos = preflight(config, summary, interrupted=run.interrupted)
+        run.day = staging.day_dir(config.staging_dir, run.now.date())
+        manifest = new_manifest(config, summary, version, run.now)
+        stage(config, build_hooks(config, run.only), run.day, summary, manifest)
+        if not manifest.artifacts:
+            raise PreflightError("the pre-hooks produced nothing to back up: " +
+                                 "; ".join(f["message"] for f in summary.failures[-5:]))
+        # status, kinds and size as tags: `snapshots` lists them without reading every manifest
+        tags = backup_tags(summary.run_id, manifest.status, summary.bytes_staged, manifest.kinds(),
+                           scoped=bool(run.only))
+        store(run, repos, run.day, tags)
+        replicate(run, repos, run.day, tags)
+        retain(run, repos)
+        summary.finish(_outcome(run))
+    except Terminated as exc:
+        summary.fail("run", "signal", str(exc))
+        summary.finish("failure")
+    except (PreflightError, staging.StagingError, restic.ResticError, runner.CommandError, OSError) as exc:
+        summary.fail("run", "preflight", str(exc))
+        summary.finish("partial" if run.snapshot_saved else "failure")
+
+
+def _outcome(run: Run) -> str:
+    if not run.snapshot_saved:
+        return "failure"
+    return "partial" if run.summary.failures else "success"
+
+
+@contextmanager
+def _in_progress(config: Config, run_id: str) -> Iterator[bool]:
+    """The crash marker, written under the lock; yields whether the previous run left it (it was killed)."""
+    marker = config.state_dir / "run-in-progress.json"
+    interrupted = marker.exists()  # only our flock holder writes it: present now means a run was killed
+    marker.write_text(json.dumps({"run_id": run_id, "pid": os.getpid()}) + "\n")
+    try:
+        yield interrupted
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+@contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGTERM/SIGINT stop every child and raise Terminated in the run; the previous handlers come back after."""
     def handler(signum: int, _frame: FrameType | None) -> None:
         runner.terminate_all()
         raise Terminated(f"stopped by {signal.Signals(signum).name}")
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
+    try:
+        yield
+    finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
 
-    return restore
+
+def _note_conditions(run: Run) -> None:
+    """What the summary must say about how this run started: after a killed run, and under which CPU cap."""
+    summary = run.summary
+    if run.interrupted:
+        summary.notices.append({"kind": "run", "source": "previous",
+                                "message": "the previous run was interrupted; its leftovers were cleaned"})
+    cap = cpucap.current()
+    summary.extra["cpu_cap"] = cap.to_json()
+    if cap.method == "unavailable":
+        summary.notices.append({"kind": "run", "source": "cpu_cap",
+                                "message": f"limits.cpu_percent {cap.requested_percent} not enforced:"
+                                           f" {cap.detail}; the run is not held to its CPU budget"})
+
+
+# ---------------------------------------------------------------- preflight
+
+
+def preflight(config: Config, summary: RunSummary, *, interrupted: bool = False) -> tuple[str, dict[str, restic.Repo]]:
+    """The user's pre-backup hooks, then: restic is there, staging is clean with room, repositories open.
+
+    Returns restic's version and the repositories that can be used (created first with auto_init).
+    """
+    userhooks.run_parts(config, "pre-backup.d", summary)
+    started = time.monotonic()
+    version = restic.version()
+    removed = staging.prepare(config.staging_dir)
+    if removed:
+        log.warning("removed stale staging left by an interrupted run", extra={"entries": removed})
+    need, free = _estimate_need(config), staging.free_bytes(config.staging_dir)
+    if free < need:
+        raise PreflightError(f"not enough free space in {config.staging_dir}: {free // 2**20} MiB free,"
+                             f" about {need // 2**20} MiB needed (limits.min_free_bytes or the last run)")
+    repos = _ensure_repos(config, open_all(config), summary, interrupted)
+    if not repos:
+        raise PreflightError("no repository can be opened: " +
+                             "; ".join(f["message"] for f in summary.failures))
+    summary.phase("preflight", started, True, f"restic {version}")
+    return str(version), repos
 
 
 def _estimate_need(config: Config) -> int:
@@ -110,10 +250,11 @@ def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSum
     """
     usable: dict[str, restic.Repo] = {}
     known = load_repositories(config.state_dir)
+    # same name but another address (the configuration changed): probe it like a new one
+    proven_names = {name for name, repo in repos.items() if name in known and known[name].get("url") == repo.url}
     for name, repo in repos.items():
         started = time.monotonic()
-        # same name but another address (the configuration changed): probe it like a new one
-        proven = name in known and known[name].get("url") == repo.url
+        proven = name in proven_names
         try:
             if interrupted:
                 # the last run died: its restic may have left a lock; `unlock` removes only stale ones
@@ -123,8 +264,7 @@ def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSum
                 if not config.auto_init:
                     raise restic.RepoNotFound("repository not initialised (run `restic-orch init` or set"
                                               " auto_init: true)", repo=name)
-                source = repos.get("local") if name == "offsite" and "local" in usable else None
-                repo.init(copy_chunker_from=source)
+                repo.init(copy_chunker_from=chunker_source(name, repos, set(usable) | proven_names))
                 log.info("repository initialised", extra={"repo": name})
             usable[name] = repo
             summary.phase(f"open:{name}", started, True)
@@ -139,96 +279,125 @@ def _ensure_repos(config: Config, repos: dict[str, restic.Repo], summary: RunSum
     return usable
 
 
-def _run_hooks(hooks: list[Hook], ctx: DumpContext, summary: RunSummary, manifest: dict[str, Any]) -> None:
+# ---------------------------------------------------------------- stage
+
+
+def new_manifest(config: Config, summary: RunSummary, restic_version: str, now: datetime) -> Manifest:
+    """The manifest of this run before any hook ran: who, when, with which tools, and the redacted config."""
+    return Manifest(run_id=summary.run_id, host=config.host, started=summary.started, restic_orch=__version__,
+                    restic=restic_version, day=now.date().isoformat(), hostname=socket.gethostname(),
+                    config=redacted(config))
+
+
+def stage(config: Config, hooks: list[Hook], day: Path, summary: RunSummary, manifest: Manifest) -> None:
+    """Run each pre-hook into the day's staging tree, then write its manifest.json.
+
+    A hook that fails or crashes is recorded and the next one runs (one failed database never loses the
+    containers' archives). Files are hashed in the background while the next hook dumps.
+    """
+    ctx = DumpContext(config=config, day_dir=day, run_id=summary.run_id, log=log, background_hashing=True)
     for hook in hooks:
-        started = time.monotonic()
-        try:
-            outcome = hook.dump(ctx)
-        except Terminated:
-            raise
-        except Exception as exc:  # a hook's bug must not lose the other sources
-            log.exception("pre-hook crashed", extra={"kind": hook.kind, "source": hook.name})
-            summary.phase(f"dump:{hook.kind}:{hook.name}", started, False, f"{type(exc).__name__}: {exc}")
-            summary.fail(hook.kind, hook.name, f"{type(exc).__name__}: {exc}", component=f"{hook.kind}:*")
-            manifest["failures"].append(summary.failures[-1])
-            continue
-        for artifact in outcome.artifacts:
-            manifest["artifacts"].append(artifact)  # serialised once its background hash is known
-            summary.components.append(artifact.component)
-        for failure in outcome.failures:
-            summary.fail(failure.kind, failure.source, failure.message, failure.component)
-            manifest["failures"].append(summary.failures[-1])
-        for notice in outcome.notices:
-            item = {**notice.to_json(), "message": runner.mask(notice.message)}
-            summary.notices.append(item)
-            manifest["notices"].append(item)
-        manifest["tools"].update(outcome.tools)
-        summary.artifacts += len(outcome.artifacts)
-        ok = not outcome.failures
-        summary.phase(f"dump:{hook.kind}:{hook.name}", started, ok,
-                      f"{len(outcome.artifacts)} artifacts, {len(outcome.failures)} failures")
-        log.info("pre-hook done", extra={"kind": hook.kind, "source": hook.name,
-                                         "artifacts": len(outcome.artifacts), "failures": len(outcome.failures)})
+        _dump(hook, ctx, summary, manifest)
     _finish_hashing(ctx, summary, manifest)
+    manifest.finish_dumps()
+    staging.write_manifest(day, manifest)
+    summary.bytes_staged = staging.tree_bytes(day)
 
 
-def _finish_hashing(ctx: DumpContext, summary: RunSummary, manifest: dict[str, Any]) -> None:
+def _dump(hook: Hook, ctx: DumpContext, summary: RunSummary, manifest: Manifest) -> None:
+    started = time.monotonic()
+    phase = f"dump:{hook.kind}:{hook.name}"
+    try:
+        outcome = hook.dump(ctx)
+    except Terminated:
+        raise
+    except Exception as exc:  # a hook's bug must not lose the other sources
+        log.exception("pre-hook crashed", extra={"kind": hook.kind, "source": hook.name})
+        summary.phase(phase, started, False, f"{type(exc).__name__}: {exc}")
+        summary.fail(hook.kind, hook.name, f"{type(exc).__name__}: {exc}", component=f"{hook.kind}:*")
+        manifest.failures.append(summary.failures[-1])
+        return
+    _record(outcome, summary, manifest)
+    summary.phase(phase, started, not outcome.failures,
+                  f"{len(outcome.artifacts)} artifacts, {len(outcome.failures)} failures")
+    log.info("pre-hook done", extra={"kind": hook.kind, "source": hook.name,
+                                     "artifacts": len(outcome.artifacts), "failures": len(outcome.failures)})
+
+
+def _record(outcome: DumpOutcome, summary: RunSummary, manifest: Manifest) -> None:
+    """One hook's artifacts, failures, notices and tool versions, into the summary and the manifest."""
+    for artifact in outcome.artifacts:
+        manifest.artifacts.append(artifact)  # its sha256 may still be computing in the background
+        summary.components.append(artifact.component)
+    for failure in outcome.failures:
+        summary.fail(failure.kind, failure.source, failure.message, failure.component)
+        manifest.failures.append(summary.failures[-1])
+    for notice in outcome.notices:
+        item = {**notice.to_json(), "message": mask(notice.message)}
+        summary.notices.append(item)
+        manifest.notices.append(item)
+    manifest.tools.update(outcome.tools)
+    summary.artifacts += len(outcome.artifacts)
+
+
+def _finish_hashing(ctx: DumpContext, summary: RunSummary, manifest: Manifest) -> None:
+    """Wait for the background hashes; a file that could not be read back is a failure, not an artifact."""
     started = time.monotonic()
     failed = {id(item): why for item, why in ctx.finish_hashing()}
     kept = []
-    for artifact in manifest["artifacts"]:
+    for artifact in manifest.artifacts:
         if id(artifact) in failed:
             summary.fail(artifact.kind, artifact.source, failed[id(artifact)], artifact.component)
-            manifest["failures"].append(summary.failures[-1])
+            manifest.failures.append(summary.failures[-1])
             summary.components.remove(artifact.component)
             summary.artifacts -= 1
         else:
-            kept.append(artifact.to_json())
-    manifest["artifacts"] = kept
+            kept.append(artifact)
+    manifest.artifacts = kept
     summary.phase("hash:wait", started, not failed, f"{len(kept)} artifacts hashed, {len(failed)} unreadable")
 
 
-def _retention_due(config: Config, name: str, every_days: int) -> bool:
-    if every_days <= 0:
-        return True
+# ---------------------------------------------------------------- store and replicate
+
+
+def store(run: Run, repos: dict[str, restic.Repo], day: Path, tags: list[str]) -> None:
+    """restic backup of the staged day into local, or straight into offsite when there is no local repository."""
+    first = "local" if "local" in repos else "offsite"
+    _backup(run, first, repos[first], day, tags)
+
+
+def replicate(run: Run, repos: dict[str, restic.Repo], day: Path, tags: list[str]) -> None:
+    """Bring the run offsite as well: restic copy from local, or, when local saved nothing, a backup of the
+    staged day straight to offsite, so the RPO holds without the local disk."""
+    if "local" not in repos or "offsite" not in repos:
+        return
+    if "local" in run.summary.snapshots:
+        _copy_offsite(run.config, repos["local"], repos["offsite"], run.summary)
+    else:
+        _backup(run, "offsite", repos["offsite"], day, tags)
+
+
+def _backup(run: Run, name: str, repo: restic.Repo, day: Path, tags: list[str]) -> None:
+    summary = run.summary
+    started = time.monotonic()
     try:
-        last = float((config.state_dir / f"prune-{name}.stamp").read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return True
-    return time.time() - last >= every_days * 86400 - 3600
-
-
-def apply_retention(config: Config, repos: dict[str, restic.Repo], summary: RunSummary,
-                    dry_run: bool = False) -> None:
-    for name, repo in repos.items():
-        settings = getattr(config.repositories, name)
-        if settings.retention is None:
-            started = time.monotonic()
-            if name == "offsite":
-                # the append-only offsite (docs/security.md): this host's key cannot delete, a trusted machine
-                # with the delete-capable key runs forget/prune
-                why = ("left to the trusted host: retention is null here (append-only offsite), run"
-                       " `restic-orch forget` there with the key that may delete")
-            else:
-                why = "no retention configured (retention: null, append-only repository)"
-            summary.retention[name] = {"skipped": why}
-            summary.phase(f"retention:{name}", started, True, why)
-            continue
-        started = time.monotonic()
-        try:
-            groups = repo.forget(settings.retention.restic_args(), host=config.host, tags=[TAG], dry_run=dry_run)
-            removed = sum(len(g.remove) for g in groups)
-            kept = sum(len(g.keep) for g in groups)
-            pruned = False
-            if not dry_run and removed and _retention_due(config, name, settings.prune_every_days):
-                repo.prune()
-                (config.state_dir / f"prune-{name}.stamp").write_text(str(time.time()))
-                pruned = True
-            summary.retention[name] = {"kept": kept, "removed": removed, "pruned": pruned}
-            summary.phase(f"retention:{name}", started, True, f"kept {kept}, removed {removed}")
-        except restic.ResticError as exc:
-            summary.phase(f"retention:{name}", started, False, str(exc))
-            summary.fail("retention", name, str(exc))
+        result = repo.backup([day], tags=tags, host=run.config.host, when=run.when)
+    except restic.ResticError as exc:
+        summary.phase(f"backup:{name}", started, False, str(exc))
+        summary.fail("repository", name, f"backup failed: {_explain_missing(run.config, exc)}")
+        return
+    summary.snapshots[name] = result.snapshot_id
+    summary.data_added[name] = result.data_added
+    summary.extra.setdefault("restic_total_duration", {})[name] = result.total_duration
+    run.snapshot_saved = True
+    # nothing reads the staging once a snapshot holds it: remove it while the copy and retention run
+    run.cleaner = run.cleaner or staging.Cleaner(day)
+    summary.phase(f"backup:{name}", started, not result.partial,
+                  f"snapshot {result.snapshot_id}, {result.data_added} bytes added, "
+                  f"restic's own time {result.total_duration:.1f} s")
+    if result.partial:
+        summary.fail("repository", name, "restic could not read some staged files: " +
+                     "; ".join(result.errors[:5]))
 
 
 def _copy_offsite(config: Config, local: restic.Repo, offsite: restic.Repo, summary: RunSummary) -> bool:
@@ -245,7 +414,7 @@ def _copy_offsite(config: Config, local: restic.Repo, offsite: restic.Repo, summ
         target = mine[0].target if mine else None
         if target is None:
             # restic gives the copy a new id; the run tag finds it
-            found = offsite.snapshots(tags=[f"run:{summary.run_id}"], host=config.host)
+            found = offsite.snapshots(tags=[run_tag(summary.run_id)], host=config.host)
             target = found[-1].short_id if found else None
         if target:
             summary.snapshots["offsite"] = target[:8]
@@ -261,122 +430,31 @@ def _copy_offsite(config: Config, local: restic.Repo, offsite: restic.Repo, summ
         return False
 
 
-def run_backup(config: Config, *, only: set[str] | None = None, when: datetime | None = None,
-               log_file: Path | None = None, run_id: str | None = None) -> RunSummary:
-    """The nightly job. Returns the summary; its exit_code is 0, 1 or 3."""
-    now = when or datetime.now(UTC)
-    summary = RunSummary("backup", run_id or new_run_id(), config.host, now.isoformat(timespec="seconds"),
-                         log_file=str(log_file or ""))
-    lock = RunLock(config.state_dir, f"backup {summary.run_id}")
-    lock.acquire()
-    marker = config.state_dir / "run-in-progress.json"
-    interrupted = marker.exists()  # only our flock holder writes it: present now means a run was killed
-    marker.write_text(json.dumps({"run_id": summary.run_id, "pid": os.getpid()}) + "\n")
-    restore_signals = _install_signal_handlers()
-    notify.started(config, summary)
-    day: Path | None = None
-    snapshot_saved = False
-    cleaner: staging.Cleaner | None = None
-    try:
-        if interrupted:
-            summary.notices.append({"kind": "run", "source": "previous",
-                                    "message": "the previous run was interrupted; its leftovers were cleaned"})
-        cap = cpucap.current()
-        summary.extra["cpu_cap"] = cap.to_json()
-        if cap.method == "unavailable":
-            summary.notices.append({"kind": "run", "source": "cpu_cap",
-                                    "message": f"limits.cpu_percent {cap.requested_percent} not enforced:"
-                                               f" {cap.detail}; the run is not held to its CPU budget"})
-        userhooks.run_parts(config, "pre-backup.d", summary)
-        started = time.monotonic()
-        version = restic.version()
-        removed = staging.prepare(config.staging_dir)
-        if removed:
-            log.warning("removed stale staging left by an interrupted run", extra={"entries": removed})
-        need, free = _estimate_need(config), staging.free_bytes(config.staging_dir)
-        if free < need:
-            raise PreflightError(f"not enough free space in {config.staging_dir}: {free // 2**20} MiB free,"
-                                 f" about {need // 2**20} MiB needed (limits.min_free_bytes or the last run)")
-        repos = _ensure_repos(config, open_all(config), summary, interrupted)
-        if not repos:
-            raise PreflightError("no repository can be opened: " +
-                                 "; ".join(f["message"] for f in summary.failures))
-        summary.phase("preflight", started, True, f"restic {version}")
+# ---------------------------------------------------------------- retain and report
 
-        day = staging.day_dir(config.staging_dir, now.date())
-        manifest: dict[str, Any] = {
-            "format": 1, "run_id": summary.run_id, "host": config.host, "started": summary.started,
-            "restic_orch": __version__, "restic": str(version), "day": now.date().isoformat(),
-            "hostname": socket.gethostname(), "tools": {}, "artifacts": [], "failures": [], "notices": [],
-            "config": redacted(config),
-        }
-        ctx = DumpContext(config=config, day_dir=day, run_id=summary.run_id, log=log, background_hashing=True)
-        _run_hooks(build_hooks(config, only), ctx, summary, manifest)
-        manifest["finished_dumps"] = datetime.now(UTC).isoformat(timespec="seconds")
-        manifest["status"] = "partial" if manifest["failures"] else "complete"
-        staging.write_manifest(day, manifest)
-        summary.bytes_staged = staging.tree_bytes(day)
-        if not manifest["artifacts"]:
-            raise PreflightError("the pre-hooks produced nothing to back up: " +
-                                 "; ".join(f["message"] for f in summary.failures[-5:]))
 
-        kinds = sorted({a["kind"] for a in manifest["artifacts"]})
-        # status, kinds and size as tags: `snapshots` lists them without reading every manifest
-        tags = [TAG, f"run:{summary.run_id}", f"status:{manifest['status']}", f"bytes:{summary.bytes_staged}"]
-        tags += [f"kind:{k}" for k in kinds]
-        if only:
-            tags.append("scope:only")  # `latest` passes over it unless it holds what a restore asks for
-        first = "local" if "local" in repos else "offsite"
-        order = [first] + ([] if first == "offsite" else (["offsite"] if "offsite" in repos else []))
-        for name in order:
-            if name == "offsite" and "local" in summary.snapshots:
-                _copy_offsite(config, repos["local"], repos["offsite"], summary)
-                continue
-            started = time.monotonic()
-            try:
-                result = repos[name].backup([day], tags=tags, host=config.host, when=when)
-                summary.snapshots[name] = result.snapshot_id
-                summary.data_added[name] = result.data_added
-                summary.extra.setdefault("restic_total_duration", {})[name] = result.total_duration
-                snapshot_saved = True
-                cleaner = cleaner or staging.Cleaner(day)
-                summary.phase(f"backup:{name}", started, not result.partial,
-                              f"snapshot {result.snapshot_id}, {result.data_added} bytes added, "
-                              f"restic's own time {result.total_duration:.1f} s")
-                if result.partial:
-                    summary.fail("repository", name, "restic could not read some staged files: " +
-                                 "; ".join(result.errors[:5]))
-            except restic.ResticError as exc:
-                summary.phase(f"backup:{name}", started, False, str(exc))
-                summary.fail("repository", name, f"backup failed: {_explain_missing(config, exc)}")
-                # when local failed, the offsite turn below backs up directly: the RPO holds without the disk
-        if not snapshot_saved:
-            summary.finish("failure")
-        elif summary.failures:
-            summary.finish("partial")
-        elif only:
-            # a partial selection must not push a day's full snapshot out of a keep-daily policy
-            summary.retention = {name: {"skipped": "--only run"} for name in repos}
-            summary.finish("success")
-        else:
-            apply_retention(config, repos, summary)
-            summary.finish("partial" if summary.failures else "success")
-    except Terminated as exc:
-        summary.fail("run", "signal", str(exc))
-        summary.finish("failure")
-    except (PreflightError, staging.StagingError, restic.ResticError, runner.CommandError, OSError) as exc:
-        summary.fail("run", "preflight", str(exc))
-        summary.finish("partial" if snapshot_saved else "failure")
-    finally:
-        restore_signals()
-        if cleaner is None and day is not None and (snapshot_saved or summary.status == "success"):
-            cleaner = staging.Cleaner(day)
-        if cleaner is not None:
-            _staging_removed(cleaner, summary)
-        _finalise(config, summary)
-        marker.unlink(missing_ok=True)
-        lock.release()
-    return summary
+def retain(run: Run, repos: dict[str, restic.Repo]) -> None:
+    """Retention after a clean, full run only.
+
+    A run that failed never triggers a forget that could leave fewer good snapshots than the policy promises,
+    and an --only run must not push a day's full snapshot out of a keep-daily policy.
+    """
+    summary = run.summary
+    if not run.snapshot_saved or summary.failures:
+        return
+    if run.only:
+        summary.retention = {name: {"skipped": "--only run"} for name in repos}
+        return
+    apply_retention(run.config, repos, summary)
+
+
+def _remove_staging(run: Run) -> None:
+    """Wait for the staged day's removal (started when the first snapshot held it); keep it when none did."""
+    cleaner = run.cleaner
+    if cleaner is None and run.day is not None and (run.snapshot_saved or run.summary.status == "success"):
+        cleaner = staging.Cleaner(run.day)
+    if cleaner is not None:
+        _staging_removed(cleaner, run.summary)
 
 
 def _staging_removed(cleaner: staging.Cleaner, summary: RunSummary) -> None:
@@ -393,7 +471,8 @@ def _staging_removed(cleaner: staging.Cleaner, summary: RunSummary) -> None:
                             "message": f"could not remove {cleaner.day}: {error}; the next run removes it"})
 
 
-def _finalise(config: Config, summary: RunSummary) -> None:
+def report(config: Config, summary: RunSummary) -> None:
+    """What the run leaves behind: known repositories, the summary, metrics, notifications, the user's hooks."""
     try:
         if summary.snapshots:
             counts = {name: r["kept"] for name, r in summary.retention.items() if "kept" in r}
@@ -407,7 +486,3 @@ def _finalise(config: Config, summary: RunSummary) -> None:
         userhooks.run_parts(config, hook_dir, summary)
     except Exception:  # reporting must never hide the run's own result
         log.exception("could not write the run report")
-
-
-class PreflightError(Exception):
-    pass

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import runner
+from .masking import mask
 
 log = logging.getLogger("restic_orch.report")
 progress = logging.getLogger("restic_orch.progress")  # shown on a terminal even without -v
@@ -60,13 +60,13 @@ class RunSummary:
     _t0: float = field(default_factory=time.monotonic, repr=False)
 
     def phase(self, name: str, started: float, ok: bool, detail: str = "") -> None:
-        self.phases.append(Phase(name, round(time.monotonic() - started, 3), ok, runner.mask(detail)))
+        self.phases.append(Phase(name, round(time.monotonic() - started, 3), ok, mask(detail)))
         progress.info(f"{name}: {'ok' if ok else 'FAILED'} in {self.phases[-1].seconds:.1f} s"
-                      + (f" ({runner.mask(detail)})" if detail else ""))
+                      + (f" ({mask(detail)})" if detail else ""))
 
     def fail(self, kind: str, source: str, message: str, component: str = "") -> None:
         self.failures.append({"kind": kind, "source": source, "component": component,
-                              "message": runner.mask(message)})
+                              "message": mask(message)})
 
     def finish(self, status: str) -> None:
         self.status = status
@@ -91,7 +91,7 @@ def _write_private(path: Path, text: str, mode: int = 0o640) -> None:
 
 def save_summary(state_dir: Path, summary: RunSummary) -> Path:
     """runs/<run_id>.json for history, last-<command>.json (last-run.json for backups) for monitoring."""
-    text = runner.mask(json.dumps(summary.to_json(), indent=2, default=str, ensure_ascii=False)) + "\n"
+    text = mask(json.dumps(summary.to_json(), indent=2, default=str, ensure_ascii=False)) + "\n"
     path = state_dir / "runs" / f"{summary.run_id}-{summary.command}.json"
     _write_private(path, text)
     latest = "last-run.json" if summary.command == "backup" else f"last-{summary.command}.json"

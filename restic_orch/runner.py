@@ -13,55 +13,22 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+# the secret registry lives in masking; these names stay importable from runner for older callers
+from .masking import mask as mask
+from .masking import read_env_file as read_env_file
+from .masking import read_secret as read_secret
+from .masking import register_secret as register_secret
 
 log = logging.getLogger("restic_orch.runner")
 
 _active: set[subprocess.Popen[Any]] = set()
 _active_lock = threading.Lock()
-_secrets: set[str] = set()
-
-
-def register_secret(value: str) -> None:
-    """Remember a secret value so it is masked wherever a command line or error text is logged."""
-    value = value.strip()
-    if len(value) >= 4:
-        _secrets.add(value)
-
-
-def mask(text: str) -> str:
-    for secret in sorted(_secrets, key=len, reverse=True):
-        text = text.replace(secret, "****")
-    return text
-
-
-def read_secret(path: Path) -> str:
-    """Read a secret file (first line, stripped) and register its value for masking."""
-    value = Path(path).read_text(encoding="utf-8").splitlines()[0].strip() if Path(path).stat().st_size else ""
-    register_secret(value)
-    return value
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines (an optional `export ` prefix, # comments); every value is treated as a secret."""
-    env: dict[str, str] = {}
-    for number, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].strip()
-        key, sep, value = line.partition("=")
-        if not sep or not key.replace("_", "").isalnum():
-            raise ValueError(f"{path}:{number}: expected KEY=VALUE")
-        value = value.strip().strip('"').strip("'")
-        env[key.strip()] = value
-        if "SECRET" in key or "PASSWORD" in key or "TOKEN" in key:
-            register_secret(value)
-    return env
 
 
 @dataclass
@@ -164,6 +131,39 @@ def _untrack(proc: subprocess.Popen[Any]) -> None:
         _active.discard(proc)
 
 
+_Handles = tuple[IO[bytes] | None, IO[bytes] | None]
+
+
+@contextmanager
+def _redirects(stdout_path: Path | None, stdin_path: Path | None) -> Iterator[_Handles]:
+    """The files a command writes its stdout to (0600: dumps hold data) and reads its stdin from, closed after."""
+    with ExitStack() as stack:
+        out_handle = in_handle = None
+        if stdout_path is not None:
+            fd = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            out_handle = stack.enter_context(os.fdopen(fd, "wb"))
+        if stdin_path is not None:
+            in_handle = stack.enter_context(open(stdin_path, "rb"))  # noqa: SIM115 - closed by the stack
+        yield out_handle, in_handle
+
+
+def _communicate(proc: subprocess.Popen[Any], input: str | bytes | None, timeout: float | None,
+                 args: list[str]) -> tuple[bytes | None, bytes | None]:
+    """Feed stdin and wait; on timeout stop the child's whole process group and raise CommandTimeout."""
+    _track(proc)
+    data = input.encode() if isinstance(input, str) else input
+    try:
+        return proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        _raw_out, raw_err = proc.communicate()
+        log.error("command timed out", extra={"argv": mask(" ".join(args)), "timeout": timeout})
+        raise CommandTimeout(args, None, (raw_err or b"").decode(errors="replace"),
+                             reason=f"timed out after {timeout:.0f} s") from None
+    finally:
+        _untrack(proc)
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -180,14 +180,7 @@ def run(
     """Run a command to completion. stdout goes to stdout_path when given (for dumps), else is captured."""
     args = _argv(argv, low_priority)
     started = time.monotonic()
-    out_handle: IO[bytes] | None = None
-    in_handle: IO[bytes] | None = None
-    try:
-        if stdout_path is not None:
-            fd = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            out_handle = os.fdopen(fd, "wb")
-        if stdin_path is not None:
-            in_handle = open(stdin_path, "rb")  # noqa: SIM115 - closed in finally
+    with _redirects(stdout_path, stdin_path) as (out_handle, in_handle):
         proc = subprocess.Popen(
             args,
             stdin=in_handle if in_handle else (subprocess.PIPE if input is not None else subprocess.DEVNULL),
@@ -197,24 +190,7 @@ def run(
             cwd=cwd,
             start_new_session=True,
         )
-        _track(proc)
-        data = input.encode() if isinstance(input, str) else input
-        try:
-            raw_out, raw_err = proc.communicate(data, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            raw_out, raw_err = proc.communicate()
-            duration = time.monotonic() - started
-            log.error("command timed out", extra={"argv": mask(" ".join(args)), "timeout": timeout})
-            raise CommandTimeout(args, None, (raw_err or b"").decode(errors="replace"),
-                                 reason=f"timed out after {timeout:.0f} s") from None
-        finally:
-            _untrack(proc)
-    finally:
-        if out_handle:
-            out_handle.close()
-        if in_handle:
-            in_handle.close()
+        raw_out, raw_err = _communicate(proc, input, timeout, args)
     duration = time.monotonic() - started
     stdout = (raw_out or b"").decode(errors="replace")
     stderr = (raw_err or b"").decode(errors="replace")

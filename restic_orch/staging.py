@@ -8,9 +8,13 @@ import re
 import shutil
 import threading
 import time
-from datetime import date
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+
+from restic_orch.hooks.base import Artifact
 
 MARKER = ".restic-orch-staging"
 MANIFEST = "manifest.json"
@@ -102,12 +106,74 @@ def tree_bytes(path: Path) -> int:
     return total
 
 
-def write_manifest(day: Path, manifest: dict[str, Any]) -> Path:
+FORMAT = 1
+COMPLETE, PARTIAL = "complete", "partial"
+# what an artifact written by an older version may lack; a restore then fails its checks instead of reading
+_ARTIFACT_DEFAULTS: dict[str, Any] = {"component": "", "kind": "", "source": "", "path": "", "size": 0, "sha256": ""}
+
+
+@dataclass
+class Manifest:
+    """`manifest.json` at the root of a staged day: what the run staged, what failed, and how to restore it.
+
+    It is inside every snapshot and restore reads it first, so its JSON keeps its shape: same keys, same order.
+    """
+
+    format: int = FORMAT
+    run_id: str = ""
+    host: str = ""
+    started: str = ""
+    restic_orch: str = ""
+    restic: str = ""
+    day: str = ""
+    hostname: str = ""
+    tools: dict[str, str] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)  # redacted: no secret, only where they are
+    finished_dumps: str = ""
+    status: str = ""
+
+    def finish_dumps(self, when: datetime | None = None) -> None:
+        """The pre-hooks are done: stamp the time, and the status the snapshot's tags will carry."""
+        self.finished_dumps = (when or datetime.now(UTC)).isoformat(timespec="seconds")
+        self.status = PARTIAL if self.failures else COMPLETE
+
+    def kinds(self) -> list[str]:
+        return sorted({a.kind for a in self.artifacts})
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["artifacts"] = [a.to_json() for a in self.artifacts]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Manifest:
+        """Read a manifest of this or an earlier version: a missing or null key takes its default."""
+        names = {f.name for f in fields(cls)} - {"artifacts", "tools", "failures", "notices", "config"}
+        manifest = cls(**{k: data[k] for k in names if data.get(k) is not None})
+        manifest.tools = dict(data.get("tools") or {})
+        manifest.failures = [dict(f) for f in data.get("failures") or []]
+        manifest.notices = [dict(n) for n in data.get("notices") or []]
+        manifest.config = dict(data.get("config") or {})
+        manifest.artifacts = [Artifact.from_json({**_ARTIFACT_DEFAULTS, **a}) for a in data.get("artifacts") or []]
+        return manifest
+
+
+def write_manifest(day: Path, manifest: Manifest) -> Path:
+    """Write `<day>/manifest.json` (0600) atomically: a reader never sees half of it."""
+    data = manifest.to_json()
     path = day / MANIFEST
     tmp = day / (MANIFEST + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=False, default=str, ensure_ascii=False)
+        json.dump(data, handle, indent=2, sort_keys=False, default=str, ensure_ascii=False)
         handle.write("\n")
     os.replace(tmp, path)
     return path
+
+
+def read_manifest(day: Path) -> Manifest:
+    """The manifest of a staged (or restored) day directory."""
+    return Manifest.from_json(json.loads((Path(day) / MANIFEST).read_text(encoding="utf-8")))

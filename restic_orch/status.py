@@ -6,10 +6,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from . import restic
+from . import restic, tags
 from .config import Config
 from .report import load_last
 from .repos import open_all
+from .staging import COMPLETE
 
 
 def collect(config: Config) -> dict[str, Any]:
@@ -19,12 +20,12 @@ def collect(config: Config) -> dict[str, Any]:
     ok = True
     for name, repo in open_all(config).items():
         try:
-            snaps = repo.snapshots(tags=["restic-orch"], host=config.host)
+            snaps = repo.snapshots(tags=[tags.TAG], host=config.host)
         except restic.ResticError as exc:
             repos[name] = {"ok": False, "error": str(exc)}
             ok = False
             continue
-        good = [s for s in snaps if s.tag_value("status") == "complete"]
+        good = [s for s in snaps if tags.status(s) == COMPLETE]
         newest = good[-1] if good else None
         age = (now - newest.time.astimezone(UTC)).total_seconds() if newest else None
         fresh = age is not None and age <= rpo

@@ -62,6 +62,87 @@ def apply_accounts(info: dict) -> None:
                       + ACCOUNTS_SQL.read_text())
 
 
+def _prepare_home(home: Path) -> Path:
+    """Make ``home`` and the directory for the socket and pid file; return that directory."""
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o755)  # the mysql user must traverse it; data/ is mysql's own
+    procs.check_traversable(home, MYSQL_USER)
+    run_dir = home / "run"
+    if len(str(run_dir / "mysqld.sock")) > _MAX_SOCKET_PATH:
+        run_dir = Path(tempfile.mkdtemp(prefix="lab-mdb-"))
+    run_dir.mkdir(exist_ok=True)
+    procs.chown_tree(run_dir, MYSQL_USER)
+    return run_dir
+
+
+def _passwords(sdir: Path, fresh: bool, root_password: str | None,
+               password: str | None) -> tuple[str, str, str]:
+    """root's, ``backup``'s and ``restore``'s passwords: the saved ones on an existing data dir, else
+    the given or random ones."""
+    restore_password = None
+    if not fresh:
+        root_password, password = read_secret(sdir / "mysql-root-password"), read_secret(sdir / "mysql-password")
+        restore_file = sdir / "mysql-restore-password"
+        restore_password = read_secret(restore_file) if restore_file.exists() else None
+    return (check_password(root_password or new_password()), check_password(password or new_password()),
+            check_password(restore_password or new_password()))
+
+
+def _install_db(datadir: Path) -> None:
+    datadir.mkdir(parents=True, exist_ok=True)
+    procs.chown_tree(datadir, MYSQL_USER)
+    procs.run([_bin("mariadb-install-db"), "--no-defaults", f"--datadir={datadir}", "--user=mysql",
+               "--auth-root-authentication-method=normal", "--skip-test-db",
+               "--innodb-log-file-size=32M"], what="mariadb-install-db")
+
+
+def _server_info(pid: int, port: int, datadir: Path, socket: Path, log_path: Path, sdir: Path,
+                 passwords: tuple[str, str, str]) -> dict:
+    root_password, password, restore_password = passwords
+    return {
+        "kind": "mariadb",
+        "pid": pid,
+        "host": "127.0.0.1",
+        "port": port,
+        "datadir": str(datadir),
+        "socket": str(socket),
+        "log": str(log_path),
+        "user": BACKUP_USER,
+        "password": password,
+        "password_file": str(sdir / "mysql-password"),
+        "defaults_file": str(sdir / "mysql-backup.cnf"),
+        "restore_user": RESTORE_USER,
+        "restore_password": restore_password,
+        "restore_password_file": str(sdir / "mysql-restore-password"),
+        "restore_defaults_file": str(sdir / "mysql-restore.cnf"),
+        "root_password": root_password,
+        "root_password_file": str(sdir / "mysql-root-password"),
+        "root_defaults_file": str(sdir / "mysql-root.cnf"),
+    }
+
+
+def _wait_and_set_up(info: dict, fresh: bool) -> None:
+    """Wait for the server, secure root on a new install, make the product's accounts; stop it on failure."""
+    port, root_password = info["port"], info["root_password"]
+    try:
+        procs.wait_ready(procs.tcp_ready("127.0.0.1", port), pid=info["pid"], log_path=Path(info["log"]),
+                         timeout=30, what="mariadbd")
+        if fresh:
+            # The only passwordless login ever: root over the socket of a brand-new
+            # install. Passwords go in SQL on stdin, never argv.
+            procs.run(
+                [_bin("mariadb"), "--no-defaults", f"--socket={info['socket']}", "-uroot"],
+                input_text=_setup_sql(root_password),
+                what="mariadb initial setup",
+            )
+        write_secret(Path(info["root_password_file"]), root_password + "\n")
+        write_secret(Path(info["root_defaults_file"]), _cnf("root", root_password, port))
+        apply_accounts(info)
+    except Exception:
+        stop_mariadb(info)
+        raise
+
+
 def start_mariadb(
     base_dir: Path,
     port: int | None = None,
@@ -79,34 +160,15 @@ def start_mariadb(
     home = base_dir / "mariadb"
     datadir = home / "data"
     log_path = home / "mariadb.log"
-    home.mkdir(parents=True, exist_ok=True)
-    home.chmod(0o755)  # the mysql user must traverse it; data/ is mysql's own
-    procs.check_traversable(home, MYSQL_USER)
-    run_dir = home / "run"
-    if len(str(run_dir / "mysqld.sock")) > _MAX_SOCKET_PATH:
-        run_dir = Path(tempfile.mkdtemp(prefix="lab-mdb-"))
-    run_dir.mkdir(exist_ok=True)
-    procs.chown_tree(run_dir, MYSQL_USER)
+    run_dir = _prepare_home(home)
     socket = run_dir / "mysqld.sock"
 
     sdir = secrets_dir(base_dir)
-    root_file, backup_file = sdir / "mysql-root-password", sdir / "mysql-password"
-    restore_file = sdir / "mysql-restore-password"
     fresh = not (datadir / "mysql").is_dir()
-    restore_password = None
-    if not fresh:
-        root_password, password = read_secret(root_file), read_secret(backup_file)
-        restore_password = read_secret(restore_file) if restore_file.exists() else None
-    root_password = check_password(root_password or new_password())
-    password = check_password(password or new_password())
-    restore_password = check_password(restore_password or new_password())
+    passwords = _passwords(sdir, fresh, root_password, password)
 
     if fresh:
-        datadir.mkdir(parents=True, exist_ok=True)
-        procs.chown_tree(datadir, MYSQL_USER)
-        procs.run([_bin("mariadb-install-db"), "--no-defaults", f"--datadir={datadir}", "--user=mysql",
-                   "--auth-root-authentication-method=normal", "--skip-test-db",
-                   "--innodb-log-file-size=32M"], what="mariadb-install-db")
+        _install_db(datadir)
 
     port = port or procs.free_port()
     pid = procs.start_daemon(
@@ -114,47 +176,12 @@ def start_mariadb(
          f"--port={port}", f"--pid-file={run_dir / 'mariadbd.pid'}", *_SERVER_OPTS],
         log_path, user=MYSQL_USER,
     )
-    info = {
-        "kind": "mariadb",
-        "pid": pid,
-        "host": "127.0.0.1",
-        "port": port,
-        "datadir": str(datadir),
-        "socket": str(socket),
-        "log": str(log_path),
-        "user": BACKUP_USER,
-        "password": password,
-        "password_file": str(backup_file),
-        "defaults_file": str(sdir / "mysql-backup.cnf"),
-        "restore_user": RESTORE_USER,
-        "restore_password": restore_password,
-        "restore_password_file": str(restore_file),
-        "restore_defaults_file": str(sdir / "mysql-restore.cnf"),
-        "root_password": root_password,
-        "root_password_file": str(root_file),
-        "root_defaults_file": str(sdir / "mysql-root.cnf"),
-    }
-    try:
-        procs.wait_ready(procs.tcp_ready("127.0.0.1", port), pid=pid, log_path=log_path,
-                         timeout=30, what="mariadbd")
-        if fresh:
-            # The only passwordless login ever: root over the socket of a brand-new
-            # install. Passwords go in SQL on stdin, never argv.
-            procs.run(
-                [_bin("mariadb"), "--no-defaults", f"--socket={socket}", "-uroot"],
-                input_text=_setup_sql(root_password),
-                what="mariadb initial setup",
-            )
-        write_secret(root_file, root_password + "\n")
-        write_secret(Path(info["root_defaults_file"]), _cnf("root", root_password, port))
-        apply_accounts(info)
-    except Exception:
-        stop_mariadb(info)
-        raise
-    write_secret(backup_file, password + "\n")
-    write_secret(restore_file, restore_password + "\n")
-    write_secret(Path(info["defaults_file"]), _cnf(BACKUP_USER, password, port))
-    write_secret(Path(info["restore_defaults_file"]), _cnf(RESTORE_USER, restore_password, port))
+    info = _server_info(pid, port, datadir, socket, log_path, sdir, passwords)
+    _wait_and_set_up(info, fresh)
+    write_secret(Path(info["password_file"]), info["password"] + "\n")
+    write_secret(Path(info["restore_password_file"]), info["restore_password"] + "\n")
+    write_secret(Path(info["defaults_file"]), _cnf(BACKUP_USER, info["password"], port))
+    write_secret(Path(info["restore_defaults_file"]), _cnf(RESTORE_USER, info["restore_password"], port))
     return info
 
 

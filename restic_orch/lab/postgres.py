@@ -52,6 +52,68 @@ def apply_accounts(info: dict) -> None:
     psql(info, variables + ACCOUNTS_SQL.read_text())
 
 
+def _prepare_home(home: Path) -> Path:
+    """Make ``home`` and its socket directory; return the socket directory."""
+    home.mkdir(parents=True, exist_ok=True)
+    # The postgres user must traverse it; secrets live elsewhere and data/ stays 0700.
+    home.chmod(0o755)
+    procs.check_traversable(home, SUPERUSER)
+    socket_dir = home / "run"
+    if len(str(socket_dir)) > _MAX_SOCKET_DIR:
+        socket_dir = Path(tempfile.mkdtemp(prefix="lab-pg-"))
+    socket_dir.mkdir(exist_ok=True)
+    procs.chown_tree(socket_dir, SUPERUSER)
+    return socket_dir
+
+
+def _passwords(password_file: Path, restore_file: Path, fresh: bool, password: str | None) -> tuple[str, str]:
+    """The ``backup`` and ``restore`` passwords (saved ones on a reused cluster), written to their secrets."""
+    if password is None:
+        password = read_secret(password_file) if password_file.exists() and not fresh else new_password()
+    restore_password = read_secret(restore_file) if restore_file.exists() and not fresh else new_password()
+    check_password(password)  # it goes into SQL and .pgpass
+    check_password(restore_password)
+    write_secret(password_file, password + "\n")
+    write_secret(restore_file, restore_password + "\n")
+    return password, restore_password
+
+
+def _initdb(datadir: Path) -> None:
+    datadir.mkdir(mode=0o700, exist_ok=True)
+    procs.chown_tree(datadir, SUPERUSER)
+    procs.run(
+        [_bin("initdb"), "-D", str(datadir), "-U", SUPERUSER, "--auth-local=trust",
+         "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
+        env=_env(), user=SUPERUSER, what="initdb",
+    )
+
+
+def _start_server(datadir: Path, port: int, socket_dir: Path, log_path: Path) -> int:
+    return procs.start_daemon(
+        [_bin("postgres"), "-D", str(datadir), "-p", str(port), "-k", str(socket_dir),
+         "-c", "listen_addresses=127.0.0.1",
+         # Durability is pointless for throw-away lab data; speed is not.
+         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+        log_path, env=_env(), user=SUPERUSER,
+    )
+
+
+def _wait_and_apply_accounts(info: dict) -> None:
+    """Wait for the server to accept connections, then make the product's accounts; stop it on failure."""
+    port = info["port"]
+
+    def ready() -> bool:
+        procs.run([_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)], env=_env(), timeout=5)
+        return True
+
+    try:
+        procs.wait_ready(ready, pid=info["pid"], log_path=Path(info["log"]), timeout=30, what="postgres")
+        apply_accounts(info)
+    except Exception:
+        stop_postgres(info)
+        raise
+
+
 def start_postgres(base_dir: Path, port: int | None = None, password: str | None = None) -> dict:
     """Start (initialising if needed) a cluster in ``base_dir/postgres``; return its info dict.
 
@@ -64,44 +126,18 @@ def start_postgres(base_dir: Path, port: int | None = None, password: str | None
     home = base_dir / "postgres"
     datadir = home / "data"
     log_path = home / "postgres.log"
-    home.mkdir(parents=True, exist_ok=True)
-    # The postgres user must traverse it; secrets live elsewhere and data/ stays 0700.
-    home.chmod(0o755)
-    procs.check_traversable(home, SUPERUSER)
-    socket_dir = home / "run"
-    if len(str(socket_dir)) > _MAX_SOCKET_DIR:
-        socket_dir = Path(tempfile.mkdtemp(prefix="lab-pg-"))
-    socket_dir.mkdir(exist_ok=True)
-    procs.chown_tree(socket_dir, SUPERUSER)
+    socket_dir = _prepare_home(home)
 
     sdir = secrets_dir(base_dir)
     password_file, restore_file = sdir / "pg-password", sdir / "pg-restore-password"
     fresh = not (datadir / "PG_VERSION").exists()
-    if password is None:
-        password = read_secret(password_file) if password_file.exists() and not fresh else new_password()
-    restore_password = read_secret(restore_file) if restore_file.exists() and not fresh else new_password()
-    check_password(password)  # it goes into SQL and .pgpass
-    check_password(restore_password)
-    write_secret(password_file, password + "\n")
-    write_secret(restore_file, restore_password + "\n")
+    password, restore_password = _passwords(password_file, restore_file, fresh, password)
 
     if fresh:
-        datadir.mkdir(mode=0o700, exist_ok=True)
-        procs.chown_tree(datadir, SUPERUSER)
-        procs.run(
-            [_bin("initdb"), "-D", str(datadir), "-U", SUPERUSER, "--auth-local=trust",
-             "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
-            env=_env(), user=SUPERUSER, what="initdb",
-        )
+        _initdb(datadir)
 
     port = port or procs.free_port()
-    pid = procs.start_daemon(
-        [_bin("postgres"), "-D", str(datadir), "-p", str(port), "-k", str(socket_dir),
-         "-c", "listen_addresses=127.0.0.1",
-         # Durability is pointless for throw-away lab data; speed is not.
-         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-        log_path, env=_env(), user=SUPERUSER,
-    )
+    pid = _start_server(datadir, port, socket_dir, log_path)
     info = {
         "kind": "postgres",
         "pid": pid,
@@ -120,17 +156,7 @@ def start_postgres(base_dir: Path, port: int | None = None, password: str | None
         "restore_password_file": str(restore_file),
         "pgpass_file": str(sdir / "pgpass"),
     }
-
-    def ready() -> bool:
-        procs.run([_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)], env=_env(), timeout=5)
-        return True
-
-    try:
-        procs.wait_ready(ready, pid=pid, log_path=log_path, timeout=30, what="postgres")
-        apply_accounts(info)
-    except Exception:
-        stop_postgres(info)
-        raise
+    _wait_and_apply_accounts(info)
     # The .pgpass format that libpq clients (pg_dump, psql) read via PGPASSFILE.
     write_secret(Path(info["pgpass_file"]), f"127.0.0.1:{port}:*:{BACKUP_USER}:{password}\n"
                                             f"127.0.0.1:{port}:*:{RESTORE_USER}:{restore_password}\n")

@@ -21,8 +21,8 @@ from botocore.exceptions import ClientError
 
 from restic_orch.config import load_config
 from restic_orch.lab.s3 import s3_client
+from restic_orch.masking import read_env_file
 from restic_orch.repos import open_all
-from restic_orch.runner import read_env_file
 from tests.clihelp import run_json
 
 pytestmark = pytest.mark.e2e

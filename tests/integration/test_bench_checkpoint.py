@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.checkpoint import Checkpoint
-from restic_orch import restic, runner
+from restic_orch import masking, restic
 from restic_orch.config import load_config
 from restic_orch.lab.s3 import s3_client
 
@@ -29,7 +29,7 @@ def _repos(lab, tmp_path: Path, bucket: str) -> tuple[restic.Repo, restic.Repo]:
     local = restic.Repo("local", str(tmp_path / "repo"), pw, cache_dir=cache)
     offsite = restic.Repo("offsite", f"s3:{endpoint}/{bucket}", pw, cache_dir=cache,
                           # its own ckpt-* buckets: the lab's owner key (the host's reaches only the offsite bucket)
-                          env=runner.read_env_file(Path(lab["state"]["services"]["s3"]["root_env_file"])),
+                          env=masking.read_env_file(Path(lab["state"]["services"]["s3"]["root_env_file"])),
                           options={"s3.bucket-lookup": "path"})
     return local, offsite
 

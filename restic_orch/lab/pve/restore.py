@@ -128,51 +128,19 @@ class RestoreJob:
     def _restore(self, w: Worker) -> None:
         root, vmid = self.root, self.vmid
         faults = layout.read_faults(root)
-        if containers.is_running(root, vmid):
-            raise TaskError("can't overwrite running container")
-        w.print(f"recovering backed-up configuration from '{self.volid}'")
-        path = storage.backup_path(root, self.volid)
-        raw, _member = archive.read_config(path)
-        orig = pctconf.parse(raw)
-        self._check_bridges(orig)
-        orig_rootfs = pctconf.parse_mountpoint(orig.get("rootfs", ""))
-        if not orig_rootfs.get("volume"):
-            raise TaskError("rootfs configuration could not be recovered, please check and specify manually!")
-        if not orig_rootfs.get("size"):
-            raise TaskError("unable to detect disk size - please specify rootfs (size)")
+        path, orig = self._recover_config(w)
         volumes, delayed = self._recovered_volumes(w, orig)
         w.sleep(float(faults.get("task_delay_seconds", 0)))
         old_conf = containers.load(root, vmid, self.node)
         self.destroy_config_on_error = True
         scfg = storage.config(root, self.sid)
         disks = self._create_disks(scfg, old_conf, volumes)
-        conf: dict[str, Any] = {k: str(v) for k, v in self.p.items()
-                                if (k in _CT_PROPS or re.fullmatch(r"net\d+", k)) and k != "rootfs"}
-        unpriv = self.p.get("unprivileged", orig.get("unprivileged"))
-        if unpriv is not None:
-            conf["unprivileged"] = str(unpriv)
-        conf.update(disks)
+        conf = self._given_config(orig, disks)
         staging = layout.ct_dir(root, vmid) / "rootfs.restoring"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         shift = 100000 if conf.get("unprivileged") == "1" and os.geteuid() == 0 else 0
-        fail = faults.get("restore_fail")
-        w.print(f"restoring '{self.volid}' now..")
-        w.print(f"extracting archive '{path}'")
-        t0 = time.time()
-        try:
-            count = archive.extract(path, staging, lambda m: _shift_member(m, shift, fail))
-        except archive.ArchiveError as exc:
-            for line in exc.lines:
-                w.print(line)
-            shutil.rmtree(staging, ignore_errors=True)
-            comp = {".zst": " --zstd", ".gz": " -z", ".lzo": " --lzop", "": ""}[archive.archive_ext(path)]
-            raise TaskError(f"command 'lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- tar xpf -{comp} "
-                            "--totals --one-file-system -p --sparse --numeric-owner --acls --xattrs "
-                            "'--xattrs-include=user.*' '--xattrs-include=security.capability' "
-                            f"'--warning=no-file-ignored' '--warning=no-xattr-write' -C {staging} --skip-old-files "
-                            "--anchored --exclude './dev/*'' failed: exit code 2") from exc
-        w.print(archive.totals_line("read", count, time.time() - t0))
+        _extract(w, self.volid, path, staging, shift, faults.get("restore_fail"))
         staged = self._split_mountpoints(staging, disks, shift)
         # Swap in the new volumes only now: the old volumes are destroyed after the new exist.
         rootfs = layout.rootfs_dir(root, vmid)
@@ -188,6 +156,34 @@ class RestoreJob:
         conf.update(delayed)
         containers.write(root, vmid, conf)
         containers.set_running(root, vmid, False)
+
+    def _recover_config(self, w: Worker) -> tuple[Path, dict[str, Any]]:
+        """The archive's path and the configuration backed up in it, checked as create_vm does before
+        any disk is made."""
+        if containers.is_running(self.root, self.vmid):
+            raise TaskError("can't overwrite running container")
+        w.print(f"recovering backed-up configuration from '{self.volid}'")
+        path = storage.backup_path(self.root, self.volid)
+        raw, _member = archive.read_config(path)
+        orig = pctconf.parse(raw)
+        self._check_bridges(orig)
+        orig_rootfs = pctconf.parse_mountpoint(orig.get("rootfs", ""))
+        if not orig_rootfs.get("volume"):
+            raise TaskError("rootfs configuration could not be recovered, please check and specify manually!")
+        if not orig_rootfs.get("size"):
+            raise TaskError("unable to detect disk size - please specify rootfs (size)")
+        return path, orig
+
+    def _given_config(self, orig: dict[str, Any], disks: dict[str, str]) -> dict[str, Any]:
+        """The new config before the merge: the container options given as parameters, 'unprivileged'
+        (given, else backed up) and the new volumes."""
+        conf: dict[str, Any] = {k: str(v) for k, v in self.p.items()
+                                if (k in _CT_PROPS or re.fullmatch(r"net\d+", k)) and k != "rootfs"}
+        unpriv = self.p.get("unprivileged", orig.get("unprivileged"))
+        if unpriv is not None:
+            conf["unprivileged"] = str(unpriv)
+        conf.update(disks)
+        return conf
 
     def _check_bridges(self, orig: dict[str, Any]) -> None:
         """create_vm's early check (before disks are made): SDN.Use on the bridge of every restored netN
@@ -317,6 +313,26 @@ def _mkdir_owned(path: Path, shift: int) -> None:
     os.chmod(path, 0o755)  # noqa: S103 - a normal directory mode inside a container
     if os.geteuid() == 0:
         os.chown(path, shift, shift)
+
+
+def _extract(w: Worker, volid: str, path: Path, staging: Path, shift: int, fail: str | None) -> None:
+    """Extract the archive into `staging`; a failure reports tar's lines and the command PVE ran."""
+    w.print(f"restoring '{volid}' now..")
+    w.print(f"extracting archive '{path}'")
+    t0 = time.time()
+    try:
+        count = archive.extract(path, staging, lambda m: _shift_member(m, shift, fail))
+    except archive.ArchiveError as exc:
+        for line in exc.lines:
+            w.print(line)
+        shutil.rmtree(staging, ignore_errors=True)
+        comp = {".zst": " --zstd", ".gz": " -z", ".lzo": " --lzop", "": ""}[archive.archive_ext(path)]
+        raise TaskError(f"command 'lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- tar xpf -{comp} "
+                        "--totals --one-file-system -p --sparse --numeric-owner --acls --xattrs "
+                        "'--xattrs-include=user.*' '--xattrs-include=security.capability' "
+                        f"'--warning=no-file-ignored' '--warning=no-xattr-write' -C {staging} --skip-old-files "
+                        "--anchored --exclude './dev/*'' failed: exit code 2") from exc
+    w.print(archive.totals_line("read", count, time.time() - t0))
 
 
 def _shift_member(member: tarfile.TarInfo, shift: int, fail: str | None) -> tarfile.TarInfo | None:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,16 @@ class GuestLog:
             self.lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {prefix} {msg}")
 
 
+@dataclass
+class GuestFiles:
+    """One guest's files in the dump directory: vzdump's $task->{logfile}, {target}, {tmptar}, {tmpdir}."""
+
+    logfile: Path
+    target: Path
+    tmptar: Path
+    tmpdir: Path
+
+
 class Job:
     def __init__(self, root: Path, node: str, opts: dict[str, Any], vmids: list[int], cmdline: str) -> None:
         self.root, self.node, self.opts, self.vmids, self.cmdline = root, node, opts, vmids, cmdline
@@ -211,69 +222,93 @@ class Job:
         log = GuestLog(w)
         started = time.time()
         cleanup: dict[str, Any] = {}  # flags, and 'vmstoptime' like PVE's $task->{vmstoptime}
-        logfile: Path | None = None
-        tmptar: Path | None = None
-        tmpdir: Path | None = None
+        files: GuestFiles | None = None
         err: str | None = None
         try:
-            if not containers.exists(self.root, vmid):
-                raise TaskError(f"unable to find VM '{vmid}'")
-            basename = f"vzdump-lxc-{vmid}-" + time.strftime("%Y_%m_%d-%H_%M_%S", time.localtime(started))
-            self._check_backup_limit(vmid)
-            logfile = self.dumpdir / f"{basename}.log"
-            target = self.dumpdir / f"{basename}.tar{self.ext}"
-            tmptar = self.dumpdir / f"{basename}.dat" if not self.ext else self.dumpdir / f"{basename}.tar.dat"
-            tmpdir = self.dumpdir / f"{basename}.tmp"
-            tmpdir.mkdir(parents=True, exist_ok=True)
-            log("info", f"Starting Backup of VM {vmid} (lxc)")
-            log("info", "Backup started at " + time.strftime("%Y-%m-%d %H:%M:%S"), to_file=False)
-            running = containers.is_running(self.root, vmid)
-            log("info", f"status = {'running' if running else 'stopped'}")
-            containers.set_lock(self.root, vmid, self.node, "backup")
-            cleanup["unlock"] = True
-            mode = self.opts.get("mode", "snapshot") if running else "stop"
-            conf = containers.load(self.root, vmid, self.node)
-            if mode == "snapshot":
-                disks, exclude_dirs = self._prepare(log, conf)
-                # PVE::VZDump::LXC::prepare: has_feature('snapshot') over the volumes that are backed up
-                if not all(self._can_snapshot(mp) for _key, mp in disks):
-                    log("info", "mode failure - some volumes do not support snapshots")
-                    log("info", "trying 'suspend' mode instead")
-                    mode = "suspend"
-            log("info", f"backup mode: {mode}")
-            if float(self.opts.get("bwlimit") or 0):
-                log("info", f"bandwidth limit: {self.opts['bwlimit']} KiB/s")
-            log("info", f"ionice priority: {self.opts.get('ionice', 7)}")
-            unpriv = conf.get("unprivileged") == "1"
-            excludes = tar_excludes(findexcl(self.opts), unpriv, mode)
-            faults = layout.read_faults(self.root)
-            if mode == "stop":
-                disks, exclude_dirs = self._prepare(log, conf)
-                if running:
-                    log("info", "stopping virtual guest")
-                    cleanup["vmstoptime"] = time.time()
-                    containers.set_running(self.root, vmid, False)
-                    cleanup["restart"] = True
-            elif mode == "suspend":
-                disks, exclude_dirs = self._prepare(log, conf)
-                self._suspend(w, log, vmid, (tmpdir, disks, exclude_dirs), excludes,
-                              float(faults.get("suspend_freeze_seconds", 0)), cleanup)
-            else:
-                self._snapshot(w, log, vmid, len(disks), float(faults.get("snapshot_freeze_seconds", 0)), cleanup)
-            size = self._archive(log, vmid, conf, (target, tmptar, tmpdir), excludes, mode,
-                                 _fault_for(faults, "vzdump_fail", vmid), (disks, exclude_dirs),
-                                 float(faults.get("task_delay_seconds", 0)))
-            log("info", f"archive file size: {_format_size(size)}")
-            self._notes_and_protection(log, vmid, conf, target)
-            if self.remove:
-                self._prune(log, vmid)
+            files = self._guest_files(vmid, started)
+            files.tmpdir.mkdir(parents=True, exist_ok=True)
+            self._backup_steps(log, vmid, files, cleanup)
         except (TaskError, OSError) as exc:
             err = str(exc)
+        self._cleanup_guest(log, vmid, cleanup, files)
+        self._log_outcome(log, vmid, started, err)
+        if files is not None:
+            files.logfile.write_text("\n".join(log.lines) + "\n")
+        if err == "interrupted by signal":
+            raise TaskError(err)  # a stopped task aborts the whole job, like PVE
+        return err is None
+
+    def _guest_files(self, vmid: int, started: float) -> GuestFiles:
+        if not containers.exists(self.root, vmid):
+            raise TaskError(f"unable to find VM '{vmid}'")
+        basename = f"vzdump-lxc-{vmid}-" + time.strftime("%Y_%m_%d-%H_%M_%S", time.localtime(started))
+        self._check_backup_limit(vmid)
+        return GuestFiles(
+            logfile=self.dumpdir / f"{basename}.log",
+            target=self.dumpdir / f"{basename}.tar{self.ext}",
+            tmptar=self.dumpdir / f"{basename}.dat" if not self.ext else self.dumpdir / f"{basename}.tar.dat",
+            tmpdir=self.dumpdir / f"{basename}.tmp",
+        )
+
+    def _backup_steps(self, log: GuestLog, vmid: int, files: GuestFiles, cleanup: dict[str, Any]) -> None:
+        log("info", f"Starting Backup of VM {vmid} (lxc)")
+        log("info", "Backup started at " + time.strftime("%Y-%m-%d %H:%M:%S"), to_file=False)
+        running = containers.is_running(self.root, vmid)
+        log("info", f"status = {'running' if running else 'stopped'}")
+        containers.set_lock(self.root, vmid, self.node, "backup")
+        cleanup["unlock"] = True
+        mode = self.opts.get("mode", "snapshot") if running else "stop"
+        conf = containers.load(self.root, vmid, self.node)
+        volumes: tuple[Disks, list[str]] = ([], [])
+        if mode == "snapshot":
+            volumes = self._prepare(log, conf)
+            # PVE::VZDump::LXC::prepare: has_feature('snapshot') over the volumes that are backed up
+            if not all(self._can_snapshot(mp) for _key, mp in volumes[0]):
+                log("info", "mode failure - some volumes do not support snapshots")
+                log("info", "trying 'suspend' mode instead")
+                mode = "suspend"
+        self._log_settings(log, mode)
+        excludes = tar_excludes(findexcl(self.opts), conf.get("unprivileged") == "1", mode)
+        faults = layout.read_faults(self.root)
+        if mode == "snapshot":
+            self._snapshot(log.w, log, vmid, len(volumes[0]), float(faults.get("snapshot_freeze_seconds", 0)),
+                           cleanup)
+        else:
+            volumes = self._prepare(log, conf)
+            if mode == "stop":
+                self._stop(log, vmid, running, cleanup)
+            else:
+                self._suspend(log.w, log, vmid, (files.tmpdir, *volumes), excludes,
+                              float(faults.get("suspend_freeze_seconds", 0)), cleanup)
+        size = self._archive(log, vmid, conf, (files.target, files.tmptar, files.tmpdir), excludes, mode,
+                             _fault_for(faults, "vzdump_fail", vmid), volumes,
+                             float(faults.get("task_delay_seconds", 0)))
+        log("info", f"archive file size: {_format_size(size)}")
+        self._notes_and_protection(log, vmid, conf, files.target)
+        if self.remove:
+            self._prune(log, vmid)
+
+    def _log_settings(self, log: GuestLog, mode: str) -> None:
+        log("info", f"backup mode: {mode}")
+        if float(self.opts.get("bwlimit") or 0):
+            log("info", f"bandwidth limit: {self.opts['bwlimit']} KiB/s")
+        log("info", f"ionice priority: {self.opts.get('ionice', 7)}")
+
+    def _stop(self, log: GuestLog, vmid: int, running: bool, cleanup: dict[str, Any]) -> None:
+        """Stop mode: a running CT is shut down for the backup and restarted by the cleanup."""
+        if running:
+            log("info", "stopping virtual guest")
+            cleanup["vmstoptime"] = time.time()
+            containers.set_running(self.root, vmid, False)
+            cleanup["restart"] = True
+
+    def _cleanup_guest(self, log: GuestLog, vmid: int, cleanup: dict[str, Any], files: GuestFiles | None) -> None:
+        """Undo what the backup did to the guest (lock, snapshot, freeze, stop) and drop temporary files."""
         if cleanup.get("unlock"):
             try:
                 containers.remove_lock(self.root, vmid, self.node, "backup")
             except TaskError as exc:
-                w.warn_raw(str(exc))
+                log.w.warn_raw(str(exc))
         if cleanup.get("remove_snapshot"):
             log("info", "cleanup temporary 'vzdump' snapshot")
         if cleanup.get("resume"):
@@ -284,22 +319,19 @@ class Job:
             log("info", "restarting vm")
             containers.set_running(self.root, vmid, True)
             log("info", online_again(cleanup["vmstoptime"]))
-        for leftover in (tmptar,):
-            if leftover and leftover.exists():
-                leftover.unlink()
-        if tmpdir and tmpdir.exists():
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        if files is not None:
+            if files.tmptar.exists():
+                files.tmptar.unlink()
+            if files.tmpdir.exists():
+                shutil.rmtree(files.tmpdir, ignore_errors=True)
+
+    def _log_outcome(self, log: GuestLog, vmid: int, started: float, err: str | None) -> None:
         if err is not None:
             log("err", f"Backup of VM {vmid} failed - {err}")
             log("info", "Failed at " + time.strftime("%Y-%m-%d %H:%M:%S"), to_file=False)
         else:
             log("info", f"Finished Backup of VM {vmid} ({_format_time(time.time() - started)})")
             log("info", "Backup finished at " + time.strftime("%Y-%m-%d %H:%M:%S"), to_file=False)
-        if logfile is not None:
-            logfile.write_text("\n".join(log.lines) + "\n")
-        if err == "interrupted by signal":
-            raise TaskError(err)  # a stopped task aborts the whole job, like PVE
-        return err is None
 
     def _prepare(self, log: GuestLog, conf: dict[str, Any]) -> tuple[Disks, list[str]]:
         """PVE::VZDump::LXC::prepare (pve-container src/PVE/VZDump/LXC.pm): 'CT Name' when the CT has a
