@@ -19,10 +19,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import report
+from .context import EXCLUDES, Settings
 from .lab import PAGE_TARGETS
-from .run import EXCLUDES, Settings, run
+from .run import run
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -32,7 +34,7 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1")
@@ -63,37 +65,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the lab running and the work files in place")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report", action="store_true", help="print the tables of the stored results and exit")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The run's settings; its name says its size (quick, full, or ct<N>-db<M>)."""
+    ct = args.ct_mib or _env_int("BENCH_CT_MIB", 64 if args.quick else 1024)
+    db = args.db_mib or _env_int("BENCH_DB_MIB", 64 if args.quick else 1024)
+    name = "quick" if (ct, db) == (64, 64) else "full" if (ct, db) == (1024, 1024) else f"ct{ct}-db{db}"
+    return Settings(name=name, ct_mib=ct, db_mib=db, churn=args.churn, pages_into=args.pages_into,
+                    cpu_percent=args.cpu_percent,
+                    exclude_paths=[p.strip() for p in args.exclude_paths.split(",") if p.strip()],
+                    gomaxprocs=args.gomaxprocs or None, base_dir=args.base_dir, keep=args.keep,
+                    skip={s.strip() for s in args.skip.split(",") if s.strip()}, profile=args.profile,
+                    raw_stage=args.raw_stage, pairs=max(1, args.pairs))
+
+
+def _save(out: Path, settings: Settings, result: dict[str, Any]) -> None:
+    """The run replaces its own entry (by size) in the results file; the other sizes' stay."""
+    data = {"schema": 1, "runs": {}}
+    if out.exists():
+        try:
+            data = json.loads(out.read_text())
+        except ValueError:
+            pass
+    data.setdefault("runs", {})[settings.name] = result
+    # committed evidence names no path of the machine that made it: the bench's work tree is <bench-dir>
+    text = json.dumps(data, indent=1, default=str).replace(str(settings.base_dir), "<bench-dir>")
+    out.write_text(text + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.report:
         data = json.loads(args.out.read_text())
         for result in data["runs"].values():
             print(report.render(result))
         return 0
-    ct = args.ct_mib or _env_int("BENCH_CT_MIB", 64 if args.quick else 1024)
-    db = args.db_mib or _env_int("BENCH_DB_MIB", 64 if args.quick else 1024)
-    name = "quick" if (ct, db) == (64, 64) else "full" if (ct, db) == (1024, 1024) else f"ct{ct}-db{db}"
-    settings = Settings(name=name, ct_mib=ct, db_mib=db, churn=args.churn, pages_into=args.pages_into,
-                        cpu_percent=args.cpu_percent,
-                        exclude_paths=[p.strip() for p in args.exclude_paths.split(",") if p.strip()],
-                        gomaxprocs=args.gomaxprocs or None, base_dir=args.base_dir, keep=args.keep,
-                        skip={s.strip() for s in args.skip.split(",") if s.strip()}, profile=args.profile,
-                        raw_stage=args.raw_stage, pairs=max(1, args.pairs))
+    settings = _settings(args)
     result = run(settings)
-    data = {"schema": 1, "runs": {}}
-    if args.out.exists():
-        try:
-            data = json.loads(args.out.read_text())
-        except ValueError:
-            pass
-    data.setdefault("runs", {})[name] = result
-    # committed evidence names no path of the machine that made it: the bench's work tree is <bench-dir>
-    text = json.dumps(data, indent=1, default=str).replace(str(settings.base_dir), "<bench-dir>")
-    args.out.write_text(text + "\n")
+    _save(args.out, settings, result)
     print(report.render(result))
-    print(f"results: {args.out} (run '{name}')", file=sys.stderr)
+    print(f"results: {args.out} (run '{settings.name}')", file=sys.stderr)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

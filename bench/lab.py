@@ -192,85 +192,106 @@ def churn_containers(pve_root: Path, fraction: float, seed: int = 2,
     for ct in sorted((pve_root / "lxc").iterdir()):
         root = ct / "rootfs"
         rng = random.Random(f"churn:{seed}:{ct.name}")
-        files = []
-        for dirpath, _dirs, names in os.walk(root):
-            rel = os.path.relpath(dirpath, root)
-            if rel.startswith(("tmp", "var/tmp")):
-                continue
-            for name in sorted(names):
-                p = Path(dirpath) / name
-                if not p.is_symlink():
-                    files.append((p, p.stat().st_size))
-        files.sort()
+        files = _churnable_files(root)
         total = sum(size for _, size in files)
         budget = int(total * fraction)
         stats = {"bytes_before": total, "replaced": 0, "pages": 0, "appended": 0, "new": 0,
                  "files_replaced": 0, "files_paged": 0, "files_appended": 0, "files_new": 0}
-        # 1. whole files replaced (same size, new content), e.g. upgraded binaries and libraries
-        goal = int(budget * 0.3)
-        candidates = [(p, s) for p, s in files if 16 * 1024 <= s <= 8 * 2**20 and "/var/log/" not in str(p)]
-        rng.shuffle(candidates)
-        for p, size in candidates:
-            if stats["replaced"] + size > goal:
-                continue
-            with open(p, "r+b") as fh:
-                fh.write(rng.randbytes(size))
-            stats["replaced"] += size
-            stats["files_replaced"] += 1
-            touched["replaced"].add(str(p))
-        # 2. 8 KiB pages rewritten in place in three data files
-        goal = int(budget * 0.1)
-        data_files = _page_targets(files, pages_into)
-        while stats["pages"] < goal and data_files:
-            p, size = rng.choice(data_files)
-            page = rng.randrange(0, max(1, size // 8192)) * 8192
-            length = min(8192, goal - stats["pages"], size - page)
-            with open(p, "r+b") as fh:
-                fh.seek(page)
-                fh.write(rng.randbytes(length))
-            stats["pages"] += length
-        stats["files_paged"] = len(data_files)
-        touched["pages"].update(str(p) for p, _ in data_files)
-        # 3. appends to logs
-        logs = [p for p, _ in files if "/var/log/" in str(p) and not p.name.endswith(".gz")]
-        goal = int(budget * 0.2)
-        per = max(1, goal // max(1, len(logs)))
-        for p in logs:
-            data = _text(rng, min(per, goal - stats["appended"]), "Jan 13 03:00:00 churn")
-            if not data:
-                break
-            with open(p, "ab") as fh:
-                fh.write(data)
-            stats["appended"] += len(data)
-            stats["files_appended"] += 1
-            touched["appended"].add(str(p))
-        # 4. new files: a new log and new incompressible uploads/cache files
-        goal = budget - stats["replaced"] - stats["pages"] - stats["appended"]
-        newdir = root / "srv" / "churn"
-        if not newdir.exists():
-            newdir.mkdir(parents=True)
-            _chown_like(newdir, root / "srv")
-        log_new = root / "var" / "log" / "churn-day2.log"
-        data = _text(rng, goal // 2, "Jan 13 churn")
-        log_new.write_bytes(data)
-        _chown_like(log_new, log_new.parent)
-        stats["new"] += len(data)
-        stats["files_new"] += 1
-        touched["new"].add(str(log_new))
-        left, i = goal - goal // 2, 0
-        while left > 0:
-            n = min(left, rng.randint(256 * 1024, 4 * 2**20))
-            target = newdir / f"upload-{i:03}.bin"
-            target.write_bytes(rng.randbytes(n))
-            _chown_like(target, newdir)
-            stats["new"] += n
-            stats["files_new"] += 1
-            touched["new"].add(str(target))
-            left -= n
-            i += 1
+        _replace_files(rng, files, int(budget * 0.3), stats, touched)
+        _write_pages(rng, files, int(budget * 0.1), pages_into, stats, touched)
+        _append_logs(rng, files, int(budget * 0.2), stats, touched)
+        _new_files(rng, root, budget - stats["replaced"] - stats["pages"] - stats["appended"], stats, touched)
         stats["changed"] = stats["replaced"] + stats["pages"] + stats["appended"] + stats["new"]
         report[ct.name] = stats
     return report, touched
+
+
+def _churnable_files(root: Path) -> list[tuple[Path, int]]:
+    """Every regular file of the root filesystem with its size, sorted, temporary directories left out."""
+    files = []
+    for dirpath, _dirs, names in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        if rel.startswith(("tmp", "var/tmp")):
+            continue
+        for name in sorted(names):
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                files.append((p, p.stat().st_size))
+    files.sort()
+    return files
+
+
+def _replace_files(rng: random.Random, files: list[tuple[Path, int]], goal: int, stats: dict[str, int],
+                   touched: dict[str, set[str]]) -> None:
+    """Whole files replaced (same size, new content), e.g. upgraded binaries and libraries."""
+    candidates = [(p, s) for p, s in files if 16 * 1024 <= s <= 8 * 2**20 and "/var/log/" not in str(p)]
+    rng.shuffle(candidates)
+    for p, size in candidates:
+        if stats["replaced"] + size > goal:
+            continue
+        with open(p, "r+b") as fh:
+            fh.write(rng.randbytes(size))
+        stats["replaced"] += size
+        stats["files_replaced"] += 1
+        touched["replaced"].add(str(p))
+
+
+def _write_pages(rng: random.Random, files: list[tuple[Path, int]], goal: int, pages_into: str,
+                 stats: dict[str, int], touched: dict[str, set[str]]) -> None:
+    """8 KiB pages rewritten in place in three data files."""
+    data_files = _page_targets(files, pages_into)
+    while stats["pages"] < goal and data_files:
+        p, size = rng.choice(data_files)
+        page = rng.randrange(0, max(1, size // 8192)) * 8192
+        length = min(8192, goal - stats["pages"], size - page)
+        with open(p, "r+b") as fh:
+            fh.seek(page)
+            fh.write(rng.randbytes(length))
+        stats["pages"] += length
+    stats["files_paged"] = len(data_files)
+    touched["pages"].update(str(p) for p, _ in data_files)
+
+
+def _append_logs(rng: random.Random, files: list[tuple[Path, int]], goal: int, stats: dict[str, int],
+                 touched: dict[str, set[str]]) -> None:
+    logs = [p for p, _ in files if "/var/log/" in str(p) and not p.name.endswith(".gz")]
+    per = max(1, goal // max(1, len(logs)))
+    for p in logs:
+        data = _text(rng, min(per, goal - stats["appended"]), "Jan 13 03:00:00 churn")
+        if not data:
+            break
+        with open(p, "ab") as fh:
+            fh.write(data)
+        stats["appended"] += len(data)
+        stats["files_appended"] += 1
+        touched["appended"].add(str(p))
+
+
+def _new_files(rng: random.Random, root: Path, goal: int, stats: dict[str, int],
+               touched: dict[str, set[str]]) -> None:
+    """A new log (half of the goal) and new incompressible uploads/cache files (the other half)."""
+    newdir = root / "srv" / "churn"
+    if not newdir.exists():
+        newdir.mkdir(parents=True)
+        _chown_like(newdir, root / "srv")
+    log_new = root / "var" / "log" / "churn-day2.log"
+    data = _text(rng, goal // 2, "Jan 13 churn")
+    log_new.write_bytes(data)
+    _chown_like(log_new, log_new.parent)
+    stats["new"] += len(data)
+    stats["files_new"] += 1
+    touched["new"].add(str(log_new))
+    left, i = goal - goal // 2, 0
+    while left > 0:
+        n = min(left, rng.randint(256 * 1024, 4 * 2**20))
+        target = newdir / f"upload-{i:03}.bin"
+        target.write_bytes(rng.randbytes(n))
+        _chown_like(target, newdir)
+        stats["new"] += n
+        stats["files_new"] += 1
+        touched["new"].add(str(target))
+        left -= n
+        i += 1
 
 
 # Rows change the way a homelab's applications change them: about 1 % of the rows are inserted (new

@@ -209,70 +209,94 @@ def _freeze_cell(c: dict[str, Any]) -> str:
     return "< 1" if n == 0 else f"{n:g} (< {_freeze_bound(c):g})"
 
 
+DAYS = ("day1", "day2")
+
+
 def render(run: dict[str, Any]) -> str:
+    out: list[str] = []
+    for section in (_intro, _tools_table, _host_cpu_table, _phases_tables, _pairs_section, _raw_sections,
+                    _zstd_table, _containers_table, _profile_table, _vi1_table, _targets_table, _lab_peaks):
+        out += section(run)
+    return "\n".join(out) + "\n"
+
+
+def _intro(run: dict[str, Any]) -> list[str]:
     m, st = run["machine"], run["settings"]
     lab = run["lab"]
-    out = [f"## Benchmark `{run['name']}`: 4 x {st['ct_mib']} MiB containers, ~{st['db_mib']} MiB of databases, "
-           f"{st['churn']:.0%} churn",
-           "",
-           f"Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_bytes'] / GiB:.1f} GiB RAM, kernel "
-           f"{m['kernel']}; {m['restic']}; {m['borg']}; load average at start {m['loadavg_at_start'][0]:.2f}. "
-           f"Run {run['started']}, {run['wall_seconds'] / 60:.1f} min in all (lab set-up {lab['setup_seconds']} s).",
-           "",
-           f"Lab: containers {', '.join(f'{k}: {_mib(v)} MiB' for k, v in lab['containers'].items())}; databases "
-           f"{', '.join(f'{k}: {_mib(v)} MiB' for k, v in lab['databases'].items())} (db_scale {lab['db_scale']}). "
-           f"Staged per day: {_mib(run['days']['day1']['staged_bytes'])} / "
-           f"{_mib(run['days']['day2']['staged_bytes'])} MiB. "
-           f"Day-2 churn: {_mib(run['churn']['changed_bytes'])} MiB changed "
-           f"({_mib(run['churn']['containers_changed_bytes'])} in containers, "
-           f"~{_mib(run['churn']['db_changed_bytes_est'])} "
-           "in databases).",
-           "",
-           f"CPU % = (user+sys of the whole process tree) / wall / {m['nproc']} cores. Cap: "
-           + (f"cgroup v1 cfs_quota_us={st['cpu_quota_us']} per {st['cpu_period_us']} set by the benchmark "
-              f"(= {st['cap_pct_of_host']} % of the host). " if "cpu_quota_us" in st else
-              f"limits.cpu_percent={st.get('cpu_percent')} (the product's own cgroup quota). ")
-           + f"Container excludes: {', '.join(st.get('exclude_paths') or []) or 'none'}. "
-           f"GOMAXPROCS={st['gomaxprocs']}. Lab-side CPU (fake PVE vzdump, DB servers, moto S3) is not in the "
-           "process tree; it is listed per phase.",
-           "",
-           "| day | tool | wall s | CPU % host | peak RSS MiB | read MiB | added local MiB "
+    return [f"## Benchmark `{run['name']}`: 4 x {st['ct_mib']} MiB containers, ~{st['db_mib']} MiB of databases, "
+            f"{st['churn']:.0%} churn",
+            "",
+            f"Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_bytes'] / GiB:.1f} GiB RAM, kernel "
+            f"{m['kernel']}; {m['restic']}; {m['borg']}; load average at start {m['loadavg_at_start'][0]:.2f}. "
+            f"Run {run['started']}, {run['wall_seconds'] / 60:.1f} min in all (lab set-up {lab['setup_seconds']} s).",
+            "",
+            f"Lab: containers {', '.join(f'{k}: {_mib(v)} MiB' for k, v in lab['containers'].items())}; databases "
+            f"{', '.join(f'{k}: {_mib(v)} MiB' for k, v in lab['databases'].items())} (db_scale {lab['db_scale']}). "
+            f"Staged per day: {_mib(run['days']['day1']['staged_bytes'])} / "
+            f"{_mib(run['days']['day2']['staged_bytes'])} MiB. "
+            f"Day-2 churn: {_mib(run['churn']['changed_bytes'])} MiB changed "
+            f"({_mib(run['churn']['containers_changed_bytes'])} in containers, "
+            f"~{_mib(run['churn']['db_changed_bytes_est'])} "
+            "in databases).",
+            "",
+            f"CPU % = (user+sys of the whole process tree) / wall / {m['nproc']} cores. Cap: "
+            + (f"cgroup v1 cfs_quota_us={st['cpu_quota_us']} per {st['cpu_period_us']} set by the benchmark "
+               f"(= {st['cap_pct_of_host']} % of the host). " if "cpu_quota_us" in st else
+               f"limits.cpu_percent={st.get('cpu_percent')} (the product's own cgroup quota). ")
+            + f"Container excludes: {', '.join(st.get('exclude_paths') or []) or 'none'}. "
+            f"GOMAXPROCS={st['gomaxprocs']}. Lab-side CPU (fake PVE vzdump, DB servers, moto S3) is not in the "
+            "process tree; it is listed per phase.",
+            ""]
+
+
+def _tools_table(run: dict[str, Any]) -> list[str]:
+    out = ["| day | tool | wall s | CPU % host | peak RSS MiB | read MiB | added local MiB "
            "| added offsite / uploaded MiB |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for d in ("day1", "day2"):
-        day = run["days"][d]
-        for lane, a in day["product"].items():
-            out.append(f"| {d} | (a) restic-orch backup, {lane} | {_s(a['wall'])} | {_pct(a['cpu_pct'])} | "
-                       f"{_mib(a['maxrss_kib'] * 1024)} | {_mib(a['rchar'])} | {_mib(a['local_added'])} | "
-                       f"{_mib(a['offsite_added'])} |")
-        if "raw" in day:
-            b = day["raw"]
-            what = "init+backup+copy+forget" if "init-local" in b["steps"] else "backup+copy+forget"
-            out.append(f"| {d} | (b) raw restic {what} | {_s(b['wall'])} | {_pct(b['cpu_pct'])} | "
-                       f"{_mib(b['maxrss_kib'] * 1024)} | {_mib(b['rchar'])} | {_mib(b['local_added'])} | "
-                       f"{_mib(b['offsite_added'])} |")
-        if "naive" in day:
-            c = day["naive"]
-            out.append(f"| {d} | (c) tar \\| zstd \\| S3 | {_s(c['wall'])} | {_pct(c['cpu_pct'])} | "
-                       f"{_mib(c['maxrss_kib'] * 1024)} | {_mib(c['rchar'])} | – | {_mib(c['s3_uploaded'])} |")
-        if "fs" in day:
-            f = day["fs"]
-            out.append(f"| {d} | (e) restic on the 4 root filesystems (containers only) | {_s(f['wall'])} | "
-                       f"{_pct(f['cpu_pct'])} | {_mib(f['maxrss_kib'] * 1024)} | {_mib(f['rchar'])} | "
-                       f"{_mib(f['local_added'])} | – |")
-        if "borg" in day:
-            e = day["borg"]
-            out.append(f"| {d} | (d) borg create (lz4) | {_s(e['wall'])} | {_pct(e['cpu_pct'])} | "
-                       f"{_mib(e['maxrss_kib'] * 1024)} | {_mib(e['rchar'])} | {_mib(e['local_added'])} | "
-                       f"({_mib(e['local_added'])}) |")
-    out += ["", "### CPU of the (a) runs seen from the host", "",
-            "The cap holds the product's process tree. On a Proxmox host the vzdump tar and the database servers "
-            "answering the dumps also run on the host, outside that tree (here: the fake PVE, written in Python, "
-            "and the lab's PostgreSQL/MariaDB); S3 is remote in production (here: moto + a TCP proxy). "
-            "*Others* = whatever else ran on the machine meanwhile (other tenants).", "",
-            "| day | run | process tree | + vzdump & DB servers | moto S3 + proxy | whole host | others |",
-            "|---|---|---:|---:|---:|---:|---:|"]
-    for d in ("day1", "day2"):
+    for d in DAYS:
+        out += _tool_rows(d, run["days"][d])
+    return out
+
+
+def _tool_rows(d: str, day: dict[str, Any]) -> list[str]:
+    out = []
+    for lane, a in day["product"].items():
+        out.append(f"| {d} | (a) restic-orch backup, {lane} | {_s(a['wall'])} | {_pct(a['cpu_pct'])} | "
+                   f"{_mib(a['maxrss_kib'] * 1024)} | {_mib(a['rchar'])} | {_mib(a['local_added'])} | "
+                   f"{_mib(a['offsite_added'])} |")
+    if "raw" in day:
+        b = day["raw"]
+        what = "init+backup+copy+forget" if "init-local" in b["steps"] else "backup+copy+forget"
+        out.append(f"| {d} | (b) raw restic {what} | {_s(b['wall'])} | {_pct(b['cpu_pct'])} | "
+                   f"{_mib(b['maxrss_kib'] * 1024)} | {_mib(b['rchar'])} | {_mib(b['local_added'])} | "
+                   f"{_mib(b['offsite_added'])} |")
+    if "naive" in day:
+        c = day["naive"]
+        out.append(f"| {d} | (c) tar \\| zstd \\| S3 | {_s(c['wall'])} | {_pct(c['cpu_pct'])} | "
+                   f"{_mib(c['maxrss_kib'] * 1024)} | {_mib(c['rchar'])} | – | {_mib(c['s3_uploaded'])} |")
+    if "fs" in day:
+        f = day["fs"]
+        out.append(f"| {d} | (e) restic on the 4 root filesystems (containers only) | {_s(f['wall'])} | "
+                   f"{_pct(f['cpu_pct'])} | {_mib(f['maxrss_kib'] * 1024)} | {_mib(f['rchar'])} | "
+                   f"{_mib(f['local_added'])} | – |")
+    if "borg" in day:
+        e = day["borg"]
+        out.append(f"| {d} | (d) borg create (lz4) | {_s(e['wall'])} | {_pct(e['cpu_pct'])} | "
+                   f"{_mib(e['maxrss_kib'] * 1024)} | {_mib(e['rchar'])} | {_mib(e['local_added'])} | "
+                   f"({_mib(e['local_added'])}) |")
+    return out
+
+
+def _host_cpu_table(run: dict[str, Any]) -> list[str]:
+    m = run["machine"]
+    out = ["", "### CPU of the (a) runs seen from the host", "",
+           "The cap holds the product's process tree. On a Proxmox host the vzdump tar and the database servers "
+           "answering the dumps also run on the host, outside that tree (here: the fake PVE, written in Python, "
+           "and the lab's PostgreSQL/MariaDB); S3 is remote in production (here: moto + a TCP proxy). "
+           "*Others* = whatever else ran on the machine meanwhile (other tenants).", "",
+           "| day | run | process tree | + vzdump & DB servers | moto S3 + proxy | whole host | others |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    for d in DAYS:
         for lane, a in run["days"][d]["product"].items():
             lab_cpu = a.get("lab_cpu_s", {})
             denom = a["wall"] * m["nproc"] / 100
@@ -282,111 +306,159 @@ def render(run: dict[str, Any]) -> str:
             others = None if host is None else max(0.0, host - a["cpu_pct"] - side - s3)
             out.append(f"| {d} | {lane} | {_pct(a['cpu_pct'])} | {_pct(a['cpu_pct'] + side)} | {_pct(s3)} | "
                        f"{_pct(host)} | {_pct(others)} |")
-    for d in ("day1", "day2"):
-        for lane, a in run["days"][d]["product"].items():
-            extra = ""
-            if a.get("throttled"):
-                t = a["throttled"]
-                extra = f" — throttled in {t['throttled_periods']} of {t['periods']} periods ({t['throttled_s']} s)"
-            out += ["", f"### (a) phases, {d}, {lane}: {a['status']}, {_s(a['wall'])} s{extra}", "",
-                    "| phase | s | CPU % host | lab CPU s (pve / pg / maria / s3) | peak RSS MiB | read MiB | bytes |",
-                    "|---|---:|---:|---|---:|---:|---|"]
-            for p in a["phases"]:
-                lab_cpu = p.get("lab_cpu_s", {})
-                lab_txt = " / ".join(f"{lab_cpu.get(g, 0):.1f}" for g in ("pve", "postgres", "mariadb", "s3"))
-                bytes_txt = ""
-                if "local_added" in p:
-                    bytes_txt = f"local +{_mib(p['local_added'])} MiB"
-                if "s3_uploaded" in p:
-                    bytes_txt = f"S3 +{_mib(p['s3_uploaded'])} MiB"
-                out.append(f"| {p['name']} | {_s(p['seconds'])} | {_pct(p.get('cpu_pct'))} | {lab_txt} | "
-                           f"{_mib(p.get('peak_rss_kib', 0) * 1024)} | {_mib(p.get('read_bytes'))} | {bytes_txt} |")
-            cmds = a.get("commands", {})
-            if cmds:
-                out += ["", "Child commands (from the run log): " + ", ".join(
-                    f"{k} {v['count']}x {v['seconds']:.1f} s"
-                    for k, v in sorted(cmds.items(), key=lambda kv: -kv[1]["seconds"]))
-                    + "."]
-    if run["days"]["day1"].get("pairs"):
-        out += pairs_table(run)
-    if run["days"]["day1"].get("raw"):
-        out += ["", "### Where the orchestration overhead goes ((a) uncapped over (b), seconds)", "",
-                "| item | day 1 | day 2 |", "|---|---:|---:|"]
-        o1, o2 = overhead_breakdown(run["days"]["day1"]), overhead_breakdown(run["days"]["day2"])
-        for (k, v1), (_, v2) in zip(o1, o2, strict=True):
-            out.append(f"| {k} | {v1:.1f} | {v2:.1f} |")
-        out.append(f"| **total** | **{sum(v for _, v in o1):.1f}** | **{sum(v for _, v in o2):.1f}** |")
-        out += ["", "### Bytes added to the repository per staged kind (raw restic `backup -vv`: new blobs)", "",
-                "| kind | day 1 staged | day 1 new / stored | day 2 staged | day 2 new / stored | day 2 new / staged |",
-                "|---|---:|---:|---:|---:|---:|"]
-        b1, b2 = run["days"]["day1"]["raw"]["steps"]["backup"], run["days"]["day2"]["raw"]["steps"]["backup"]
-        for kind in sorted(set(b1.get("size_by_kind", {})) | set(b2.get("size_by_kind", {}))):
-            s1, s2 = b1.get("size_by_kind", {}).get(kind, 0), b2.get("size_by_kind", {}).get(kind, 0)
-            n1, n2 = b1.get("new_by_kind", {}).get(kind, 0), b2.get("new_by_kind", {}).get(kind, 0)
-            a1, a2 = b1.get("added_by_kind", {}).get(kind, 0), b2.get("added_by_kind", {}).get(kind, 0)
-            out.append(f"| {kind} | {_mib(s1)} | {_mib(n1)} / {_mib(a1)} | {_mib(s2)} | {_mib(n2)} / {_mib(a2)} | "
-                       f"{100 * n2 / max(s2, 1):.1f} % |")
-        out.append("")
-        out.append("(MiB; *new* = bytes of blobs the repository did not have, *stored* = the same after restic's "
-                   "compression.)")
-        out += ["", "### (b) raw restic steps", "", "| day | step | wall s | CPU % host | peak RSS MiB | bytes |",
-                "|---|---|---:|---:|---:|---|"]
-        for d in ("day1", "day2"):
-            for name, s in run["days"][d]["raw"]["steps"].items():
-                b = f"local +{_mib(s['local_added'])} MiB" if "local_added" in s else (
-                    f"S3 +{_mib(s['s3_uploaded'])} MiB" if "s3_uploaded" in s else "")
-                out.append(f"| {d} | {name} | {_s(s['wall'])} | {_pct(s['cpu_pct'])} | "
-                           f"{_mib(s['maxrss_kib'] * 1024)} | {b} |")
+    return out
+
+
+def _phases_tables(run: dict[str, Any]) -> list[str]:
+    return [line for d in DAYS for lane, a in run["days"][d]["product"].items() for line in _phases_table(d, lane, a)]
+
+
+def _phases_table(d: str, lane: str, a: dict[str, Any]) -> list[str]:
+    extra = ""
+    if a.get("throttled"):
+        t = a["throttled"]
+        extra = f" — throttled in {t['throttled_periods']} of {t['periods']} periods ({t['throttled_s']} s)"
+    out = ["", f"### (a) phases, {d}, {lane}: {a['status']}, {_s(a['wall'])} s{extra}", "",
+           "| phase | s | CPU % host | lab CPU s (pve / pg / maria / s3) | peak RSS MiB | read MiB | bytes |",
+           "|---|---:|---:|---|---:|---:|---|"]
+    for p in a["phases"]:
+        lab_cpu = p.get("lab_cpu_s", {})
+        lab_txt = " / ".join(f"{lab_cpu.get(g, 0):.1f}" for g in ("pve", "postgres", "mariadb", "s3"))
+        bytes_txt = ""
+        if "local_added" in p:
+            bytes_txt = f"local +{_mib(p['local_added'])} MiB"
+        if "s3_uploaded" in p:
+            bytes_txt = f"S3 +{_mib(p['s3_uploaded'])} MiB"
+        out.append(f"| {p['name']} | {_s(p['seconds'])} | {_pct(p.get('cpu_pct'))} | {lab_txt} | "
+                   f"{_mib(p.get('peak_rss_kib', 0) * 1024)} | {_mib(p.get('read_bytes'))} | {bytes_txt} |")
+    cmds = a.get("commands", {})
+    if cmds:
+        out += ["", "Child commands (from the run log): " + ", ".join(
+            f"{k} {v['count']}x {v['seconds']:.1f} s"
+            for k, v in sorted(cmds.items(), key=lambda kv: -kv[1]["seconds"]))
+            + "."]
+    return out
+
+
+def _pairs_section(run: dict[str, Any]) -> list[str]:
+    return pairs_table(run) if run["days"]["day1"].get("pairs") else []
+
+
+def _raw_sections(run: dict[str, Any]) -> list[str]:
+    if not run["days"]["day1"].get("raw"):
+        return []
+    return _breakdown_table(run) + _bytes_by_kind_table(run) + _raw_steps_table(run)
+
+
+def _breakdown_table(run: dict[str, Any]) -> list[str]:
+    out = ["", "### Where the orchestration overhead goes ((a) uncapped over (b), seconds)", "",
+           "| item | day 1 | day 2 |", "|---|---:|---:|"]
+    o1, o2 = overhead_breakdown(run["days"]["day1"]), overhead_breakdown(run["days"]["day2"])
+    for (k, v1), (_, v2) in zip(o1, o2, strict=True):
+        out.append(f"| {k} | {v1:.1f} | {v2:.1f} |")
+    out.append(f"| **total** | **{sum(v for _, v in o1):.1f}** | **{sum(v for _, v in o2):.1f}** |")
+    return out
+
+
+def _bytes_by_kind_table(run: dict[str, Any]) -> list[str]:
+    out = ["", "### Bytes added to the repository per staged kind (raw restic `backup -vv`: new blobs)", "",
+           "| kind | day 1 staged | day 1 new / stored | day 2 staged | day 2 new / stored | day 2 new / staged |",
+           "|---|---:|---:|---:|---:|---:|"]
+    b1, b2 = run["days"]["day1"]["raw"]["steps"]["backup"], run["days"]["day2"]["raw"]["steps"]["backup"]
+    for kind in sorted(set(b1.get("size_by_kind", {})) | set(b2.get("size_by_kind", {}))):
+        s1, s2 = b1.get("size_by_kind", {}).get(kind, 0), b2.get("size_by_kind", {}).get(kind, 0)
+        n1, n2 = b1.get("new_by_kind", {}).get(kind, 0), b2.get("new_by_kind", {}).get(kind, 0)
+        a1, a2 = b1.get("added_by_kind", {}).get(kind, 0), b2.get("added_by_kind", {}).get(kind, 0)
+        out.append(f"| {kind} | {_mib(s1)} | {_mib(n1)} / {_mib(a1)} | {_mib(s2)} | {_mib(n2)} / {_mib(a2)} | "
+                   f"{100 * n2 / max(s2, 1):.1f} % |")
+    out.append("")
+    out.append("(MiB; *new* = bytes of blobs the repository did not have, *stored* = the same after restic's "
+               "compression.)")
+    return out
+
+
+def _raw_steps_table(run: dict[str, Any]) -> list[str]:
+    out = ["", "### (b) raw restic steps", "", "| day | step | wall s | CPU % host | peak RSS MiB | bytes |",
+           "|---|---|---:|---:|---:|---|"]
+    for d in DAYS:
+        for name, s in run["days"][d]["raw"]["steps"].items():
+            b = f"local +{_mib(s['local_added'])} MiB" if "local_added" in s else (
+                f"S3 +{_mib(s['s3_uploaded'])} MiB" if "s3_uploaded" in s else "")
+            out.append(f"| {d} | {name} | {_s(s['wall'])} | {_pct(s['cpu_pct'])} | "
+                       f"{_mib(s['maxrss_kib'] * 1024)} | {b} |")
+    return out
+
+
+def _zstd_table(run: dict[str, Any]) -> list[str]:
     z1, z2 = run["days"]["day1"].get("zstd", {}), run["days"]["day2"].get("zstd", {})
-    if z1:
-        sto = run["storage_after_day2"]
-        out += ["", "### vzdump compress: 0 vs zstd (restic repository on the same staged days)", "",
-                "| vzdump compress | container archives day 1 MiB | repo after day 1 MiB | day 2 added MiB | "
-                "repo after day 2 MiB |", "|---|---:|---:|---:|---:|"]
-        raw1 = run["days"]["day1"]["raw"]["local_added"] if "raw" in run["days"]["day1"] else None
-        raw2 = run["days"]["day2"]["raw"]["local_added"] if "raw" in run["days"]["day2"] else None
-        ct = sum(a["archive_bytes"] for a in run["days"]["day1"]["product"]["uncapped"]["vi1"])
-        out.append(f"| 0 (default) | {_mib(ct)} | {_mib(raw1)} | {_mib(raw2)} | {_mib(sto.get('raw-local'))} |")
-        for variant in z1:
-            label = "zstd --rsyncable (PVE 7)" if variant == "zstd-rsyncable" else "zstd (PVE 8 and the fake PVE)"
-            out.append(f"| {label} | {_mib(z1[variant]['container_archive_bytes'])} | "
-                       f"{_mib(z1[variant]['local_added'])} | "
-                       f"{_mib(z2.get(variant, {}).get('local_added'))} | {_mib(sto.get(variant))} |")
+    if not z1:
+        return []
+    sto = run["storage_after_day2"]
+    out = ["", "### vzdump compress: 0 vs zstd (restic repository on the same staged days)", "",
+           "| vzdump compress | container archives day 1 MiB | repo after day 1 MiB | day 2 added MiB | "
+           "repo after day 2 MiB |", "|---|---:|---:|---:|---:|"]
+    raw1 = run["days"]["day1"]["raw"]["local_added"] if "raw" in run["days"]["day1"] else None
+    raw2 = run["days"]["day2"]["raw"]["local_added"] if "raw" in run["days"]["day2"] else None
+    ct = sum(a["archive_bytes"] for a in run["days"]["day1"]["product"]["uncapped"]["vi1"])
+    out.append(f"| 0 (default) | {_mib(ct)} | {_mib(raw1)} | {_mib(raw2)} | {_mib(sto.get('raw-local'))} |")
+    for variant in z1:
+        label = "zstd --rsyncable (PVE 7)" if variant == "zstd-rsyncable" else "zstd (PVE 8 and the fake PVE)"
+        out.append(f"| {label} | {_mib(z1[variant]['container_archive_bytes'])} | "
+                   f"{_mib(z1[variant]['local_added'])} | "
+                   f"{_mib(z2.get(variant, {}).get('local_added'))} | {_mib(sto.get(variant))} |")
+    return out
+
+
+def _containers_table(run: dict[str, Any]) -> list[str]:
     f1, f2 = run["days"]["day1"].get("fs"), run["days"]["day2"].get("fs")
-    if f1 and f2 and "raw" in run["days"]["day2"]:
-        b2 = run["days"]["day2"]["raw"]["steps"]["backup"]
-        tar_new = sum(v for k, v in b2.get("new_by_kind", {}).items() if k.startswith("proxmox/"))
-        tar_stored = sum(v for k, v in b2.get("added_by_kind", {}).items() if k.startswith("proxmox/"))
-        changed = run["churn"]["containers_changed_bytes"]
-        out += ["", "### Containers on day 2: vzdump tar archives vs the root filesystems file by file", "",
-                "| containers backed up as | day 2 wall s | day 2 CPU % | day 2 bytes read MiB | new MiB | stored MiB "
-                "| stored / changed |", "|---|---:|---:|---:|---:|---:|---:|",
-                f"| vzdump tar (restic on the staged archives, (b)) | – | – | – | {_mib(tar_new)} | "
-                f"{_mib(tar_stored)} | "
-                f"{tar_stored / max(changed, 1):.1f}x |",
-                f"| root filesystems, file level ((e), as from a ZFS snapshot) | {_s(f2['wall'])} | "
-                f"{_pct(f2['cpu_pct'])} | {_mib(f2['rchar'])} | {_mib(f2.get('data_added'))} | "
-                f"{_mib(f2['local_added'])} | {f2['local_added'] / max(changed, 1):.1f}x |",
-                "", f"Changed in the containers: {_mib(changed)} MiB. File level on day 2: {f2.get('files_new')} new, "
-                f"{f2.get('files_changed')} changed, {f2.get('files_unmodified')} unmodified files."]
-        kinds = f2.get("by_kind_of_change")
-        if kinds:
-            changed_by = run["churn"].get("by_kind_of_change", {})
-            out += ["", "Day 2 at file level, by kind of change (restic `backup -vv` per file):", "",
-                    "| kind of change | files | changed MiB | new MiB | stored MiB | stored / changed |",
-                    "|---|---:|---:|---:|---:|---:|"]
-            for kind, v in sorted(kinds.items(), key=lambda kv: -kv[1]["stored"]):
-                ch = changed_by.get(kind)
-                ratio = f"{v['stored'] / ch:.1f}x" if ch else "–"
-                out.append(f"| {kind} | {v['files']} | {_mib(ch)} | {_mib(v['new'])} | {_mib(v['stored'])} | {ratio} |")
+    if not (f1 and f2 and "raw" in run["days"]["day2"]):
+        return []
+    b2 = run["days"]["day2"]["raw"]["steps"]["backup"]
+    tar_new = sum(v for k, v in b2.get("new_by_kind", {}).items() if k.startswith("proxmox/"))
+    tar_stored = sum(v for k, v in b2.get("added_by_kind", {}).items() if k.startswith("proxmox/"))
+    changed = run["churn"]["containers_changed_bytes"]
+    out = ["", "### Containers on day 2: vzdump tar archives vs the root filesystems file by file", "",
+           "| containers backed up as | day 2 wall s | day 2 CPU % | day 2 bytes read MiB | new MiB | stored MiB "
+           "| stored / changed |", "|---|---:|---:|---:|---:|---:|---:|",
+           f"| vzdump tar (restic on the staged archives, (b)) | – | – | – | {_mib(tar_new)} | "
+           f"{_mib(tar_stored)} | "
+           f"{tar_stored / max(changed, 1):.1f}x |",
+           f"| root filesystems, file level ((e), as from a ZFS snapshot) | {_s(f2['wall'])} | "
+           f"{_pct(f2['cpu_pct'])} | {_mib(f2['rchar'])} | {_mib(f2.get('data_added'))} | "
+           f"{_mib(f2['local_added'])} | {f2['local_added'] / max(changed, 1):.1f}x |",
+           "", f"Changed in the containers: {_mib(changed)} MiB. File level on day 2: {f2.get('files_new')} new, "
+           f"{f2.get('files_changed')} changed, {f2.get('files_unmodified')} unmodified files."]
+    return out + _by_change_table(run)
+
+
+def _by_change_table(run: dict[str, Any]) -> list[str]:
+    kinds = run["days"]["day2"]["fs"].get("by_kind_of_change")
+    if not kinds:
+        return []
+    changed_by = run["churn"].get("by_kind_of_change", {})
+    out = ["", "Day 2 at file level, by kind of change (restic `backup -vv` per file):", "",
+           "| kind of change | files | changed MiB | new MiB | stored MiB | stored / changed |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for kind, v in sorted(kinds.items(), key=lambda kv: -kv[1]["stored"]):
+        ch = changed_by.get(kind)
+        ratio = f"{v['stored'] / ch:.1f}x" if ch else "–"
+        out.append(f"| {kind} | {v['files']} | {_mib(ch)} | {_mib(v['new'])} | {_mib(v['stored'])} | {ratio} |")
+    return out
+
+
+def _profile_table(run: dict[str, Any]) -> list[str]:
     prof = run.get("profile")
-    if prof and prof.get("categories"):
-        out += ["", f"### py-spy profile of the product's Python process (one more run, {_s(prof['wall'])} s, "
-                "wall-clock samples incl. idle)", "", "| where the time went | s |", "|---|---:|"]
-        out += [f"| {c['what']} | {c['seconds']:.1f} |" for c in prof["categories"]]
-    out += ["", "### VI1: vzdump mode and guest freeze per container", "",
-            "| run | container | mode requested | mode used | freeze s |", "|---|---|---|---|---:|"]
-    for d in ("day1", "day2"):
+    if not (prof and prof.get("categories")):
+        return []
+    out = ["", f"### py-spy profile of the product's Python process (one more run, {_s(prof['wall'])} s, "
+           "wall-clock samples incl. idle)", "", "| where the time went | s |", "|---|---:|"]
+    return out + [f"| {c['what']} | {c['seconds']:.1f} |" for c in prof["categories"]]
+
+
+def _vi1_table(run: dict[str, Any]) -> list[str]:
+    out = ["", "### VI1: vzdump mode and guest freeze per container", "",
+           "| run | container | mode requested | mode used | freeze s |", "|---|---|---|---|---:|"]
+    for d in DAYS:
         for lane, a in run["days"][d]["product"].items():
             for c in a["vi1"]:
                 out.append(f"| {d} {lane} | {c.get('component')} | {c.get('mode_requested')} | {c.get('mode_used')} | "
@@ -394,9 +466,16 @@ def render(run: dict[str, Any]) -> str:
     for c in run.get("vi1_suspend_probe", {}).get("containers", []):
         out.append(f"| suspend probe (fault {run['vi1_suspend_probe']['fault_suspend_freeze_seconds']} s) | "
                    f"{c['component']} | {c['mode_requested']} | {c['mode_used']} | {_freeze_cell(c)} |")
-    out += ["", "### Targets", "", "| target | measured | verdict |", "|---|---|---|"]
-    out += [f"| {t['target']} | {t['measured']} | {t.get('verdict') or _ok(t['met'])} |" for t in targets(run)]
+    return out
+
+
+def _targets_table(run: dict[str, Any]) -> list[str]:
+    out = ["", "### Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+    return out + [f"| {t['target']} | {t['measured']} | {t.get('verdict') or _ok(t['met'])} |" for t in targets(run)]
+
+
+def _lab_peaks(run: dict[str, Any]) -> list[str]:
     peaks = run.get("lab_peak_rss_kib", {})
-    if peaks:
-        out += ["", "Lab services' peak RSS: " + ", ".join(f"{k} {_mib(v * 1024)} MiB" for k, v in peaks.items()) + "."]
-    return "\n".join(out) + "\n"
+    if not peaks:
+        return []
+    return ["", "Lab services' peak RSS: " + ", ".join(f"{k} {_mib(v * 1024)} MiB" for k, v in peaks.items()) + "."]

@@ -9,31 +9,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-from restic_orch import staging
+from restic_orch import pipeline
 from restic_orch.config import load_config
 from restic_orch.hooks import build_hooks
-from restic_orch.hooks.base import DumpContext
+from restic_orch.report import RunSummary
+from restic_orch.staging import Manifest
+
+DUMP = "dump:"
 
 
-def stage(config_path: Path, day_dir: Path, only: set[str] | None = None) -> dict:
+def stage(config_path: Path, day_dir: Path, only: set[str] | None = None) -> dict[str, Any]:
+    """The pipeline's own stage phase, nothing else: the same hooks, failure isolation and manifest."""
     config = load_config(config_path)
     day_dir.mkdir(parents=True, exist_ok=True)
-    ctx = DumpContext(config=config, day_dir=day_dir, run_id="bench", log=logging.getLogger("restic_orch.bench"))
-    result: dict = {"hooks": [], "artifacts": [], "failures": []}
-    for hook in build_hooks(config, only):
-        t0 = time.monotonic()
-        outcome = hook.dump(ctx)
-        result["hooks"].append({"kind": hook.kind, "name": hook.name, "seconds": round(time.monotonic() - t0, 3)})
-        result["artifacts"] += [a.to_json() for a in outcome.artifacts]
-        result["failures"] += [f.to_json() for f in outcome.failures]
-    staging.write_manifest(day_dir, {"format": 1, "run_id": "bench", "artifacts": result["artifacts"],
-                                     "failures": result["failures"]})
-    return result
+    summary = RunSummary("stage", "bench", config.host, "")
+    manifest = Manifest(run_id="bench", host=config.host)
+    pipeline.stage(config, build_hooks(config, only), day_dir, summary, manifest)
+    hooks = []
+    for phase in summary.phases:
+        if phase.name.startswith(DUMP):
+            kind, _, name = phase.name[len(DUMP):].partition(":")
+            hooks.append({"kind": kind, "name": name, "seconds": phase.seconds})
+    return {"hooks": hooks, "artifacts": [a.to_json() for a in manifest.artifacts],
+            "failures": list(manifest.failures)}
 
 
 def main(argv: list[str] | None = None) -> int:

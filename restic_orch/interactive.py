@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import restic
+from . import restic, tags
 from .browse import Located
 from .restore import Step
 
@@ -13,8 +13,8 @@ def choose_snapshot(snapshots: list[restic.Snapshot]) -> str:
     recent = snapshots[-15:]
     click.echo("Snapshots (newest last):")
     for index, snap in enumerate(recent, 1):
-        status = snap.tag_value("status") or "?"
-        kinds = ",".join(t.split(":", 1)[1] for t in snap.tags if t.startswith("kind:"))
+        status = tags.status(snap) or "?"
+        kinds = ",".join(tags.kinds(snap))
         click.echo(f"  {index:>2}) {snap.time:%Y-%m-%d %H:%M}  {snap.short_id}  {status:<8} {kinds}")
     choice = click.prompt("Snapshot", type=click.IntRange(1, len(recent)), default=len(recent))
     return recent[choice - 1].id
@@ -46,3 +46,13 @@ def show_plan(steps: list[Step]) -> None:
 
 def confirm_step(step: Step) -> bool:
     return click.confirm(f"Proceed: {step.description}?", default=False)
+
+
+class Prompts:
+    """These prompts as the restore_setup.Chooser a restore on a terminal asks its questions through."""
+
+    def choose_snapshot(self, snapshots: list[restic.Snapshot]) -> str:
+        return choose_snapshot(snapshots)
+
+    def choose_components(self, located: Located) -> list[str]:
+        return choose_components(located)

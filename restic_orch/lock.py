@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 class Busy(Exception):
@@ -51,3 +57,21 @@ class RunLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release()
+
+
+@contextmanager
+def exclusive(config: Config, what: str, *, cap_cpu: bool = False) -> Iterator[None]:
+    """Every command that writes to a repository runs inside this: the host's run lock, then the
+    configured priority for its children and, for the heavy ones (backup, check, drill), the CPU budget.
+
+    Raises Busy, naming the holder, when another run has the lock. Loading the configuration alone changes
+    nothing about the process: only work that holds the lock runs at the configured priority.
+    """
+    from . import cpucap, runner
+
+    with RunLock(config.state_dir, what):
+        limits = config.limits
+        runner.set_priority(runner.Priority(limits.nice, limits.ionice_class, limits.ionice_level))
+        if cap_cpu:
+            cpucap.apply(limits.cpu_percent)
+        yield

@@ -1,0 +1,31 @@
+"""`restic check` on the configured repositories, each result kept in the run summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import restic
+from .config import Config
+from .report import RunSummary
+
+
+def check_repositories(config: Config, summary: RunSummary, only: str | None = None,
+                       read_data_subset: str | None = None) -> dict[str, dict[str, Any]]:
+    """{name: {"ok", "output"}} for each repository (or `only`); a failed one fails the summary, which is finished."""
+    from .repos import open_all
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, repo in open_all(config).items():
+        if only and name != only:
+            continue
+        try:
+            result = repo.check(read_data_subset)
+            results[name] = {"ok": result.ok, "output": result.output[-4000:]}
+        except restic.ResticError as exc:
+            results[name] = {"ok": False, "output": str(exc)}
+    summary.extra["repositories"] = results
+    for name, res in results.items():
+        if not res["ok"]:
+            summary.fail("check", name, res["output"][-500:])
+    summary.finish("failure" if summary.failures else "success")
+    return results
