@@ -29,6 +29,3 @@ def build_hooks(config: Config, only: set[str] | None = None) -> list[Hook]:
         hooks.extend(cls.from_config(config))
     return hooks
 
-
-def known_kinds() -> list[str]:
-    return [cls.kind for cls in hook_classes()]

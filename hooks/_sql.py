@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from restic_orch import masking
@@ -215,7 +215,7 @@ class SqlHook(Hook):
         """Drop a database of this source; refuse the system databases."""
         raise NotImplementedError
 
-    def _count_rows(self, database: str) -> dict[str, int]:
+    def count_rows(self, database: str) -> dict[str, int]:
         """Exact row counts of a database's tables, read by the backup account."""
         raise NotImplementedError
 
@@ -301,25 +301,14 @@ class SqlHook(Hook):
 
     # --- helpers for the drill ----------------------------------------------------------------------
 
-    def _for(self, source: str | DatabaseSource | None) -> Self:
-        if source is None or source == self.name:
-            return self
-        if isinstance(source, type(self.source)):
-            return type(self)(source)
-        raise ValueError(f"this hook is {self.kind} source {self.name}, not {source}")
-
-    def drop_database(self, source: str | DatabaseSource | None, name: str) -> None:
+    def drop_database(self, name: str) -> None:
         """Drop a database (a drill's scratch copy); the system databases are refused."""
-        self._for(source)._drop_scratch(name)
-
-    def row_counts(self, source: str | DatabaseSource | None, database: str) -> dict[str, int]:
-        """Exact count(*) of every table, keyed as the kind names its tables (PostgreSQL: `schema.table`)."""
-        return self._for(source)._count_rows(database)
+        self._drop_scratch(name)
 
     def discard(self, artifact: Artifact, outcome: RestoreOutcome, options: RestoreOptions) -> str:
         """A drill restored into a drill_ database: drop it."""
         target = options.param("target_db")
         if not target or artifact.meta.get(self.server_wide):
             return "nothing to clean up"
-        self.drop_database(None, target)
+        self.drop_database(target)
         return f"dropped database {target}"

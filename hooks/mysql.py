@@ -534,7 +534,7 @@ class MysqlHook(SqlHook):
 
     # --- the drill's scratch databases --------------------------------------------------------------
 
-    def _count_rows(self, database: str) -> dict[str, int]:
+    def count_rows(self, database: str) -> dict[str, int]:
         with private_dir("restic-orch-mysql-") as tmp:
             return self._counts(_Session(self.source, tmp), database)
 

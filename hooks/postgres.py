@@ -506,7 +506,7 @@ class PostgresHook(SqlHook):
 
     def _verified(self, plan: _Plan, artifact: Artifact, reader: PostgresHook) -> RestoreOutcome:
         """The row counts checked by the backup account, and whom the objects now belong to."""
-        counts = reader._count_rows(plan.target)
+        counts = reader.count_rows(plan.target)
         me, missing, given_up = plan.me, plan.missing, plan.given_up
         owners: Any = "kept"
         notes = ""
@@ -568,7 +568,7 @@ class PostgresHook(SqlHook):
             self._psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :'name';\n"
                        'DROP DATABASE IF EXISTS :"name"', _maintenance(database), variables={"name": database})
 
-    def _count_rows(self, database: str) -> dict[str, int]:
+    def count_rows(self, database: str) -> dict[str, int]:
         return {k: int(v) for k, v in (self._json(_COUNTS_SQL, database, timeout=self.source.timeout_seconds)
                                        or {}).items()}
 

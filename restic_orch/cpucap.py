@@ -31,10 +31,6 @@ class CapResult:
     detail: str = ""
     cgroup: str = ""
 
-    @property
-    def enforced(self) -> bool:
-        return self.cores is not None
-
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
         data["host_cores"] = host_cores()

@@ -27,8 +27,8 @@ from .runlog import Run
 
 log = logging.getLogger("restic_orch.drill")
 
-def scenario_names() -> list[str]:
-    return list(registry.scenarios())
+# the sandbox sub-directory where a drill restores files (state, vault and host files, files out of archives)
+SANDBOX_FILES = "restored"
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Sandbox:
     def options_for(self, step: Step) -> RestoreOptions:
         if step.component in self.assigned:
             return self.assigned[step.component]
-        options = RestoreOptions(drill=True, target_dir=self.root / "files", suffix=f"drill-{self.day}")
+        options = RestoreOptions(drill=True, target_dir=self.root / SANDBOX_FILES, suffix=f"drill-{self.day}")
         if step.artifact is not None:
             registry.hook_class(step.kind).sandbox_options(step.artifact, options, self)
         self.assigned[step.component] = options
@@ -101,7 +101,7 @@ def _restore_into(config: Config, located: Located, scenario: str, summary: RunS
     available = {registry.prefix_of(a.component) for a in located.artifacts}
     selectors = [s for s in registry.scenarios()[scenario] if registry.prefix_of(s) in available]
     sandbox = Sandbox(config, root, day, taken=evidence.taken)
-    base_options = RestoreOptions(drill=True, target_dir=root / "files")
+    base_options = RestoreOptions(drill=True, target_dir=root / SANDBOX_FILES)
     steps = plan_steps(located, selectors, base_options, config, skip_redeploy=True)
     for step in steps:
         # server-wide objects (roles, users): a drill proves the file is intact but never applies it
@@ -115,7 +115,7 @@ def run_drill(config: Config, located: Located, scenario: str, summary: RunSumma
     now = datetime.now(UTC)
     day = now.date().isoformat()
     root = Path(tempfile.mkdtemp(prefix=f"restic-orch-drill-{day}-"))
-    (root / "files").mkdir()
+    (root / SANDBOX_FILES).mkdir()
     evidence = _Evidence(hooks_by_source(config))
     started = time.monotonic()
     try:

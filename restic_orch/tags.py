@@ -36,6 +36,12 @@ def _values(snapshot: Snapshot, name: str) -> list[str]:
     return [tag[len(prefix):] for tag in snapshot.tags if tag.startswith(prefix)]
 
 
+def run_id(snapshot: Snapshot) -> str:
+    """The id of the run that made the snapshot ("" for a snapshot without the tag)."""
+    found = _values(snapshot, _RUN)
+    return found[0] if found else ""
+
+
 def kinds(snapshot: Snapshot) -> list[str]:
     """The source kinds a snapshot holds, in tag order."""
     return _values(snapshot, _KIND)

@@ -22,4 +22,4 @@ def show_cmd(obj: Ctx, snapshot: str, repo_name: str | None, repo_url: str | Non
     repo = browse_repo(obj, repo_name, repo_url, password_file, s3_env_file)
     with exit_codes():
         located = locate(repo, snapshot)
-    obj.emit(located.manifest, manifest_text(located))
+    obj.emit(located.manifest.to_json(), manifest_text(located))

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from restic_orch import tags
 from restic_orch.config import load_config
 from restic_orch.lab import manager, pve
 from restic_orch.repos import open_all
@@ -138,7 +139,7 @@ def stored(lab: dict, details: bool = False) -> Stored:
     config = lab_config(lab)
     if details:
         repos = open_all(config)
-        return {name: {s.id: (s.tag_value("run") or "", s.tag_value("bytes") or "") for s in repo.snapshots()}
+        return {name: {s.id: (tags.run_id(s), tags.size(s)) for s in repo.snapshots()}
                 for name, repo in repos.items()}
     from restic_orch.lab.s3 import s3_client
 

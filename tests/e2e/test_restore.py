@@ -256,6 +256,14 @@ def test_dry_run_prints_the_plan_and_changes_nothing(lab, backed_up, lost_vault_
     assert rh.task_list(lab) == tasks
 
 
+def test_show_json_is_the_snapshots_manifest(lab, backed_up):
+    shown = run_json(lab["config"], "show", "latest")
+    assert shown["run_id"] == backed_up["summary"]["run_id"] and shown["status"] == "complete"
+    components = {a["component"] for a in shown["artifacts"]}
+    assert {f"ct:{vmid}" for vmid in rh.VMIDS} <= components and "db:pg/appdb" in components
+    assert all(len(a["sha256"]) == 64 for a in shown["artifacts"])
+
+
 # ---------------------------------------------------------------- 4. interactive
 def test_interactive_restore_of_one_container(lab, backed_up):
     base = backed_up["baseline"]

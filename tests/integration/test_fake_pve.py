@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest_pve import FakePve, running_node, start_fake_pve
 from proxmoxer import ResourceException
 from proxmoxer.tools import Tasks
+from pve_helpers import FakePve, running_node, start_fake_pve
 
 from restic_orch.lab.pve import create_node, read_config, rootfs_dir, set_lock, token_secret, unlock
 from restic_orch.lab.pve.archive import compressor

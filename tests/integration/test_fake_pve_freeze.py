@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest_pve import FakePve, running_node
+from pve_helpers import FakePve, running_node
 
 from restic_orch.hooks._vzdump_log import guest_freeze, online_again_freeze, snapshot_freeze
 from restic_orch.lab.pve import read_config, rootfs_dir

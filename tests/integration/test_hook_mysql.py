@@ -136,7 +136,7 @@ def test_dump_every_database_with_row_counts(lab, full_dump):
     assert tricky == {"weird": 5, "odd `name` (x)": 3, "empty_table": 0}
     hook = _hook(lab)
     for name in ("blog", "shop", "tricky"):  # the counts read from the dump are the server's count(*)
-        assert hook.row_counts("main", name) == arts[f"db:main/{name}"].meta["row_counts"]
+        assert hook.count_rows(name) == arts[f"db:main/{name}"].meta["row_counts"]
     shop = (day / arts["db:main/shop"].path).read_text()
     assert "FUNCTION `order_total`" in shop and "TRIGGER order_items_stock" in shop
     assert "EVENT `purge_spam`" in (day / arts["db:main/blog"].path).read_text()
@@ -195,11 +195,11 @@ def test_restore_refused_on_non_empty_database_without_force(lab, full_dump):
     assert forced.ok, forced.message
     assert _sql(lab, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'occupied'"
                      " AND TABLE_NAME = 'precious'") == "0"
-    assert admin.row_counts("main", "occupied") == blog.meta["row_counts"]
-    admin.drop_database("main", "occupied")
+    assert admin.count_rows("occupied") == blog.meta["row_counts"]
+    admin.drop_database("occupied")
     assert _sql(lab, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'occupied'") == "0"
     with pytest.raises(Exception, match="system database"):
-        admin.drop_database("main", "mysql")
+        admin.drop_database("mysql")
 
 
 def test_restore_under_another_name_when_the_dump_names_the_database(lab, tmp_path):
@@ -216,7 +216,7 @@ def test_restore_under_another_name_when_the_dump_names_the_database(lab, tmp_pa
     assert result.ok and result.restored_to == "main/legacy_drill", result
     assert _sql(lab, "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'legacy'") == "0"
     assert _sql(lab, "SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'legacy_drill'") == "1"
-    _admin(lab).drop_database("main", "legacy_drill")
+    _admin(lab).drop_database("legacy_drill")
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["system-users", "show-grants"])
@@ -453,7 +453,7 @@ def test_restore_without_set_user_leaves_the_stored_database_alone(lab, full_dum
     assert "defined by `root`@`127.0.0.1`" in result.message
     assert "(GRANT SET USER ON *.* TO 'restore'@'127.0.0.1')" in result.message
     assert _sql(lab, "SELECT COUNT(*) FROM shop_kept.order_items") == left  # not dropped, not reloaded
-    hook.drop_database("main", "shop_kept")
+    hook.drop_database("shop_kept")
 
 
 def test_an_account_whose_rights_the_restore_account_cannot_give(lab, tmp_path):

@@ -139,7 +139,7 @@ def test_restore_into_another_name_same_rows_and_bytes(lab, full_dump):
     assert _sql(lab, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'appdb_restored'") == "gitea"
     assert _sql(lab, "SELECT count(*) FROM open_issues", "appdb_restored") == _sql(
         lab, "SELECT count(*) FROM open_issues", "appdb")
-    assert hook.row_counts("main", "appdb_restored") == art.meta["row_counts"]
+    assert hook.count_rows("appdb_restored") == art.meta["row_counts"]
 
 
 def test_restore_refused_on_non_empty_database_without_force(lab, full_dump):
@@ -156,10 +156,10 @@ def test_restore_refused_on_non_empty_database_without_force(lab, full_dump):
     assert forced.ok, forced.message
     assert _sql(lab, "SELECT to_regclass('public.precious') IS NULL", "occupied") == "t"
     assert _sql(lab, "SELECT name FROM sites WHERE slug = 'tyo'", "occupied") == "東京データセンター"
-    hook.drop_database("main", "occupied")
+    hook.drop_database("occupied")
     assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'occupied'") == "0"
     with pytest.raises(Exception, match="system database"):
-        hook.drop_database("main", "template1")
+        hook.drop_database("template1")
 
 
 def test_restore_refuses_a_corrupted_fetch(lab, full_dump):
@@ -220,7 +220,7 @@ def test_globals_and_owners(lab, tmp_path):
     assert _sql(lab, "SELECT tableowner FROM pg_tables WHERE tablename = 't'", "owned") == "probe_owner"
     assert _sql(lab, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'owned'") == "probe_owner"
     assert _sql(lab, "SELECT has_table_privilege('netbox_ro', 't', 'SELECT')", "owned") == "t"
-    hook.drop_database("main", "owned_noroles")
+    hook.drop_database("owned_noroles")
 
 
 def test_row_counts_consistent_with_the_dump_under_concurrent_writes(lab, tmp_path):
@@ -252,7 +252,7 @@ def test_row_counts_consistent_with_the_dump_under_concurrent_writes(lab, tmp_pa
     assert result.checks["owners"] == {"not kept": ["postgres"], "now owned by": "restore"}
     assert "REASSIGN OWNED BY restore TO postgres" in result.message
     assert _sql(lab, "SELECT tableowner FROM pg_tables WHERE tablename = 'events'", "busy_drill") == "restore"
-    hook.drop_database("main", "busy_drill")
+    hook.drop_database("busy_drill")
     # nor can it drop the superuser's database to restore over it: refused before anything is changed
     forced = hook.restore(art, fetch_from(day, art), RestoreOptions(force=True))
     assert not forced.ok and "nothing was changed" in forced.message
@@ -507,7 +507,7 @@ def test_restore_account_not_member_of_the_owner_leaves_the_stored_database_alon
     # the database that was there is untouched, the other one never created
     assert _sql(lab, "SELECT count(*) FROM users WHERE login = 'added after the backup'", "appdb_kept") == "1"
     assert _sql(lab, "SELECT count(*) FROM pg_database WHERE datname = 'appdb_other'") == "0"
-    hook.drop_database("main", "appdb_kept")
+    hook.drop_database("appdb_kept")
 
 
 def test_a_role_attribute_only_a_superuser_may_give_is_named(lab, tmp_path):

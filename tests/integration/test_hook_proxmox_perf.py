@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest_pve import FakePve, running_node
+from pve_helpers import FakePve, running_node
 
 from restic_orch.config import Config, ConfigError, load_config
 from restic_orch.hooks import _vzdump_log as vzdump_log

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest_pve import FakePve, running_node
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
+from pve_helpers import FakePve, running_node
 
 from restic_orch.config import Config
 from restic_orch.hooks.base import DumpContext, RestoreOptions

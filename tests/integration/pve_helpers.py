@@ -1,8 +1,7 @@
-"""Reusable fixtures for the fake Proxmox VE node (restic_orch.lab.pve).
+"""Helpers for the fake Proxmox VE node (restic_orch.lab.pve) shared by the integration tests.
 
-`fake_pve` gives a running server (subprocess, HTTPS on a free port) over a fresh node
-in tmp_path; `fake_pve_factory` builds more (custom containers/sizes). Talk to it with
-the real proxmoxer through FakePve.api().
+`running_node(root, ...)` starts a server (subprocess, HTTPS on a free port) over a fresh node and stops
+it afterwards; talk to it with the real proxmoxer through FakePve.api().
 """
 
 from __future__ import annotations
@@ -12,13 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from proxmoxer import ProxmoxAPI
 
 from restic_orch.lab.pve import TOKEN_NAME, TOKEN_USER, create_node, token_secret, write_faults
@@ -111,26 +109,3 @@ def running_node(root: Path, **node_kwargs: Any) -> Iterator[FakePve]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def fake_pve_factory(tmp_path: Path) -> Iterator[Callable[..., FakePve]]:
-    started: list[FakePve] = []
-
-    def make(name: str = "pve", **node_kwargs: Any) -> FakePve:
-        root = tmp_path / name
-        node_kwargs.setdefault("size_bytes", 256 * 1024)
-        create_node(root, **node_kwargs)
-        server = start_fake_pve(root)
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def fake_pve(fake_pve_factory: Callable[..., FakePve]) -> FakePve:
-    """A running fake node with the default containers 101-104 (256 KiB rootfs each)."""
-    return fake_pve_factory()
