@@ -62,14 +62,6 @@ class ResticVersion:
     def has_retry_lock(self) -> bool:
         return (self.major, self.minor) >= (0, 16)
 
-    @property
-    def has_stdin_from_command(self) -> bool:
-        return (self.major, self.minor) >= (0, 17)
-
-    @property
-    def has_check_json(self) -> bool:
-        return (self.major, self.minor) >= (0, 18)
-
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}.{self.patch}"
 
@@ -118,12 +110,6 @@ class Snapshot:
             hostname=data.get("hostname", ""), paths=list(data.get("paths") or []),
             tags=list(data.get("tags") or []), parent=data.get("parent"), tree=data.get("tree"),
         )
-
-    def tag_value(self, prefix: str) -> str | None:
-        for tag in self.tags:
-            if tag.startswith(prefix + ":"):
-                return tag.split(":", 1)[1]
-        return None
 
 
 @dataclass
@@ -225,16 +211,6 @@ class Repo:
         self.lock_wait_seconds = lock_wait_seconds
         self.cache_dir = cache_dir
         self.env_file = env_file  # where extra_env came from, so a rebuilt configuration can point at it
-
-    @property
-    def is_local(self) -> bool:
-        return ":" not in self.url.split("/", 1)[0] or self.url.startswith("local:")
-
-    @property
-    def path(self) -> Path | None:
-        if self.url.startswith("local:"):
-            return Path(self.url[len("local:"):])
-        return Path(self.url) if self.is_local else None
 
     def env(self) -> dict[str, str]:
         env = dict(self.extra_env)
@@ -368,9 +344,6 @@ class Repo:
             args.append("--verify")
         self._run(args, timeout=timeout, heavy=True)
 
-    def cat_json(self, kind: str, ident: str) -> Any:
-        return json.loads(self._run(["cat", kind, ident], timeout=120).stdout)
-
     # --- copy, retention, checks -----------------------------------------------------------------
     def copy_from(self, source: Repo, snapshot_ids: Sequence[str] = (), *, host: str | None = None,
                   tags: Sequence[str] = (), timeout: float | None = None) -> list[CopiedSnapshot]:
@@ -470,26 +443,30 @@ def parse_forget_output(stdout: str) -> list[ForgetGroup]:
 
 _COPY_SOURCE = re.compile(r"^snapshot ([0-9a-f]{8,64}) of \[")
 _COPY_SAVED = re.compile(r"^snapshot ([0-9a-f]{8,64}) saved")
+# 0.19 copies in batches: every "saved" line comes after all the announcements and names its source
+_COPY_SAVED_FROM = re.compile(r"^snapshot ([0-9a-f]{8,64}) saved, copied from source snapshot ([0-9a-f]{8,64})")
 _COPY_SKIPPED = re.compile(r"^skipping (?:source )?snapshot ([0-9a-f]{8,64}),"
                            r" was already copied to snapshot ([0-9a-f]{8,64})")
 
 
 def parse_copy_output(stdout: str) -> list[CopiedSnapshot]:
-    """Pair each source snapshot restic copy announced with the copy it saved or found (0.14 to 0.18 text)."""
-    copied: list[CopiedSnapshot] = []
+    """Pair each source snapshot restic copy announced with the copy it saved or found (0.14 to 0.19 text).
+
+    Only 0.14 names the snapshots it skips as already copied; from 0.15 on that takes -v, so they are absent.
+    """
+    found: dict[str, CopiedSnapshot] = {}  # by source id, in the order restic named them
     pending: str | None = None
     for raw in stdout.splitlines():
         line = raw.strip()
         if match := _COPY_SOURCE.match(line):
-            if pending:
-                copied.append(CopiedSnapshot(pending, None))
             pending = match.group(1)
+            found.setdefault(pending, CopiedSnapshot(pending, None))
         elif match := _COPY_SKIPPED.match(line):
-            copied.append(CopiedSnapshot(match.group(1), match.group(2), skipped=True))
+            found[match.group(1)] = CopiedSnapshot(match.group(1), match.group(2), skipped=True)
             pending = None
+        elif match := _COPY_SAVED_FROM.match(line):
+            found[match.group(2)] = CopiedSnapshot(match.group(2), match.group(1))
         elif (match := _COPY_SAVED.match(line)) and pending:
-            copied.append(CopiedSnapshot(pending, match.group(1)))
+            found[pending] = CopiedSnapshot(pending, match.group(1))
             pending = None
-    if pending:
-        copied.append(CopiedSnapshot(pending, None))
-    return copied
+    return list(found.values())

@@ -29,6 +29,17 @@ def manifest_of(repo, snapshot_id: str) -> dict:
     return data
 
 
+def lab_secrets(lab_dir: Path) -> list[str]:
+    """The values of the lab's secrets: passwords, the PVE token, the S3 secret key."""
+    secrets_dir = lab_dir / "secrets"
+    secrets = [(secrets_dir / name).read_text().strip()
+               for name in ("restic-local", "restic-offsite", "pg-password", "mysql-password", "pve-token")]
+    secrets += [line.split("=", 1)[1].strip() for line in (secrets_dir / "s3.env").read_text().splitlines()
+                if "SECRET" in line]
+    assert all(len(s) >= 8 for s in secrets)
+    return secrets
+
+
 def test_full_backup_holds_every_source_locally_and_offsite(lab, fresh_repos):
     config = fresh_repos
     summary = run_json(lab["config"], "backup")
@@ -43,7 +54,13 @@ def test_full_backup_holds_every_source_locally_and_offsite(lab, fresh_repos):
             "tfstate:env:/prod/infra/terraform.tfstate"} <= components
     assert sum(c.startswith("vault:") for c in components) >= 3
     assert local["failures"] == [] and local["status"] == "complete"
-    assert "secret" not in json.dumps(local["config"]).lower() or "password_file" in json.dumps(local["config"])
+    # the manifest carries the configuration for disaster day: secret files named by path, never their contents
+    stored = local["config"]["repositories"]
+    assert stored["local"]["password_file"] == str(config.repositories.local.password_file)
+    assert stored["offsite"]["env_file"] == str(config.repositories.offsite.env_file)
+    manifest_text = json.dumps(local)
+    for secret in lab_secrets(lab["dir"]):
+        assert secret not in manifest_text, "a secret's value is in the manifest"
     # offsite holds the same snapshot content (restic copy: same tree)
     offsite_snaps = repos["offsite"].snapshots(tags=["restic-orch"])
     local_snaps = repos["local"].snapshots(tags=["restic-orch"])
@@ -158,13 +175,7 @@ def test_second_concurrent_run_is_refused(lab, fresh_repos):
 def test_no_secret_in_argv_logs_or_summary(lab, fresh_repos):
     config = fresh_repos
     secrets_dir = lab["dir"] / "secrets"
-    secrets = []
-    for name in ("restic-local", "restic-offsite", "pg-password", "mysql-password", "pve-token"):
-        secrets.append((secrets_dir / name).read_text().strip())
-    for line in (secrets_dir / "s3.env").read_text().splitlines():
-        if "SECRET" in line:
-            secrets.append(line.split("=", 1)[1].strip())
-    assert all(len(s) >= 8 for s in secrets)
+    secrets = lab_secrets(lab["dir"])
     seen: list[str] = []
     stop = threading.Event()
 

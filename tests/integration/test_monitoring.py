@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,7 +50,13 @@ def config_for(tmp_path, ping_url: str | None, webhook: str | None) -> Config:
     return Config.model_validate(data)
 
 
-def test_pings_and_webhook_carry_status_and_never_the_secret_uuid_in_logs(tmp_path):
+def logged(caplog) -> str:
+    """Every record restic_orch logged, its extra fields included (they reach the JSON log file too)."""
+    return "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+
+
+def test_pings_and_webhook_carry_status_and_never_the_secret_uuid_in_logs(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="restic_orch")
     server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
@@ -69,13 +77,19 @@ def test_pings_and_webhook_carry_status_and_never_the_secret_uuid_in_logs(tmp_pa
     assert hook and json.loads(hook[0])["summary"]["status"] == "partial"
     fail_body = [b for m, p, b in Recorder.calls if p.endswith("/fail")][0].decode()
     assert "connection refused" in fail_body
+    assert "0f3c2e1a-uuid" not in logged(caplog)
 
 
-def test_unreachable_notification_does_not_raise(tmp_path):
-    config = config_for(tmp_path, "http://127.0.0.1:1/ping/x", "http://127.0.0.1:1/hook")
+def test_unreachable_notification_is_logged_masked_and_does_not_raise(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="restic_orch")
+    config = config_for(tmp_path, "http://127.0.0.1:1/ping/5ec7e7-ping-uuid", "http://127.0.0.1:1/hook/5ec7e7-token")
     summary = RunSummary("backup", "r2", "pve1", "")
     summary.finish("failure")
-    notify.finished(config, summary)  # must not raise
+    notify.finished(config, summary)  # returns: a notification never changes the run's result
+    failed = [r for r in caplog.records if r.getMessage().startswith("notification failed")]
+    assert len(failed) == 2, logged(caplog)  # the ping and the webhook, each said once
+    assert all(r.levelno == logging.WARNING for r in failed)
+    assert "5ec7e7" not in logged(caplog)
 
 
 def test_metrics_keep_last_success_after_a_failed_run(tmp_path):
@@ -101,10 +115,25 @@ def test_metrics_keep_last_success_after_a_failed_run(tmp_path):
 
 
 def test_dashboard_uses_only_metrics_we_write(tmp_path):
+    """Every series the dashboard queries is in a metrics file written after a backup, a check and a drill."""
+    state = tmp_path / "state"
+    backup = RunSummary("backup", "r1", "pve1", "")
+    backup.snapshots = {"local": "abcd1234", "offsite": "ef567890"}
+    backup.data_added = {"local": 2048, "offsite": 1024}
+    backup.finish("success")
+    report.save_summary(state, backup)
+    report.remember_repositories(state, backup.snapshots, {"local": 7, "offsite": 30})
+    check = RunSummary("check", "r2", "pve1", "")
+    check.finish("success")
+    report.save_summary(state, check)
+    drill = RunSummary("drill", "r3", "pve1", "")
+    drill.extra = {"report": {"passed": True, "rto": {"seconds": 42.5}}}
+    drill.finish("success")
+    report.save_summary(state, drill)
+    written = report.write_metrics(tmp_path / "metrics", state).read_text()
+    series = {line.split("{")[0].split(" ")[0] for line in written.splitlines() if line and not line.startswith("#")}
     dashboard = json.loads(DASHBOARD.read_text())
-    import re
-
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     names = set(re.findall(r"restic_orch_[a-z_]+", exprs))
-    source = (Path(report.__file__)).read_text()
-    assert names and all(name in source for name in names), names
+    assert names, "the dashboard queries no restic_orch series"
+    assert names <= series, sorted(names - series)
