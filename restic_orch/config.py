@@ -252,12 +252,46 @@ class AnsibleVaultSource(Strict):
     include_password_file: bool = False
 
 
+class FilesSource(Strict):
+    """The host's own files (hooks/host_files.py): absolute paths or globs, and/or a documented preset."""
+
+    enabled: bool = True
+    paths: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    preset: Literal["pve-host"] | None = None
+    # where a restore puts them unless --target-dir or --force; unset: <state_dir>/review
+    review_dir: Path | None = None
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute_paths(cls, value: list[str]) -> list[str]:
+        # relative to what? the timer's cwd is not a place to look for the host's configuration
+        relative = [p for p in value if not p.startswith("/")]
+        if relative:
+            raise ValueError(f"must be absolute paths or globs: {', '.join(map(repr, relative))}")
+        return value
+
+    @field_validator("review_dir")
+    @classmethod
+    def _absolute_review_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_keep(self) -> FilesSource:
+        if not self.paths and self.preset is None:
+            raise ValueError("set paths, preset (pve-host), or both")
+        return self
+
+
 class Sources(Strict):
     proxmox: ProxmoxSource | None = None
     postgres: list[PostgresSource] = Field(default_factory=list)
     mysql: list[MysqlSource] = Field(default_factory=list)
     terraform_state: TerraformStateSource | None = None
     ansible_vault: AnsibleVaultSource | None = None
+    files: FilesSource | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> Sources:

@@ -81,6 +81,38 @@ _TEMPLATE = re.compile(r"\{\{|\{%")
 _ONE_EXPRESSION = re.compile(r"\s*\{\{(?P<expr>.*?)\}\}\s*", re.S)
 
 
+# A Proxmox VE node's own files, as docs/host-files.md's pve-host preset keeps them (pmxcfs's modes: 0640,
+# root:www-data); .members is one of pmxcfs's live status files, which the lab's exclude leaves out.
+_HOST_FILES = {
+    "etc/pve/storage.cfg": "dir: local\n\tpath /var/lib/vz\n\tcontent iso,vztmpl,backup\n\n"
+                           "zfspool: local-zfs\n\tpool rpool/data\n\tcontent images,rootdir\n\tsparse 1\n",
+    "etc/pve/user.cfg": "user:root@pam:1:0:::root@pve1.lab.invalid:::\nuser:backup@pve:1:0::::::\n\n"
+                        "acl:1:/:backup@pve:PVEVMAdmin,PVEDatastoreAdmin:\n",
+    "etc/pve/datacenter.cfg": "keyboard: fr\nmigration: secure,network=192.0.2.0/24\n",
+    "etc/pve/firewall/cluster.fw": "[OPTIONS]\nenable: 1\n\n[RULES]\nIN SSH(ACCEPT) -source 192.0.2.0/24\n",
+    "etc/pve/.members": '{"nodename": "pve1", "version": 1}\n',
+    "etc/network/interfaces": "auto lo\niface lo inet loopback\n\nauto vmbr0\niface vmbr0 inet static\n"
+                              "\taddress 192.0.2.2/24\n\tgateway 192.0.2.1\n\tbridge-ports eno1\n",
+    "etc/hosts": "127.0.0.1 localhost\n192.0.2.2 pve1.lab.invalid pve1\n",
+    "etc/vzdump.conf": "# vzdump defaults\ntmpdir: /var/tmp\n",
+}
+
+
+def make_host_tree(lab_dir: Path) -> dict[str, Any]:
+    """The node's own files under <lab>/host (its /etc/pve, network, hosts), for the `files` source."""
+    root = Path(lab_dir) / "host"
+    for rel, text in _HOST_FILES.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        os.chmod(path, 0o640 if rel.startswith("etc/pve/") else 0o644)
+    link = root / "etc/pve/local"  # pmxcfs's link to this node's directory
+    if not link.is_symlink():
+        (root / "etc/pve/nodes/pve1").mkdir(parents=True, exist_ok=True)
+        link.symlink_to("nodes/pve1")
+    return {"root": str(root), "files": sorted(str(root / rel) for rel in _HOST_FILES)}
+
+
 def _to_bool(value: Any) -> bool:
     """Ansible's `bool` filter."""
     if isinstance(value, bool):
@@ -259,7 +291,8 @@ def write_config(lab_dir: Path, state: dict[str, Any]) -> Path:
 
 
 def up(lab_dir: Path, *, size_bytes: int = 3 * 2**20, db_scale: int = 1,
-       services: tuple[str, ...] = ("s3", "s3proxy", "postgres", "mariadb", "pve", "vault")) -> dict[str, Any]:
+       services: tuple[str, ...] = ("s3", "s3proxy", "postgres", "mariadb", "pve", "vault", "host"),
+       ) -> dict[str, Any]:
     """Start every service (idempotent: running ones are kept) and write lab_dir/config.yml."""
     lab_dir = Path(lab_dir).resolve()
     lab_dir.mkdir(parents=True, exist_ok=True)
@@ -291,7 +324,9 @@ def up(lab_dir: Path, *, size_bytes: int = 3 * 2**20, db_scale: int = 1,
                 svc["pve"] = start_pve(lab_dir, size_bytes, port=port)
             elif name == "vault" and "vault" not in state:
                 state["vault"] = {k: v for k, v in vault.make_vault_tree(lab_dir).items() if k != "contents"}
-            if name != "vault" and name not in state["seeded"]:
+            elif name == "host" and "host" not in state:
+                state["host"] = make_host_tree(lab_dir)
+            if name not in ("vault", "host") and name not in state["seeded"]:
                 state["seeded"].append(name)
             _save(lab_dir, state)
     except Exception:

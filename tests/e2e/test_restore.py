@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.e2e,
               pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")]  # the fake PVE
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "restore.sh"
-COMPONENTS_SEEDED = 19  # 4 containers, 7 databases (+globals/users), 4 states, 4 vault files
+COMPONENTS_SEEDED = 27  # 4 containers, 7 databases (+globals/users), 4 states, 4 vault files, 8 host files
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,9 @@ def test_dry_run_prints_the_plan_and_changes_nothing(lab, backed_up, lost_vault_
     for key in backed_up["baseline"]["tfstate"]:
         assert f"tfstate:{key}" in text
     assert f"vault:{lost_vault_file}" in text
-    assert all(line.endswith("[changes production]") for line in plan)
+    # host files go to the review directory unless --force: the only steps that leave production alone
+    assert all(line.endswith("[changes production]") for line in plan if "review directory" not in line)
+    assert sum("review directory" in line for line in plan) == 8
     data = json.loads(restic_orch(lab["config"], "--json", "restore", "--dry-run", "--only", "ct:102,vault",
                                   input="", check=True).stdout)
     assert data["dry_run"] is True
