@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from .base import sha256_file
 
 
 def open_private(path: Path) -> BinaryIO:
@@ -57,3 +60,23 @@ def keep_aside(path: Path) -> Path:
         path.unlink()
         return candidate
     raise OSError(f"no free .bak name next to {path}")
+
+
+@contextmanager
+def fetched_beside(dest: Path, fetch: Callable[[Path], Path], sha256: str) -> Iterator[Path | None]:
+    """Fetch an artifact into a temporary file next to `dest`, so that putting it in place is one rename.
+
+    Yields that file, or None when its bytes are not the recorded sha256; the file is removed afterwards
+    unless the block renamed it into place.
+    """
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.restic-orch-")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        fetched = Path(fetch(tmp))
+        if fetched != tmp:
+            shutil.move(fetched, tmp)
+        yield tmp if sha256_file(tmp) == sha256 else None
+    finally:
+        tmp.unlink(missing_ok=True)
+

@@ -11,13 +11,12 @@ import glob
 import os
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from restic_orch.config import AnsibleVaultSource, Config
 
-from ._files import keep_aside
+from ._files import fetched_beside, keep_aside
 from .base import DumpOutcome, Failure, Hook, Notice, RestoreOutcome, sha256_file
 from .registry import SourceKind
 
@@ -64,9 +63,7 @@ class AnsibleVaultHook(Hook):
     kind = KIND
     spec = SourceKind(KIND, "vault", order=4, examples="vault, vault:<path>")
 
-    @classmethod
-    def details(cls, meta: dict[str, Any]) -> list[str]:
-        return [f"encrypted={meta['encrypted']}"] if "encrypted" in meta else []
+    detail_keys = ("encrypted",)
 
     def __init__(self, source: AnsibleVaultSource) -> None:
         self.source = source
@@ -153,15 +150,8 @@ class AnsibleVaultHook(Hook):
         outcome.restored_to = str(dest)
         mode = int(str(artifact.meta.get("mode") or "600"), 8)
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # fetched next to the destination so that putting it in place is one atomic rename
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.restic-orch-")
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            fetched = Path(fetch(tmp))
-            if fetched != tmp:
-                shutil.move(fetched, tmp)
-            if sha256_file(tmp) != artifact.sha256:
+        with fetched_beside(dest, fetch, artifact.sha256) as tmp:
+            if tmp is None:
                 outcome.checks["sha256"] = False
                 outcome.message = f"{original}: the bytes read from the snapshot do not match the recorded sha256"
                 return outcome
@@ -180,8 +170,6 @@ class AnsibleVaultHook(Hook):
             os.chmod(tmp, mode)
             self._chown(tmp, artifact.meta)
             os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
         digest = sha256_file(dest)
         outcome.checks = {"sha256": digest == artifact.sha256,
                           "mode": f"{stat.S_IMODE(dest.stat().st_mode):04o}",

@@ -184,6 +184,7 @@ class Hook:
 
     kind: ClassVar[str] = ""
     spec: ClassVar[SourceKind]
+    detail_keys: ClassVar[tuple[str, ...]] = ()
     name: str = ""
 
     @classmethod
@@ -235,8 +236,9 @@ class Hook:
 
     @classmethod
     def details(cls, meta: dict[str, Any]) -> list[str]:
-        """What `show` prints about an artifact beside its size and hash."""
-        return []
+        """What `show` prints about an artifact beside its size and hash: by default the meta keys the
+        kind lists in `detail_keys`, as key=value."""
+        return [f"{key}={meta[key]}" for key in cls.detail_keys if key in meta]
 
     @classmethod
     def bootstrap_lines(cls, config: Config) -> list[str]:

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from restic_orch.config import Config, FilesSource
 
-from ._files import keep_aside, open_private, replacing
+from ._files import fetched_beside, keep_aside, open_private, replacing
 from .base import DumpOutcome, Failure, Hook, Notice, RestoreOutcome, sha256_file
 from .registry import SourceKind
 
@@ -325,24 +324,16 @@ class HostFilesHook(Hook):
         dest = self.destination(original, options)
         outcome.restored_to = str(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        # fetched next to the destination, so that putting it in place is one rename
-        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.restic-orch-")
-        os.close(fd)
-        tmp = Path(name)
         try:
-            fetched = Path(fetch(tmp))
-            if fetched != tmp:
-                shutil.move(fetched, tmp)
-            if sha256_file(tmp) != artifact.sha256:
-                outcome.checks["sha256"] = False
-                outcome.message = f"{original}: the bytes read from the snapshot do not match the recorded sha256"
-                return outcome
-            return self._put(artifact, tmp, dest, outcome)
+            with fetched_beside(dest, fetch, artifact.sha256) as tmp:
+                if tmp is None:
+                    outcome.checks["sha256"] = False
+                    outcome.message = f"{original}: the bytes read from the snapshot do not match the recorded sha256"
+                    return outcome
+                return self._put(artifact, tmp, dest, outcome)
         except OSError as exc:
             outcome.message = f"{exc.filename or dest}: {exc.strerror}" if exc.strerror else str(exc)
             return outcome
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def _put(self, artifact: Artifact, tmp: Path, dest: Path, outcome: RestoreOutcome) -> RestoreOutcome:
         link = artifact.meta.get("type") == "symlink"

@@ -118,6 +118,7 @@ class ProxmoxHook(Hook):
         KIND, "ct", order=0, examples="ct:101, ct:all, ct:102:/etc/file", inner_paths=True,
         drill_scenario="container", redeploy_after=True,
         options=(KindOption("as_vmid", "--as-vmid", int, "Restore a container beside the original."),))
+    detail_keys = ("name", "mode_used")
 
     @classmethod
     def describe_restore(cls, artifact: Artifact, options: RestoreOptions) -> tuple[str, bool]:
@@ -129,10 +130,6 @@ class ProxmoxHook(Hook):
     @classmethod
     def sandbox_options(cls, artifact: Artifact, options: RestoreOptions, sandbox: Sandbox) -> None:
         options.params["as_vmid"] = sandbox.spare_id()
-
-    @classmethod
-    def details(cls, meta: dict[str, Any]) -> list[str]:
-        return [f"{key}={meta[key]}" for key in ("name", "mode_used") if key in meta]
 
     @classmethod
     def bootstrap_lines(cls, config: Config) -> list[str]:

@@ -98,10 +98,7 @@ def _isolated_session():  # noqa: ANN202 - boto3 Session
 class TerraformStateHook(Hook):
     kind = KIND
     spec = SourceKind(KIND, "tfstate", order=3, examples="tfstate, tfstate:<key>", drill_scenario="tfstate")
-
-    @classmethod
-    def details(cls, meta: dict[str, Any]) -> list[str]:
-        return [f"{key}={meta[key]}" for key in ("serial", "lineage") if key in meta]
+    detail_keys = ("serial", "lineage")
 
     @classmethod
     def bootstrap_lines(cls, config: Config) -> list[str]:
