@@ -1,4 +1,5 @@
-"""`restic check` on the configured repositories, each result kept in the run summary."""
+"""`restic check` on the configured repositories, each result kept in the run summary; and whether the escrow
+sheet on record still matches them (a warning, never a failure)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,15 @@ def check_repositories(config: Config, summary: RunSummary, only: str | None = N
             summary.fail("check", name, res["output"][-500:])
     summary.finish("failure" if summary.failures else "success")
     return results
+
+
+def escrow_warnings(config: Config, summary: RunSummary, only: str | None = None) -> list[str]:
+    """Why the escrow sheet on record is out of date (docs/escrow.md), also kept as notices of the run.
+
+    IDs are compared for the repositories checked (`only`); addresses and secret files for all of them.
+    """
+    from .escrow import repository_ids, stale_warnings
+
+    warnings = stale_warnings(config, repository_ids(config, only))
+    summary.notices += [{"kind": "escrow", "source": "escrow", "message": w} for w in warnings]
+    return warnings

@@ -157,6 +157,25 @@ class CheckResult:
     output: str
 
 
+@dataclass(frozen=True)
+class RepoConfig:
+    """What `restic cat config` says about a repository: its ID and format version.
+
+    The chunker polynomial is left out: a restore does not need it, and restic keeps it encrypted.
+    """
+
+    id: str
+    version: int
+
+
+def parse_repo_config(text: str) -> RepoConfig:
+    try:
+        data = json.loads(text)
+        return RepoConfig(id=str(data["id"]), version=int(data.get("version", 1)))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ResticError(f"cannot read the repository config printed by restic: {exc}") from None
+
+
 def classify(stderr: str, repo: str) -> ResticError:
     text = stderr.lower()
     if "wrong password" in text or "no key found" in text:
@@ -268,6 +287,11 @@ class Repo:
             return True
         except RepoNotFound:
             return False
+
+    def repo_config(self) -> RepoConfig:
+        """The repository's ID and version; --no-lock: the config never changes, and a reader need not wait."""
+        result = self._run(["--no-lock", "cat", "config"], timeout=120, retry_locked=False)
+        return parse_repo_config(result.stdout)
 
     def init(self, copy_chunker_from: Repo | None = None) -> None:
         args = ["init", "--repository-version", "2"]

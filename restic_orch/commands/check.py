@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..integrity import check_repositories
+from ..integrity import check_repositories, escrow_warnings
 from ..runlog import recorded_run
 from .common import REPO_NAMES, Ctx, exit_codes
 
@@ -29,7 +29,9 @@ def check_cmd(obj: Ctx, repo_name: str | None, read_data_subset: str | None, per
     config = obj.config()
     with exit_codes(), recorded_run(config, "check", "check", cap_cpu=True) as run:
         results = check_repositories(config, run.summary, repo_name, read_data_subset)
-    obj.emit({"repositories": results}, _human(results))
+        warnings = escrow_warnings(config, run.summary, repo_name)
+    obj.emit({"repositories": results, "warnings": warnings},
+             "\n".join([_human(results), *(f"warning: {w}" for w in warnings)]))
     raise SystemExit(run.summary.exit_code)
 
 
