@@ -103,7 +103,13 @@ class TerraformStateHook(Hook):
     @classmethod
     def bootstrap_lines(cls, config: Config) -> list[str]:
         tf = config.sources.terraform_state
-        return [f"terraform state: {tf.endpoint or 'AWS'} bucket {tf.bucket}"] if tf else []
+        if not tf:
+            return []
+        # a restore writes the state back with restore_env_file (else env_file): a new host may lack either
+        missing = [f" (MISSING key file: --set sources.terraform_state.{field}=...)"
+                   for field in ("env_file", "restore_env_file")
+                   if getattr(tf, field) is not None and not Path(getattr(tf, field)).exists()]
+        return [f"terraform state: {tf.endpoint or 'AWS'} bucket {tf.bucket}" + "".join(missing)]
 
     def __init__(self, source: TerraformStateSource) -> None:
         self.source = source

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from restic_orch import restic
-from restic_orch.bootstrap import OverrideError, apply_override
+from restic_orch.bootstrap import OverrideError, apply_override, summary_lines
 from restic_orch.browse import Located, SelectionError
 from restic_orch.config import Config
 from restic_orch.hooks.base import RestoreOptions
@@ -100,3 +100,21 @@ def test_overrides():
         apply_override(data, "sources.proxmox.host")
     with pytest.raises(OverrideError, match="index 3"):
         apply_override(data, "sources.postgres[3].port=1")
+
+
+def test_bootstrap_summary_flags_every_missing_secret_file(tmp_path):
+    """On a new host the stored configuration names files that are not there yet: each is flagged with its --set."""
+    present = tmp_path / "tf.env"
+    present.write_text("AWS_ACCESS_KEY_ID=x\n")
+    config = Config.model_validate({
+        "repositories": {"local": {"url": "/r", "password_file": "/pw", "retention": {"keep_last": 1}}},
+        "sources": {
+            "postgres": [{"name": "pg", "host": "db", "user": "backup", "password_file": str(tmp_path / "pg.pass")}],
+            "terraform_state": {"bucket": "tfstate", "endpoint": "https://s3.example.invalid", "env_file": str(present),
+                                "restore_env_file": str(tmp_path / "tf-writer.env")},
+        },
+    })
+    lines = "\n".join(summary_lines(config))
+    assert "MISSING password file: --set sources.postgres[0].password_file=" in lines
+    assert "MISSING key file: --set sources.terraform_state.restore_env_file=" in lines
+    assert "sources.terraform_state.env_file=" not in lines  # that one exists
