@@ -21,7 +21,7 @@ from restic_orch.hooks.base import Hook, RestoreOptions, RestoreOutcome
 from .browse import Located
 from .config import Config
 from .masking import mask
-from .report import RunSummary
+from .report import RunSummary, load_last
 from .restore import Step, hooks_by_source, plan_steps
 from .runlog import Run
 
@@ -150,6 +150,20 @@ def _verdict(config: Config, summary: RunSummary, rto_seconds: float, rpo_second
     return {"passed": passed,
             "rto": {"seconds": round(rto_seconds, 1), "target_seconds": targets["rto_seconds"], "ok": rto_ok},
             "rpo": {"seconds": round(rpo_seconds), "target_seconds": targets["rpo_seconds"], "ok": rpo_ok}}
+
+
+def default_repository(config: Config) -> str | None:
+    """The repository a drill without --from restores from: the one the last drill did not use.
+
+    The weekly drill then alternates local and offsite, so the path of the host-lost day (offsite) is timed
+    too. None when only one repository is configured (the usual local-then-offsite fallback applies).
+    """
+    names = [name for name, _settings in config.repositories.items()]
+    if len(names) < 2:
+        return None
+    last = load_last(config.state_dir, "drill") or {}
+    used = (last.get("extra") or {}).get("repository")
+    return next(name for name in names if name != used) if used in names else names[0]
 
 
 def run_and_report(config: Config, located: Located, scenario: str, run: Run, report_dir: Path,

@@ -19,7 +19,8 @@ from .common import REPO_NAMES, Ctx, exit_codes, repo_for
 @click.command("drill")
 @click.option("--scenario", type=click.Choice(list(registry.scenarios())), default=registry.FULL_SCENARIO,
               show_default=True)
-@click.option("--from", "from_repo", type=REPO_NAMES, default=None)
+@click.option("--from", "from_repo", type=REPO_NAMES, default=None,
+              help="Default: the repository the last drill did not use (local and offsite alternate).")
 @click.option("--snapshot", default="latest", show_default=True)
 @click.option("--report-dir", type=click.Path(path_type=Path), default=None,
               help="Default: drill.report_dir of the configuration.")
@@ -28,7 +29,7 @@ from .common import REPO_NAMES, Ctx, exit_codes, repo_for
 def drill_cmd(obj: Ctx, scenario: str, from_repo: str | None, snapshot: str, report_dir: Path | None,
               lab_note: bool) -> None:
     """Restore into a sandbox, verify against the manifest, measure RTO/RPO, write a dated report."""
-    config, repo = repo_for(obj, from_repo)
+    config, repo = repo_for(obj, from_repo or drill.default_repository(obj.config()))
     with exit_codes(), recorded_run(config, "drill", f"drill {scenario}", cap_cpu=True) as run:
         located = locate(repo, snapshot, selectors=registry.scenarios()[scenario])
         report = drill.run_and_report(config, located, scenario, run, report_dir or config.drill.report_dir,

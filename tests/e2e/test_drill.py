@@ -108,3 +108,18 @@ def test_drill_never_touches_a_guest_in_its_vmid_range(lab, fresh_repos, tmp_pat
     finally:
         # the lab is shared by the session: the user's container must not reach the other tests' backups
         shutil.rmtree(root / "lxc" / "9900", ignore_errors=True)
+
+
+def test_drills_alternate_local_and_offsite(lab, fresh_repos, tmp_path):
+    """Without --from, each drill restores from the repository the previous one did not use: the weekly
+    drill times the host-lost path (offsite) every other week."""
+    run_json(lab["config"], "backup", "--only", "terraform")
+    used = []
+    for _ in range(3):
+        summary = run_json(lab["config"], "drill", "--scenario", "tfstate", "--report-dir", str(tmp_path))
+        used.append(summary["extra"]["repository"])
+        assert all(s["result"] == "ok" for s in summary["extra"]["steps"]) and summary["extra"]["steps"]
+    assert used == ["local", "offsite", "local"]
+    forced = run_json(lab["config"], "drill", "--scenario", "tfstate", "--from", "local", "--report-dir",
+                      str(tmp_path))
+    assert forced["extra"]["repository"] == "local"
