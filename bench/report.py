@@ -258,32 +258,26 @@ def _tools_table(run: dict[str, Any]) -> list[str]:
     return out
 
 
+def _tool_row(d: str, label: str, lane: dict[str, Any], local: str, offsite: str) -> str:
+    return (f"| {d} | {label} | {_s(lane['wall'])} | {_pct(lane['cpu_pct'])} | "
+            f"{_mib(lane['maxrss_kib'] * 1024)} | {_mib(lane['rchar'])} | {local} | {offsite} |")
+
+
 def _tool_rows(d: str, day: dict[str, Any]) -> list[str]:
-    out = []
-    for lane, a in day["product"].items():
-        out.append(f"| {d} | (a) restic-orch backup, {lane} | {_s(a['wall'])} | {_pct(a['cpu_pct'])} | "
-                   f"{_mib(a['maxrss_kib'] * 1024)} | {_mib(a['rchar'])} | {_mib(a['local_added'])} | "
-                   f"{_mib(a['offsite_added'])} |")
+    out = [_tool_row(d, f"(a) restic-orch backup, {lane}", a, _mib(a["local_added"]), _mib(a["offsite_added"]))
+           for lane, a in day["product"].items()]
     if "raw" in day:
         b = day["raw"]
         what = "init+backup+copy+forget" if "init-local" in b["steps"] else "backup+copy+forget"
-        out.append(f"| {d} | (b) raw restic {what} | {_s(b['wall'])} | {_pct(b['cpu_pct'])} | "
-                   f"{_mib(b['maxrss_kib'] * 1024)} | {_mib(b['rchar'])} | {_mib(b['local_added'])} | "
-                   f"{_mib(b['offsite_added'])} |")
+        out.append(_tool_row(d, f"(b) raw restic {what}", b, _mib(b["local_added"]), _mib(b["offsite_added"])))
     if "naive" in day:
-        c = day["naive"]
-        out.append(f"| {d} | (c) tar \\| zstd \\| S3 | {_s(c['wall'])} | {_pct(c['cpu_pct'])} | "
-                   f"{_mib(c['maxrss_kib'] * 1024)} | {_mib(c['rchar'])} | – | {_mib(c['s3_uploaded'])} |")
+        out.append(_tool_row(d, "(c) tar \\| zstd \\| S3", day["naive"], "–", _mib(day["naive"]["s3_uploaded"])))
     if "fs" in day:
-        f = day["fs"]
-        out.append(f"| {d} | (e) restic on the 4 root filesystems (containers only) | {_s(f['wall'])} | "
-                   f"{_pct(f['cpu_pct'])} | {_mib(f['maxrss_kib'] * 1024)} | {_mib(f['rchar'])} | "
-                   f"{_mib(f['local_added'])} | – |")
+        out.append(_tool_row(d, "(e) restic on the 4 root filesystems (containers only)", day["fs"],
+                             _mib(day["fs"]["local_added"]), "–"))
     if "borg" in day:
-        e = day["borg"]
-        out.append(f"| {d} | (d) borg create (lz4) | {_s(e['wall'])} | {_pct(e['cpu_pct'])} | "
-                   f"{_mib(e['maxrss_kib'] * 1024)} | {_mib(e['rchar'])} | {_mib(e['local_added'])} | "
-                   f"({_mib(e['local_added'])}) |")
+        added = _mib(day["borg"]["local_added"])
+        out.append(_tool_row(d, "(d) borg create (lz4)", day["borg"], added, f"({added})"))
     return out
 
 

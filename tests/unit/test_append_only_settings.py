@@ -15,6 +15,7 @@ from restic_orch.config import Config, ConfigError, load_config
 from restic_orch.hooks.terraform_state import TerraformStateHook
 from restic_orch.pipeline import apply_retention
 from restic_orch.report import RunSummary
+from tests.configs import host_dirs
 
 
 def _secret(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -53,11 +54,7 @@ def test_restore_env_file_is_a_checked_secret(tmp_path):
     writer = _secret(tmp_path / "tf.env", "AWS_ACCESS_KEY_ID=c\nAWS_SECRET_ACCESS_KEY=d\n", mode=0o644)
     _secret(tmp_path / "pw", "pw\n")
     path = tmp_path / "config.yml"
-    path.write_text(f"""\
-host: pve1
-staging_dir: {tmp_path}/staging
-state_dir: {tmp_path}/state
-log_dir: {tmp_path}/log
+    path.write_text(host_dirs(tmp_path) + f"""\
 repositories:
   local: {{url: {tmp_path}/repo, password_file: {tmp_path}/pw, retention: null}}
 sources:

@@ -21,6 +21,7 @@ from restic_orch.init import chunker_source, init_repositories
 from restic_orch.lock import Busy, RunLock
 from restic_orch.report import load_last
 from restic_orch.runlog import recorded_run
+from tests.configs import host_dirs
 
 COMMANDS = Path(restic_orch.commands.__file__).parent
 SHARED = {"__init__.py", "common.py"}
@@ -128,11 +129,7 @@ def config_file(tmp_path: Path) -> Path:
     secret.write_text("s3cret-value\n")
     secret.chmod(0o600)
     path = tmp_path / "config.yml"
-    path.write_text(f"""\
-host: pve1
-staging_dir: {tmp_path}/staging
-state_dir: {tmp_path}/state
-log_dir: {tmp_path}/log
+    path.write_text(host_dirs(tmp_path) + f"""\
 limits:
   nice: 15
 repositories:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from restic_orch import escrow, escrow_render, masking, restic
 from restic_orch.cli import main
 from restic_orch.config import Repository, load_config
+from tests.configs import host_dirs
 
 OFFSITE_URL = "s3:https://s3.gra.io.cloud.ovh.net/infra-oldevops-backups/restic"
 LOCAL_ID, OFFSITE_ID = "a1" * 32, "b2" * 32
@@ -97,11 +98,7 @@ def config_file(tmp_path: Path) -> Path:
         (secrets / name).write_text(text)
         (secrets / name).chmod(0o600)
     path = tmp_path / "config.yml"
-    path.write_text(f"""\
-host: pve1
-staging_dir: {tmp_path}/staging
-state_dir: {tmp_path}/state
-log_dir: {tmp_path}/log
+    path.write_text(host_dirs(tmp_path) + f"""\
 repositories:
   local:
     url: {tmp_path}/repo
