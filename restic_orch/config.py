@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 from collections.abc import Iterator
@@ -55,6 +56,29 @@ class Retention(Strict):
         return args
 
 
+# restic's repository location syntax (restic's internal/location): a path, or one of these backends
+_BACKENDS = ("local", "sftp", "rest", "s3", "b2", "azure", "gs", "swift", "rclone")
+_S3 = re.compile(r"^s3:(?:https?://)?(?P<host>[^/\s]+)/(?P<bucket>[^/\s]+)(?:/\S*)?$")
+
+
+def location_problem(url: str) -> str | None:
+    """Why `url` is not a restic repository location restic-orch can use, or None."""
+    scheme, sep, rest = url.partition(":")
+    if url.startswith("/"):
+        return None
+    if not sep or scheme not in _BACKENDS:
+        return (f"{url!r} is not a restic repository location: use an absolute path or"
+                f" {', '.join(b + ':' for b in _BACKENDS if b != 'local')} (see restic's docs)")
+    if scheme == "local" and not rest.startswith("/"):
+        return f"{url!r}: a local repository needs an absolute path (cron does not run in your directory)"
+    if scheme == "s3" and not _S3.match(url):
+        return (f"{url!r}: an S3 location needs an endpoint and a bucket:"
+                " s3:https://ENDPOINT/BUCKET[/PREFIX]")
+    if not rest.strip("/"):
+        return f"{url!r}: the {scheme}: location is empty"
+    return None
+
+
 class Repository(Strict):
     url: str = Field(min_length=1)
     password_file: Path = Field(json_schema_extra=SECRET)
@@ -65,6 +89,14 @@ class Repository(Strict):
     prune_every_days: int = Field(0, ge=0)
     compression: Literal["auto", "off", "max"] = "auto"
     upload_limit_kib: int | None = Field(None, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _restic_location(cls, url: str) -> str:
+        problem = location_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return url
 
     @property
     def is_s3(self) -> bool:

@@ -122,3 +122,27 @@ def test_config_show_never_prints_secret_values(tmp_path, secrets_dir):
     assert res.returncode == 0, res.stderr
     assert "s3cret-value" not in res.stdout
     assert f"{secrets_dir}/restic" in res.stdout
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("ftp://backup.example.com/restic", "is not a restic repository location"),
+    ("backups/restic", "is not a restic repository location"),
+    ("local:restic", "absolute path"),
+    ("s3:https://s3.gra.io.cloud.ovh.net", "needs an endpoint and a bucket"),
+    ("rclone:", "location is empty"),
+])
+def test_a_repository_url_restic_cannot_use_is_refused_at_load(tmp_path, secrets_dir, url, words):
+    path = write(tmp_path, good(secrets_dir).replace("url: /tmp/ro-repo", f"url: '{url}'"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    messages = [str(p) for p in err.value.problems]
+    assert any(m.startswith(f"{path}:7: repositories.local.url:") and words in m for m in messages), messages
+
+
+@pytest.mark.parametrize("url", ["/var/backups/infra-oldevops/restic", "local:/srv/restic",
+                                 "s3:https://s3.gra.io.cloud.ovh.net/infra-oldevops-backups/restic",
+                                 "s3:s3.amazonaws.com/bucket", "sftp:backup@nas:/srv/restic",
+                                 "rest:https://nas:8000/pve1", "b2:bucket:pve1", "rclone:nas:restic"])
+def test_every_restic_location_form_is_accepted(tmp_path, secrets_dir, url):
+    config = load_config(write(tmp_path, good(secrets_dir).replace("url: /tmp/ro-repo", f"url: '{url}'")))
+    assert config.repositories.local.url == url
