@@ -36,16 +36,22 @@ class Ctx:
     def path(self) -> Path:
         return self.config_path or default_config_path()
 
-    def config(self) -> Config:
-        """The configuration; when invalid, every problem on stderr and exit 2."""
-        if self._config is None:
-            try:
-                self._config = load_config(self.path)
-            except ConfigError as exc:
-                for problem in exc.problems:
-                    click.echo(str(problem), err=True)
-                raise SystemExit(EXIT_USAGE) from None
-        return self._config
+    def config(self, *, check_files: bool = True) -> Config:
+        """The configuration; when invalid, every problem on stderr and exit 2.
+
+        check_files=False skips the secret-file checks, for a command whose job is to report missing ones.
+        """
+        if self._config is not None and check_files:
+            return self._config
+        try:
+            loaded = load_config(self.path, check_files=check_files)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            raise SystemExit(EXIT_USAGE) from None
+        if check_files:
+            self._config = loaded
+        return loaded
 
     def emit(self, data: Any, human: str) -> None:
         if self.as_json:

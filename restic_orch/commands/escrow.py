@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from ..config import Config, ConfigError, load_config
-from ..report import EXIT_USAGE
 from ..runlog import opened_log
 from .common import Ctx, fail
 
@@ -25,7 +23,8 @@ def escrow_cmd(obj: Ctx, out_dir: Path | None, with_secrets: bool) -> None:
     from ..escrow import make_sheet, write_sheet
     from ..escrow_render import human
 
-    config = _config(obj)
+    # a missing secret file is what the sheet must show, not a reason to refuse
+    config = obj.config(check_files=False)
     with opened_log(config):
         sheet = make_sheet(config, obj.path, with_secrets)
         try:
@@ -35,12 +34,3 @@ def escrow_cmd(obj: Ctx, out_dir: Path | None, with_secrets: bool) -> None:
     obj.emit(record, human(record))
     raise SystemExit(sheet.exit_code)
 
-
-def _config(obj: Ctx) -> Config:
-    """The configuration without the secret-file check: a missing secret is what the sheet must show, not hide."""
-    try:
-        return load_config(obj.path, check_files=False)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise SystemExit(EXIT_USAGE) from None
