@@ -7,7 +7,7 @@ LAB ?= .lab
 CONFIG ?= $(or $(RESTIC_ORCH_CONFIG),/etc/restic-orch/config.yml)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv test lint demo backup restore drill drill-lab bench clean lab-up lab-down
+.PHONY: setup apt venv test lint demo backup restore drill drill-lab rehearsal bench clean lab-up lab-down
 
 setup: apt venv
 
@@ -20,6 +20,8 @@ apt:
 	command -v mariadb >/dev/null || missing="$$missing mariadb-client"; \
 	command -v crontab >/dev/null || missing="$$missing cron"; \
 	command -v zstd >/dev/null || missing="$$missing zstd"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v borg >/dev/null || missing="$$missing borgbackup"; \
 	command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || missing="$$missing logrotate"; \
 	if [ -n "$$missing" ]; then \
@@ -89,8 +91,14 @@ drill-lab: setup
 	  --report-dir docs/restore-tests --lab-note || rc=$$?; fi; \
 	$(BIN)/restic-orch lab down --dir $(LAB); exit $$rc
 
+# the host-lost scenario of the runbook, run as written on a blank host of the simulated lab (as root: it
+# needs a private mount namespace); its dated report goes to docs/restore-tests/ (committed evidence)
+rehearsal: setup
+	$(BIN)/python -m restic_orch.lab.rehearsal --report-dir docs/restore-tests
+
 bench: setup
 	$(BIN)/python -m bench
+
 
 clean:
 	-$(BIN)/restic-orch lab down --dir $(LAB) 2>/dev/null

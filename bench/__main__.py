@@ -10,6 +10,9 @@ Sizes (flags win over environment variables):
   --raw-stage / BENCH_RAW_STAGE  fresh (default), copy or linked: the tree raw restic (b) backs up
   --pairs / BENCH_PAIRS        each day's (a)/(b) pair this many times, overhead judged on the median, default 5
   --profile                    also profile one more backup with py-spy (not part of the measured runs)
+
+Last, the restore lane (r) empties the lab and times the host-lost restore from offsite (the RTO) against its
+floor: raw restic restore + PVE restores + database loads (--skip restore leaves it out).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
                         "alternating their order, and judge the overhead on the median (1: once)")
     parser.add_argument("--base-dir", type=Path, default=Path(os.environ.get("BENCH_DIR", "/tmp/restic-orch-bench")))
     parser.add_argument("--skip", default=os.environ.get("BENCH_SKIP", ""),
-                        help="comma-separated: capped,raw,naive,borg,zstd,zstd-rsyncable,vi1")
+                        help="comma-separated: capped,raw,naive,borg,zstd,zstd-rsyncable,fs,vi1,restore")
     parser.add_argument("--profile", action="store_true",
                         help="after day 2, profile one more backup with py-spy (pip install py-spy into the venv)")
     parser.add_argument("--keep", action="store_true", help="leave the lab running and the work files in place")

@@ -88,7 +88,7 @@ def lane_config(lab_dir: Path, lane_dir: Path, *, offsite_bucket: str | None, co
     config["repositories"]["local"]["retention"] = {"keep_within": "7d"}
     if offsite_bucket:
         offsite = config["repositories"]["offsite"]
-        endpoint = offsite["url"][len("s3:"):].rsplit("/", 1)[0]
+        endpoint = "/".join(offsite["url"][len("s3:"):].split("/")[:3])  # scheme://host:port, past bucket and prefix
         offsite["url"] = f"s3:{endpoint}/{offsite_bucket}"
         offsite["retention"] = {"keep_within": "30d"}
         # the bench's own buckets: the lab's owner key (the host's key reaches only the lab's offsite bucket)

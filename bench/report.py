@@ -215,7 +215,8 @@ DAYS = ("day1", "day2")
 def render(run: dict[str, Any]) -> str:
     out: list[str] = []
     for section in (_intro, _tools_table, _host_cpu_table, _phases_tables, _pairs_section, _raw_sections,
-                    _zstd_table, _containers_table, _profile_table, _vi1_table, _targets_table, _lab_peaks):
+                    _zstd_table, _containers_table, _profile_table, _vi1_table, _targets_table, _lab_peaks,
+                    restore_section):
         out += section(run)
     return "\n".join(out) + "\n"
 
@@ -473,3 +474,51 @@ def _lab_peaks(run: dict[str, Any]) -> list[str]:
     if not peaks:
         return []
     return ["", "Lab services' peak RSS: " + ", ".join(f"{k} {_mib(v * 1024)} MiB" for k, v in peaks.items()) + "."]
+
+
+def restore_section(run: dict[str, Any]) -> list[str]:
+    """(r): the host-lost restore from offsite, per component, against its floor, and its targets."""
+    r = run.get("restore")
+    if not r:
+        return []
+    out = ["", "### Restore (RTO at full size): host lost, from offsite", ""]
+    if "error" in r or "error" in r["floor"]:
+        return out + [f"The restore lane failed: {r.get('error') or r['floor']['error']}"]
+    if r.get("provenance"):
+        out += [f"Measured in its own run: {r['provenance']}", ""]
+    p, nh = r["product"], r["new_host"]
+    out += [f"Snapshot {p['snapshot']} ({p.get('snapshot_time')}) of the {r['lane']} lane's offsite repository. "
+            f"New host: {len(nh['guests_destroyed'])} guests destroyed, databases dropped "
+            f"({', '.join(d for v in nh['databases_dropped'].values() for d in v)}), "
+            f"{nh['state_objects_deleted']} state object versions deleted, {nh['vault_files_removed']} vault files "
+            f"removed, no restic cache. Restic at GOMAXPROCS={r.get('gomaxprocs')}, `{r.get('priority')}`.", ""]
+    out += _restore_rows(r)
+    out += ["", "| target | measured | verdict |", "|---|---|---|"]
+    return out + [f"| {t['target']} | {t['measured']} | **{t['verdict']}** |" for t in r["targets"]]
+
+
+def _restore_rows(r: dict[str, Any]) -> list[str]:
+    p, f = r["product"], r["floor"]
+    dump = p.get("commands", {}).get("restic dump")
+    out = ["| what | count | seconds | CPU % host |", "|---|---:|---:|---:|",
+           f"| **product: `restic-orch restore --from offsite --yes --force` (RTO, {p['status']})** | "
+           f"{len(p['steps'])} | **{_s(p['wall'])}** | {_pct(p.get('cpu_pct'))} |"]
+    out += [f"| product, {k} | {v['count']} | {_s(v['seconds'])} | |" for k, v in p["by_kind"].items()]
+    prefetch = p.get("prefetch")
+    if prefetch:
+        fetch = p.get("commands", {}).get("restic restore") or {"count": 1}
+        out.append(f"| product, fetch: one `restic restore` of every artifact, before the steps | "
+                   f"{fetch['count']} | {_s(prefetch['seconds'])} | |")
+    if dump:
+        out.append(f"| product, of which `restic dump` (one per component) | {dump['count']} | "
+                   f"{_s(dump['seconds'])} | |")
+    out += [f"| floor: raw `restic restore` of the snapshot ({_mib(f['restic_restore']['bytes'])} MiB) | 1 | "
+            f"{_s(f['restic_restore']['wall'])} | {_pct(f['restic_restore'].get('cpu_pct'))} |",
+            f"| floor: PVE restore + start through the API | {len(f['pve'])} | "
+            f"{_s(f['parts']['PVE restore and start'])} | |",
+            f"| floor: database loads (pg_restore, mariadb) | {len(f['databases'])} | "
+            f"{_s(f['parts']['database loads'])} | |",
+            f"| **floor total** | | **{_s(f['seconds'])}** | |",
+            "| floor as the issue words it (restic restore + PVE restores, no database load) | | "
+            f"{_s(f['restic_plus_pve_seconds'])} | |"]
+    return out

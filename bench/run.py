@@ -16,7 +16,8 @@ Per day:
 Then (a) uncapped and (b) run again, s.pairs - 1 times, from a checkpoint of their repositories taken
 before the day (bench/checkpoint.py), in alternating order: the overhead is judged on the pairs' median.
 After day 2: a VI1 probe (CT 101 in suspend mode with a simulated freeze) and, with --profile, one more
-backup under py-spy.
+backup under py-spy. Last, as it destroys the lab: (r) the host-lost restore from offsite, its RTO against
+the floor of raw `restic restore` plus PVE's own restores and the databases' own loads (skip: restore).
 
 Each measured scenario is a module of bench/lanes/; this module only sequences them.
 """
@@ -34,7 +35,7 @@ from . import lab as blab
 from . import overhead, prepare
 from . import s3 as bs3
 from .context import LAB_GROUPS, Context, Settings, du
-from .lanes import borg, fs, naive, product, profile, raw, vi1, zstd
+from .lanes import borg, fs, naive, product, profile, raw, restore, vi1, zstd
 from .staged import ensure_stage, sha_seconds
 
 
@@ -97,11 +98,24 @@ def measure(ctx: Context) -> dict[str, Any]:
             results["profile"] = profile.measure(ctx)
         except (OSError, RuntimeError) as exc:
             results["profile"] = {"error": str(exc)}
+    if "restore" not in ctx.s.skip:
+        results["restore"] = restore_lane(ctx)
     results["lab_peak_rss_kib"] = {g: ctx.sampler.peak_rss(f"lab-{g}", started, time.monotonic(), total=True)
                                    for g in LAB_GROUPS} if ctx.cg else {}
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results
+
+
+def restore_lane(ctx: Context) -> dict[str, Any]:
+    """(r), last: a failure there is recorded, not raised, so that the rest of a long run is kept."""
+    try:
+        return restore.measure(ctx)
+    except Interrupted:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the figures measured before it stay
+        ctx.say(f"(r) restore lane failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def storage_after(ctx: Context) -> dict[str, int]:

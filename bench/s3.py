@@ -29,7 +29,7 @@ def lab_env_file(s3info: dict[str, Any]) -> Path:
     """The key the bench uses on its own buckets (bench-orch-*, bench-raw, bench-naive): the lab's owner key.
 
     The lab's S3 enforces the docs' policies: its `env_file` is the host's offsite key, which reaches the lab's
-    `offsite` bucket only and deletes nothing but restic's lock files.
+    `offsite` bucket only (restic/ and bootstrap/ in it) and deletes nothing but restic's lock files.
     """
     return Path(s3info.get("root_env_file") or s3info["env_file"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -45,6 +46,24 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         node[last] = value
 
 
+def escrowed_secrets(stored: Config, secrets_dir: Path) -> list[str]:
+    """`location=path` for each secret of the stored configuration whose file the escrow sheet names is in
+    secrets_dir (the optional restore keys the host does not hold included), so one flag replaces a --set per
+    secret. The repositories' own secrets come from --password-file and --s3-env-file."""
+    from .escrow import collect_secrets, optional_secrets
+
+    if not secrets_dir.is_dir():
+        raise OverrideError(f"--secrets-dir {secrets_dir}: not a directory")
+    found = []
+    for entry in collect_secrets(stored) + optional_secrets(stored):
+        if entry.location.startswith("repositories.") or not entry.new_host:
+            continue
+        candidate = secrets_dir / PurePosixPath(entry.new_host).name
+        if candidate.is_file():
+            found.append(f"{entry.location}={candidate}")
+    return found
+
+
 def _parts(key: str) -> list[str | int]:
     parts: list[str | int] = []
     for chunk in key.split("."):
@@ -58,11 +77,14 @@ def _parts(key: str) -> list[str | int]:
     return parts
 
 
-def config_from_manifest(manifest: Manifest, repo: Repo, overrides: list[str]) -> Config:
-    """The stored configuration, pointed at the repository given on the command line, plus --set overrides."""
+def config_from_manifest(manifest: Manifest, repo: Repo, overrides: list[str],
+                         secrets_dir: Path | None = None) -> Config:
+    """The stored configuration, pointed at the repository given on the command line, its secret files found in
+    secrets_dir (the escrow sheet's names), plus --set overrides (which win)."""
     data = dict(manifest.config)
     if not data:
         raise OverrideError("this snapshot holds no configuration (made by an older restic-orch?)")
+    escrowed = escrowed_secrets(Config.model_validate(data), secrets_dir) if secrets_dir else []
     stored = (data.get("repositories") or {}).get(repo.name) or {}
     entry: dict[str, Any] = {"url": repo.url, "password_file": str(repo.password_file),
                              "retention": stored.get("retention") or {"keep_within_daily": "30d"},
@@ -70,7 +92,7 @@ def config_from_manifest(manifest: Manifest, repo: Repo, overrides: list[str]) -
     if repo.env_file:
         entry["env_file"] = str(repo.env_file)
     data["repositories"] = {repo.name: {k: v for k, v in entry.items() if v is not None}}
-    for assignment in overrides:
+    for assignment in [*escrowed, *overrides]:
         apply_override(data, assignment)
     return Config.model_validate(data)
 

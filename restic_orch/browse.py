@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -19,10 +21,22 @@ from restic_orch.hooks.registry import SelectionError
 from . import restic, runner, tags
 from .staging import MANIFEST, Manifest
 
-__all__ = ["Located", "SelectionError", "list_inside", "locate"]
+__all__ = ["Fallback", "Located", "SelectionError", "list_inside", "locate"]
+
+log = logging.getLogger("restic_orch.browse")
 
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 HEX = re.compile(r"^[0-9a-f]{4,64}$")
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Why the snapshot located is not the newest: what was asked for failed to dump on a later night."""
+
+    passed_over: str            # short id of the newer snapshot that lacks it
+    day: str                    # that snapshot's day
+    selectors: tuple[str, ...]  # what it lacks
+    message: str                # the whole explanation, as the plan and the log show it
 
 
 @dataclass
@@ -31,6 +45,11 @@ class Located:
     snapshot: restic.Snapshot
     root: str                   # the day directory inside the snapshot, e.g. /var/lib/restic-orch/staging/2026-11-25
     manifest: Manifest
+    fallback: Fallback | None = None
+
+    @property
+    def day(self) -> str:
+        return day_of(self.snapshot)
 
     @property
     def artifacts(self) -> list[Artifact]:
@@ -50,14 +69,36 @@ def _holds(snapshot: restic.Snapshot, selectors: list[str]) -> bool:
     return registry.has_kinds(set(tags.kinds(snapshot)), selectors)
 
 
-def resolve_snapshot(repo: restic.Repo, spec: str, host: str | None = None,
-                     selectors: list[str] | None = None) -> restic.Snapshot:
-    """latest = the newest snapshot holding what is asked for (an `--only` backup is passed over otherwise)."""
+def check_spec(spec: str | None) -> None:
+    """A SelectionError when `spec` can name no snapshot at all: checked before any repository is read."""
+    if spec in (None, "", "latest") or HEX.match(spec):
+        return
+    if DAY.match(spec):
+        try:
+            date.fromisoformat(spec)
+            return
+        except ValueError:
+            raise SelectionError(f"--snapshot {spec}: no such day") from None
+    raise SelectionError(f"no snapshot {spec!r}: use latest, a snapshot id or YYYY-MM-DD")
+
+
+def _snapshots(repo: restic.Repo, host: str | None) -> list[restic.Snapshot]:
     snaps = repo.snapshots(tags=[tags.TAG], host=host) if host else repo.snapshots(tags=[tags.TAG])
     if not snaps:
         where = f" for host {host}" if host else ""
         raise SelectionError(f"no restic-orch snapshot in repository {repo.name}{where}")
-    if spec in ("latest", ""):
+    return snaps
+
+
+def resolve_snapshot(repo: restic.Repo, spec: str, host: str | None = None,
+                     selectors: list[str] | None = None) -> restic.Snapshot:
+    """latest = the newest snapshot holding what is asked for (an `--only` backup is passed over otherwise)."""
+    return _resolve(repo, _snapshots(repo, host), spec, selectors)
+
+
+def _resolve(repo: restic.Repo, snaps: list[restic.Snapshot], spec: str,
+             selectors: list[str] | None) -> restic.Snapshot:
+    if is_latest(spec):
         fitting = [s for s in snaps if _holds(s, selectors or [])]
         return (fitting or snaps)[-1]
     if DAY.match(spec):
@@ -73,6 +114,15 @@ def resolve_snapshot(repo: restic.Repo, spec: str, host: str | None = None,
         if len(found) > 1:
             raise SelectionError(f"snapshot id {spec} is ambiguous: {', '.join(s.short_id for s in found)}")
     raise SelectionError(f"no snapshot {spec!r} in repository {repo.name} (use latest, an id or YYYY-MM-DD)")
+
+
+def is_latest(spec: str | None) -> bool:
+    return spec in (None, "", "latest")
+
+
+def day_of(snapshot: restic.Snapshot) -> str:
+    """The day a snapshot holds: its staged day directory, else the day restic recorded."""
+    return _staged_day(snapshot) or snapshot.time.date().isoformat()
 
 
 def _staged_day(snapshot: restic.Snapshot) -> str | None:
@@ -93,10 +143,112 @@ def read_manifest(repo: restic.Repo, snapshot: restic.Snapshot) -> tuple[str, Ma
         return root, Manifest.from_json(json.loads(target.read_text(encoding="utf-8")))
 
 
-def locate(repo: restic.Repo, spec: str, host: str | None = None, selectors: list[str] | None = None) -> Located:
-    snapshot = resolve_snapshot(repo, spec, host, selectors)
+def _read(repo: restic.Repo, snapshot: restic.Snapshot) -> Located:
     root, manifest = read_manifest(repo, snapshot)
     return Located(repo, snapshot, root, manifest)
+
+
+def locate(repo: restic.Repo, spec: str, host: str | None = None, selectors: list[str] | None = None) -> Located:
+    """The snapshot `spec` names and its manifest.
+
+    When the selectors ask for what that snapshot lacks because its dump failed that night (its manifest
+    records the failure), `latest` moves to the newest snapshot with a good copy and says so in `fallback`;
+    an explicit id or day is refused with a SelectionError naming that snapshot instead.
+    """
+    snaps = _snapshots(repo, host)
+    located = _read(repo, _resolve(repo, snaps, spec, selectors))
+    wanted = [registry.parse(text) for text in selectors or []]
+    missed = failed_dumps(located.manifest, wanted)
+    if not missed:
+        if wanted and is_latest(spec):
+            located.fallback = _passed_over(repo, snaps, located, wanted)
+        return located
+    good = _newest_good_copy(repo, snaps, wanted, selectors or [], skip=located.snapshot.id)
+    lacking = _lacking(located, missed)
+    if good is None:
+        raise SelectionError(f"{lacking}; no snapshot in repository {repo.name} holds a good copy")
+    suggestion = f"the newest snapshot with a good copy is {good.snapshot.short_id} of {good.day}"
+    if not is_latest(spec):
+        raise SelectionError(f"{lacking}; {suggestion} (--snapshot {good.snapshot.short_id})")
+    good.fallback = Fallback(located.snapshot.short_id, located.day, tuple(s for s, _ in missed),
+                             f"the latest {lacking}; {suggestion}: restoring from it")
+    log.warning(good.fallback.message)
+    return good
+
+
+# ---------------------------------------------------------------- a dump that failed that night
+def _covers(failure: dict[str, Any], selector: registry.Selector) -> bool:
+    """Whether a failure in a manifest is why nothing matches the selector: its component failed, its whole
+    source did (`<prefix>:<source>/*`), or its hook crashed (`<kind>:*`)."""
+    component = str(failure.get("component") or "")
+    if selector.matches(component):
+        return True
+    stem, star, _ = component.partition("*")
+    if not star or not stem:
+        return False
+    if registry.prefix_of(stem) == selector.prefix:
+        text = selector.text
+        return text.startswith(stem) or stem.startswith((text + ":", text + registry.GROUP_SEPARATOR))
+    kind, kinds = stem.removesuffix(":"), registry.kinds_of(selector.prefix)
+    if kind not in kinds:
+        return False
+    # a kind that shares its prefix (several database servers) lost only its own source's components
+    source = registry.Selector(selector.prefix, str(failure.get("source") or ""))
+    return kinds == {kind} or not selector.name or source.matches(selector.text)
+
+
+def failed_dumps(manifest: Manifest, wanted: list[registry.Selector]) -> list[tuple[str, dict[str, Any]]]:
+    """(selector, failure) for each selector that matches no artifact of the manifest because its dump failed."""
+    missed = []
+    for selector in wanted:
+        if any(selector.matches(a.component) for a in manifest.artifacts):
+            continue
+        failure = next((f for f in manifest.failures if _covers(f, selector)), None)
+        if failure is not None:
+            missed.append((selector.text, failure))
+    return missed
+
+
+def _lacking(located: Located, missed: list[tuple[str, dict[str, Any]]]) -> str:
+    def why(failure: dict[str, Any]) -> str:
+        message = str(failure.get("message") or "no message").strip().splitlines()[0]
+        return message if len(message) <= 200 else message[:199] + "…"
+
+    return (f"snapshot {located.snapshot.short_id} of {located.day} lacks {', '.join(s for s, _ in missed)}: "
+            + "; ".join(f"the dump of {s} failed that night ({why(f)})" for s, f in missed))
+
+
+def _holds_all(located: Located, wanted: list[registry.Selector]) -> bool:
+    return all(any(sel.matches(a.component) for a in located.artifacts) for sel in wanted)
+
+
+def _newest_good_copy(repo: restic.Repo, snaps: list[restic.Snapshot], wanted: list[registry.Selector],
+                      selectors: list[str], skip: str) -> Located | None:
+    """The newest snapshot whose manifest holds every selector (its tags first say whether it may)."""
+    for snapshot in reversed(snaps):
+        if snapshot.id != skip and _holds(snapshot, selectors):
+            candidate = _read(repo, snapshot)
+            if _holds_all(candidate, wanted):
+                return candidate
+    return None
+
+
+def _passed_over(repo: restic.Repo, snaps: list[restic.Snapshot], located: Located,
+                 wanted: list[registry.Selector]) -> Fallback | None:
+    """`latest` already passed over newer nights whose tags lack a kind asked for: say so if its dump failed
+    the newest of them (a whole source down, say), rather than restore an older copy without a word."""
+    newer = [s for s in snaps if s.time > located.snapshot.time and not tags.scoped(s)]
+    if not newer:
+        return None
+    night = _read(repo, newer[-1])
+    missed = failed_dumps(night.manifest, wanted)
+    if not missed:
+        return None
+    fallback = Fallback(night.snapshot.short_id, night.day, tuple(s for s, _ in missed),
+                        f"the latest {_lacking(night, missed)}; the newest snapshot with a good copy is"
+                        f" {located.snapshot.short_id} of {located.day}: restoring from it")
+    log.warning(fallback.message)
+    return fallback
 
 
 def list_inside(located: Located, path: str) -> list[dict[str, Any]] | None:

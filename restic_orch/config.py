@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .config_values import (
+    AbsoluteGlobs,
+    AbsPath,
+    Bucket,
+    Duration,
+    Endpoint,
+    Host,
+    Location,
+    PveStorage,
+    ResticOptions,
+    VmId,
+    host_problem,
+)
 from .yamlmap import Loc, YamlSyntaxError, line_for, load_with_lines
 
 DEFAULT_CONFIG = Path("/etc/restic-orch/config.yml")
@@ -29,7 +41,7 @@ class Strict(BaseModel):
 
 
 class Retention(Strict):
-    """restic forget --keep-* options; durations like 7d, 4w, 1y."""
+    """restic forget --keep-* options; durations as restic writes them: 7d, 6m, 1y."""
 
     keep_last: int | None = Field(None, ge=1)
     keep_hourly: int | None = Field(None, ge=1)
@@ -37,10 +49,10 @@ class Retention(Strict):
     keep_weekly: int | None = Field(None, ge=1)
     keep_monthly: int | None = Field(None, ge=1)
     keep_yearly: int | None = Field(None, ge=1)
-    keep_within: str | None = Field(None, pattern=r"^(\d+[yMdh])+$")
-    keep_within_daily: str | None = Field(None, pattern=r"^(\d+[yMdh])+$")
-    keep_within_weekly: str | None = Field(None, pattern=r"^(\d+[yMdh])+$")
-    keep_within_monthly: str | None = Field(None, pattern=r"^(\d+[yMdh])+$")
+    keep_within: Duration | None = None
+    keep_within_daily: Duration | None = None
+    keep_within_weekly: Duration | None = None
+    keep_within_monthly: Duration | None = None
 
     @model_validator(mode="after")
     def _not_empty(self) -> Retention:
@@ -56,47 +68,16 @@ class Retention(Strict):
         return args
 
 
-# restic's repository location syntax (restic's internal/location): a path, or one of these backends
-_BACKENDS = ("local", "sftp", "rest", "s3", "b2", "azure", "gs", "swift", "rclone")
-_S3 = re.compile(r"^s3:(?:https?://)?(?P<host>[^/\s]+)/(?P<bucket>[^/\s]+)(?:/\S*)?$")
-
-
-def location_problem(url: str) -> str | None:
-    """Why `url` is not a restic repository location restic-orch can use, or None."""
-    scheme, sep, rest = url.partition(":")
-    if url.startswith("/"):
-        return None
-    if not sep or scheme not in _BACKENDS:
-        return (f"{url!r} is not a restic repository location: use an absolute path or"
-                f" {', '.join(b + ':' for b in _BACKENDS if b != 'local')} (see restic's docs)")
-    if scheme == "local" and not rest.startswith("/"):
-        return f"{url!r}: a local repository needs an absolute path (cron does not run in your directory)"
-    if scheme == "s3" and not _S3.match(url):
-        return (f"{url!r}: an S3 location needs an endpoint and a bucket:"
-                " s3:https://ENDPOINT/BUCKET[/PREFIX]")
-    if not rest.strip("/"):
-        return f"{url!r}: the {scheme}: location is empty"
-    return None
-
-
 class Repository(Strict):
-    url: str = Field(min_length=1)
-    password_file: Path = Field(json_schema_extra=SECRET)
-    env_file: Path | None = Field(None, json_schema_extra=SECRET)
-    options: dict[str, str] = Field(default_factory=dict)
+    url: Location
+    password_file: AbsPath = Field(json_schema_extra=SECRET)
+    env_file: AbsPath | None = Field(None, json_schema_extra=SECRET)
+    options: ResticOptions = Field(default_factory=dict)
     # null: never forget here (an append-only offsite key cannot delete; prune from a trusted host instead)
     retention: Retention | None
     prune_every_days: int = Field(0, ge=0)
     compression: Literal["auto", "off", "max"] = "auto"
     upload_limit_kib: int | None = Field(None, ge=1)
-
-    @field_validator("url")
-    @classmethod
-    def _restic_location(cls, url: str) -> str:
-        problem = location_problem(url)
-        if problem:
-            raise ValueError(problem)
-        return url
 
     @property
     def is_s3(self) -> bool:
@@ -122,27 +103,27 @@ class Repositories(Strict):
 
 class ProxmoxSource(Strict):
     enabled: bool = True
-    host: str
+    host: Host
     port: int = Field(8006, ge=1, le=65535)
     user: str = Field(pattern=r"^[^@!\s]+@[^@!\s]+$")
-    token_name: str = Field(min_length=1)
-    token_file: Path = Field(json_schema_extra=SECRET)
+    token_name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9._-]+$")
+    token_file: AbsPath = Field(json_schema_extra=SECRET)
     verify_ssl: bool = True
-    ca_file: Path | None = None
-    node: str | None = None
-    vmids: list[int] | Literal["all"] = "all"
-    exclude: list[int] = Field(default_factory=list)
+    ca_file: AbsPath | None = None
+    node: str | None = Field(None, pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+    vmids: list[VmId] | Literal["all"] = "all"
+    exclude: list[VmId] = Field(default_factory=list)
     # vzdump's exclude-path patterns: 'all' applies to every container, a VMID key adds to it for that one
     exclude_paths: dict[Literal["all"] | int, list[str]] = Field(default_factory=dict)
     mode: Literal["snapshot", "suspend", "stop"] = "snapshot"
     require_snapshot: bool = False
     compress: Literal["0", "gzip", "lzo", "zstd"] = "0"
-    storage: str = "local"
-    dump_dir: Path | None = None
+    storage: PveStorage = "local"
+    dump_dir: AbsPath | None = None
     delete_after: bool = True
     lockwait_minutes: int = Field(10, ge=0)
     timeout_seconds: int = Field(3600, ge=1)
-    restore_storage: str = "local-zfs"
+    restore_storage: PveStorage = "local-zfs"
 
     @field_validator("compress", mode="before")
     @classmethod
@@ -222,21 +203,46 @@ class ProxmoxSource(Strict):
         return list(dict.fromkeys([*self.exclude_paths.get("all", []), *self.exclude_paths.get(vmid, [])]))
 
 
+DatabaseName = Annotated[str, Field(min_length=1)]
+
+
 class DatabaseSource(Strict):
+    # a client that can also reach the server through a Unix socket directory (libpq's host=/run/...)
+    socket_dir_host: ClassVar[bool] = False
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     host: str = "127.0.0.1"
     port: int | None = Field(None, ge=1, le=65535)
-    user: str = "root"
-    password_file: Path | None = Field(None, json_schema_extra=SECRET)
-    databases: list[str] | Literal["all"] = "all"
-    exclude: list[str] = Field(default_factory=list)
+    user: str = Field("root", min_length=1)
+    password_file: AbsPath | None = Field(None, json_schema_extra=SECRET)
+    # [] is legitimate: the server-wide objects only (roles, users and grants), no database
+    databases: list[DatabaseName] | Literal["all"] = "all"
+    exclude: list[DatabaseName] = Field(default_factory=list)
     exec: str | None = Field(None, pattern=r"^pct:\d+$")
-    exec_prefix: list[str] | None = None
-    bin_dir: Path | None = None
+    exec_prefix: Annotated[list[str], Field(min_length=1)] | None = None
+    bin_dir: AbsPath | None = None
     timeout_seconds: int = Field(3600, ge=1)
     # the backup account is best read-only; restoring needs one that may create databases and users
-    restore_user: str | None = None
-    restore_password_file: Path | None = Field(None, json_schema_extra=SECRET)
+    restore_user: str | None = Field(None, min_length=1)
+    restore_password_file: AbsPath | None = Field(None, json_schema_extra=SECRET)
+
+    @field_validator("host")
+    @classmethod
+    def _reachable_host(cls, value: str) -> str:
+        if cls.socket_dir_host and value.startswith("/"):
+            return value
+        problem = host_problem(value)
+        if problem:
+            raise ValueError(problem + (" (or the absolute path of the server's socket directory)"
+                                        if cls.socket_dir_host else ""))
+        return value
+
+    @field_validator("exec_prefix")
+    @classmethod
+    def _program_first(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value[0].strip():
+            raise ValueError("the first element is the program to run: it must not be empty")
+        return value
 
     def for_restore(self) -> DatabaseSource:
         if not self.restore_user:
@@ -254,7 +260,9 @@ class DatabaseSource(Strict):
 
 
 class PostgresSource(DatabaseSource):
-    user: str = "postgres"
+    socket_dir_host: ClassVar[bool] = True
+
+    user: str = Field("postgres", min_length=1)
     globals: bool = True
     # pg_dump -Z: 0 leaves compression to restic, so a changed row renews a chunk, not the rest of the table
     dump_compression: int = Field(0, ge=0, le=9)
@@ -266,21 +274,29 @@ class MysqlSource(DatabaseSource):
 
 class TerraformStateSource(Strict):
     enabled: bool = True
-    endpoint: str | None = None
-    region: str = "us-east-1"
-    bucket: str = Field(min_length=3)
+    endpoint: Endpoint | None = None  # None: AWS
+    region: str = Field("us-east-1", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    bucket: Bucket
     prefix: str = ""
-    env_file: Path | None = Field(None, json_schema_extra=SECRET)
+    env_file: AbsPath | None = Field(None, json_schema_extra=SECRET)
     # the backup's key is read-only (docs/s3-policies/tfstate-readonly.json): pushing a state back into the
     # bucket needs a key that may write, e.g. Terraform's own; unset, restores use env_file
-    restore_env_file: Path | None = Field(None, json_schema_extra=SECRET)
+    restore_env_file: AbsPath | None = Field(None, json_schema_extra=SECRET)
     verify_ssl: bool = True
+
+    @field_validator("prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        # S3 keys have no leading slash: '/infra' would list nothing and back up nothing
+        if value.startswith("/"):
+            raise ValueError(f"{value!r}: an S3 key prefix does not start with '/' (write {value.lstrip('/')!r})")
+        return value
 
 
 class AnsibleVaultSource(Strict):
     enabled: bool = True
-    paths: list[str] = Field(min_length=1)
-    password_file: Path | None = Field(None, json_schema_extra=SECRET)
+    paths: Annotated[AbsoluteGlobs, Field(min_length=1)]
+    password_file: AbsPath | None = Field(None, json_schema_extra=SECRET)
     include_password_file: bool = False
 
 
@@ -288,27 +304,11 @@ class FilesSource(Strict):
     """The host's own files (hooks/host_files.py): absolute paths or globs, and/or a documented preset."""
 
     enabled: bool = True
-    paths: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
+    paths: AbsoluteGlobs = Field(default_factory=list)
+    exclude: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     preset: Literal["pve-host"] | None = None
     # where a restore puts them unless --target-dir or --force; unset: <state_dir>/review
-    review_dir: Path | None = None
-
-    @field_validator("paths")
-    @classmethod
-    def _absolute_paths(cls, value: list[str]) -> list[str]:
-        # relative to what? the timer's cwd is not a place to look for the host's configuration
-        relative = [p for p in value if not p.startswith("/")]
-        if relative:
-            raise ValueError(f"must be absolute paths or globs: {', '.join(map(repr, relative))}")
-        return value
-
-    @field_validator("review_dir")
-    @classmethod
-    def _absolute_review_dir(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_absolute():
-            raise ValueError("must be an absolute path")
-        return value
+    review_dir: AbsPath | None = None
 
     @model_validator(mode="after")
     def _something_to_keep(self) -> FilesSource:
@@ -348,9 +348,9 @@ class Limits(Strict):
 
 
 class Monitoring(Strict):
-    textfile_dir: Path | None = None
-    healthchecks_url_file: Path | None = Field(None, json_schema_extra=SECRET)
-    webhook_url_file: Path | None = Field(None, json_schema_extra=SECRET)
+    textfile_dir: AbsPath | None = None
+    healthchecks_url_file: AbsPath | None = Field(None, json_schema_extra=SECRET)
+    webhook_url_file: AbsPath | None = Field(None, json_schema_extra=SECRET)
     timeout_seconds: int = Field(10, ge=1)
 
 
@@ -359,30 +359,34 @@ class Targets(Strict):
     rpo_hours: int = Field(24, ge=1)
 
 
+# one command as argv: a program, then its arguments (no shell)
+Command = Annotated[list[str], Field(min_length=1)]
+
+
 class RestoreSettings(Strict):
-    redeploy: list[list[str]] = Field(default_factory=list)
+    redeploy: list[Command] = Field(default_factory=list)
     redeploy_timeout_seconds: int = Field(3600, ge=1)
 
 
 class DrillSettings(Strict):
     vmid_range: tuple[int, int] = (9900, 9999)
-    report_dir: Path = Path("/var/lib/restic-orch/drills")
+    report_dir: AbsPath = Path("/var/lib/restic-orch/drills")
 
     @field_validator("vmid_range")
     @classmethod
     def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if value[0] > value[1] or value[0] < 100:
-            raise ValueError("vmid_range must be [low, high] with 100 <= low <= high")
+        if value[0] > value[1] or value[0] < 100 or value[1] > 999_999_999:
+            raise ValueError("vmid_range must be [low, high] with 100 <= low <= high <= 999999999 (PVE's VMIDs)")
         return value
 
 
 class Config(Strict):
     version: Literal[1] = 1
     host: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.-]+$")
-    staging_dir: Path = Path("/var/lib/restic-orch/staging")
-    state_dir: Path = Path("/var/lib/restic-orch")
-    log_dir: Path = Path("/var/log/restic-orch")
-    hooks_dir: Path | None = None
+    staging_dir: AbsPath = Path("/var/lib/restic-orch/staging")
+    state_dir: AbsPath = Path("/var/lib/restic-orch")
+    log_dir: AbsPath = Path("/var/log/restic-orch")
+    hooks_dir: AbsPath | None = None
     auto_init: bool = False
     repositories: Repositories
     sources: Sources = Field(default_factory=Sources)
@@ -392,13 +396,44 @@ class Config(Strict):
     restore: RestoreSettings = Field(default_factory=RestoreSettings)
     drill: DrillSettings = Field(default_factory=DrillSettings)
 
-    @field_validator("staging_dir", "state_dir", "log_dir")
+    @field_validator("staging_dir")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        # restic stores relative paths in a way that later restores silently match nothing
-        if not value.is_absolute():
-            raise ValueError("must be an absolute path")
+    def _deep_enough(cls, value: Path) -> Path:
+        # every run empties it (staging.prepare refuses one this close to /)
+        if len(PurePosixPath(os.path.normpath(value)).parts) < 3:
+            raise ValueError(f"{str(value)!r} is emptied after every run: it must be at least two levels below /,"
+                             " e.g. /var/lib/restic-orch/staging")
         return value
+
+
+def _given(data: Any, loc: Loc) -> bool:
+    for part in loc:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+def _layout_problems(config: Config, data: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Directories that must stay out of staging_dir: preflight refuses a staging directory holding files it
+    did not stage, and every run empties it. Each problem sits on the field the file sets (else staging_dir)."""
+    staging = PurePosixPath(os.path.normpath(config.staging_dir))
+    local = config.repositories.local
+    places: dict[Loc, Path | None] = {
+        ("state_dir",): config.state_dir, ("log_dir",): config.log_dir, ("hooks_dir",): config.hooks_dir,
+        ("drill", "report_dir"): config.drill.report_dir,
+        ("monitoring", "textfile_dir"): config.monitoring.textfile_dir,
+        ("repositories", "local", "url"): Path(local.url.removeprefix("local:")) if local else None,
+    }
+    problems = []
+    for loc, path in places.items():
+        if path is None or not path.is_absolute() or not PurePosixPath(os.path.normpath(path)).is_relative_to(staging):
+            continue
+        where = loc if _given(data, loc) else ("staging_dir",)
+        what = f"{str(path)!r}" if where == loc else f"{_dotted(loc)} {str(path)!r}"
+        problems.append((where, f"{what} is inside staging_dir {str(staging)!r}, which every run empties:"
+                                " keep them apart"))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -442,6 +477,22 @@ def iter_secret_fields(model: BaseModel, loc: Loc = ()) -> Iterator[tuple[Loc, P
                     yield from iter_secret_fields(item, (*loc, name, index))
 
 
+def iter_unset_secret_fields(model: BaseModel, loc: Loc = ()) -> Iterator[Loc]:
+    """Yield the location of every secret file field left unset in the configured parts of the model."""
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("secret"):
+            if value is None:
+                yield (*loc, name)
+        elif isinstance(value, BaseModel):
+            yield from iter_unset_secret_fields(value, (*loc, name))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from iter_unset_secret_fields(item, (*loc, name, index))
+
+
 def check_secret_file(path: Path) -> str | None:
     """Why a secret file cannot be used, or None when it is fine."""
     try:
@@ -458,6 +509,41 @@ def check_secret_file(path: Path) -> str | None:
     if not os.access(path, os.R_OK):
         return f"secret file {path} cannot be read"
     return None
+
+
+def _validation_problems(exc: ValidationError, path: Path, data: dict[str, Any],
+                         lines: dict[Loc, int]) -> list[Problem]:
+    """pydantic's errors as Problems on the lines the file wrote them, most precise first, in line order."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # pydantic puts the union/literal branch in the location: drop what is not a real key
+        clean: list[str | int] = []
+        node: Any = data
+        for part in loc:
+            if isinstance(node, dict) and part in node:
+                clean.append(part)
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                clean.append(part)
+                node = node[part]
+            elif err["type"] in ("missing", "extra_forbidden") and part == loc[-1]:
+                clean.append(part)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        key = tuple(clean)
+        problems.append(Problem(path, line_for(lines, key), _dotted(key), message))
+    unique = list(dict.fromkeys(problems))
+    # a union (e.g. a list or "all") reports one error per branch: keep the deepest, most precise one
+    fields = {p.field for p in unique}
+    unique = [p for p in unique if not any(f.startswith(p.field + "[") or f.startswith(p.field + ".")
+                                            for f in fields if f != p.field)]
+    return sorted(unique, key=lambda p: p.line)
 
 
 def load_config(path: Path, *, check_files: bool = True) -> Config:
@@ -478,36 +564,10 @@ def load_config(path: Path, *, check_files: bool = True) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            # pydantic puts the union/literal branch in the location: drop what is not a real key
-            clean: list[str | int] = []
-            node: Any = data
-            for part in loc:
-                if isinstance(node, dict) and part in node:
-                    clean.append(part)
-                    node = node[part]
-                elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-                    clean.append(part)
-                    node = node[part]
-                elif err["type"] in ("missing", "extra_forbidden") and part == loc[-1]:
-                    clean.append(part)
-            message = err["msg"]
-            if err["type"] == "extra_forbidden":
-                message = "unknown key"
-            elif err["type"] == "missing":
-                message = "required field is missing"
-            elif message.startswith("Value error, "):
-                message = message[len("Value error, "):]
-            key = tuple(clean)
-            problems.append(Problem(path, line_for(lines, key), _dotted(key), message))
-        unique = list(dict.fromkeys(problems))
-        # a union (e.g. a list or "all") reports one error per branch: keep the deepest, most precise one
-        fields = {p.field for p in unique}
-        unique = [p for p in unique if not any(f.startswith(p.field + "[") or f.startswith(p.field + ".")
-                                                for f in fields if f != p.field)]
-        raise ConfigError(sorted(unique, key=lambda p: p.line)) from None
+        raise ConfigError(_validation_problems(exc, path, data, lines)) from None
+    layout = [Problem(path, line_for(lines, loc), _dotted(loc), why) for loc, why in _layout_problems(config, data)]
+    if layout:
+        raise ConfigError(layout)
     if check_files:
         problems = []
         for loc, secret_path in iter_secret_fields(config):

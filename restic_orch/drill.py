@@ -129,7 +129,9 @@ def run_drill(config: Config, located: Located, scenario: str, summary: RunSumma
         "date": now.isoformat(timespec="seconds"), "host": socket.gethostname(), "config_host": config.host,
         "scenario": scenario, "repository": located.repo.name,
         "snapshot": {"id": located.snapshot.short_id, "time": located.snapshot.time.isoformat(),
-                     "run_id": located.manifest.run_id, "status": located.manifest.status},
+                     "run_id": located.manifest.run_id, "status": located.manifest.status,
+                     # a newer night's dump failed: the drill restored the newest good copy, and says so
+                     **({"fallback": located.fallback.message} if located.fallback else {})},
         **verdict, "steps": summary.extra.get("steps", []), "problems": evidence.problems,
         "cleanup": evidence.cleanup, "run_id": summary.run_id, "_sandbox": str(root),
     }
@@ -240,6 +242,7 @@ def render_markdown(report: dict[str, Any], lab: bool = False) -> str:
         f"| Scenario | {report['scenario']} |",
         f"| Repository | {report['repository']} |",
         f"| Snapshot | `{snap['id']}` taken {snap['time']} (run {snap['run_id']}, {snap['status']}) |",
+        *([f"| Not the latest | {snap['fallback']} |"] if snap.get("fallback") else []),
         f"| Measured RTO | {report['rto']['seconds']} s (target {report['rto']['target_seconds']} s):"
         f" {'met' if report['rto']['ok'] else 'MISSED'} |",
         f"| RPO at drill time | {report['rpo']['seconds'] / 3600:.1f} h (target"

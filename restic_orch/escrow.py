@@ -1,9 +1,10 @@
 """The escrow sheet: what a person keeps offline to restore everything from nothing (docs/escrow.md).
 
-make_sheet() reads the configuration and asks each repository for its ID; write_sheet() renders the sheet
-(escrow_render.py: Markdown and a printable HTML page) and records what it was made from in
-<state_dir>/escrow.json: the addresses, the IDs and a sha256 of each secret file, never a value.
-stale_warnings() compares that record with today's configuration, for `check`.
+make_sheet() reads the configuration, asks each repository for its ID and reads what `bundle publish` recorded;
+write_sheet() renders the sheet (escrow_render.py: Markdown and a printable HTML page), writes escrow.env (the
+shell assignments the runbook's first commands source on a new host) and records what the sheet was made from in
+<state_dir>/escrow.json: the addresses, the IDs, the bootstrap bundle's digest and a sha256 of each secret file,
+never a value. stale_warnings() compares that record with today's configuration, for `check`.
 
 Secret values reach the sheet only when asked (with_secrets), and then only its 0600 files: never the record,
 the log or the command's output.
@@ -24,19 +25,24 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, restic
-from .config import Config, Repository, check_secret_file, iter_secret_fields
-from .escrow_render import BUNDLE, blocks_of, render_html, render_markdown
+from .config import Config, Repository, check_secret_file, iter_secret_fields, iter_unset_secret_fields
+from .escrow_render import blocks_of, render_html, render_markdown
 from .masking import mask
 from .report import EXIT_OK, EXIT_PARTIAL
 
 log = logging.getLogger("restic_orch.escrow")
 
 RECORD = "escrow.json"
-GIT_PLACEHOLDER = "<restic-orch-git-url>"
 # where the host-lost runbook (section 1, step 4) has the operator put the secrets on a new host
 NEW_HOST_DIR = "/root"
 RUNBOOK_PASSWORD = f"{NEW_HOST_DIR}/restic-password"
 RUNBOOK_S3_ENV = f"{NEW_HOST_DIR}/s3.env"
+# written beside the sheets, copied by a person to the new host: no secret in it
+ESCROW_ENV = "escrow.env"
+RUNBOOK_ESCROW_ENV = f"{NEW_HOST_DIR}/{ESCROW_ENV}"
+# where `restore.sh --bootstrap` installs restic-orch and keeps its own copy of the script
+INSTALLED_RESTORE_SH = "/opt/restic-orch/share/restic-orch/restore.sh"
+BUNDLE_MISSING = "bootstrap bundle not published: restic-orch bundle build && restic-orch bundle publish"
 REGION_KEYS = ("AWS_DEFAULT_REGION", "AWS_REGION")
 # what a secret field holds, by its name in the configuration (the section it sits in says whose it is)
 FIELD_WHAT = {
@@ -49,6 +55,7 @@ FIELD_WHAT = {
     "webhook_url_file": "webhook URL",
 }
 FILE_MODE_PLAIN, FILE_MODE_SECRET = 0o640, 0o600
+KEPT_BY_HAND = "kept by hand"
 
 
 # ---------------------------------------------------------------- addresses
@@ -167,16 +174,19 @@ class Sheet:
     commands: str
     with_secrets: bool
     problems: list[str]  # what makes it incomplete (exit 3)
+    bundle: dict[str, Any] | None = None  # what `bundle publish` recorded: digest, url, region, published, version
+    escrow_env: str = ""                  # the text of escrow.env
 
     @property
     def exit_code(self) -> int:
         return EXIT_PARTIAL if self.problems else EXIT_OK
 
-    def record(self, files: list[Path]) -> dict[str, Any]:
-        """What the sheet was made from: addresses, IDs and hashes of the secret files, never a value."""
+    def record(self, files: list[Path], escrow_env: Path | None = None) -> dict[str, Any]:
+        """What the sheet was made from: addresses, IDs, the bundle and hashes of the secret files, never a value."""
         return {"made": self.made.isoformat(timespec="seconds"), "host": self.host, "config": self.config_path,
                 "restic_orch_version": __version__, "restic_version": self.restic_version,
-                "with_secrets": self.with_secrets, "sheets": [str(p) for p in files], "bootstrap_bundle": BUNDLE,
+                "with_secrets": self.with_secrets, "sheets": [str(p) for p in files],
+                "escrow_env": str(escrow_env) if escrow_env else None, "bootstrap_bundle": self.bundle,
                 "repositories": {r.name: r.to_json() for r in self.repositories},
                 "secrets": [s.to_json() for s in self.secrets], "problems": self.problems}
 
@@ -247,6 +257,22 @@ def collect_secrets(config: Config, with_values: bool = False) -> list[SecretEnt
     return entries
 
 
+def optional_secrets(config: Config) -> list[SecretEntry]:
+    """The write keys a restore into production takes and the host does not hold by design (a source's
+    `restore_*` secret left unset, e.g. Terraform's state key): kept with the sheet, put on the new host only
+    when that restore needs it, and picked up there by `restore --secrets-dir` under the name given here."""
+    entries = []
+    for loc in iter_unset_secret_fields(config.sources, ("sources",)):
+        if not str(loc[-1]).startswith("restore_"):
+            continue
+        what, _needed = _describe(config, loc)
+        flat = dotted(loc).replace("[", "-").replace("]", "").replace(".", "-")
+        entries.append(SecretEntry(dotted(loc), "(not on the host, by design)", what,
+                                   "restoring into production when it lost data (runbook 1, step 4)",
+                                   f"{NEW_HOST_DIR}/{flat}", status=KEPT_BY_HAND))
+    return entries
+
+
 def secret_digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -271,31 +297,44 @@ def _repository(name: str, repo: Repository, config: Config) -> RepoEntry:
 
 
 def first_commands(config: Config, secrets: list[SecretEntry]) -> str:
-    """The host-lost runbook's first commands (section 1, steps 3 to 7), filled from the configuration."""
+    """The host-lost runbook's first commands (section 1), filled from the configuration: fetch and check the
+    bootstrap bundle with what a fresh PVE has (curl --aws-sigv4, sha256sum), install from it, then restore."""
     name = restore_from(config)
     repo = dict(config.repositories.items())[name]
     new_host = {s.location: s.new_host for s in secrets}
     flags = [f"--password-file {shlex.quote(new_host.get(f'repositories.{name}.password_file', RUNBOOK_PASSWORD))}"]
     if repo.env_file:
         flags[0] += f" --s3-env-file {shlex.quote(new_host.get(f'repositories.{name}.env_file', RUNBOOK_S3_ENV))}"
-    flags += [f"--set {shlex.quote(f'{s.location}={s.new_host}')}" for s in secrets
-              if s.location.startswith("sources.") and s.new_host]
+    # each secret of a source is found by its file name there (restic-orch restore --secrets-dir)
+    flags.append(f"--secrets-dir {NEW_HOST_DIR}")
     wanted = sorted({s.new_host for s in secrets if s.new_host})
+    # S3 wants x-amz-content-sha256 signed; curl 7.88 (Debian 12) signs it only when it is given
+    fetch = ("(set -a; . /root/s3.env; set +a; for f in SHA256SUMS restore.sh; do"
+             " printf 'user = \"%s:%s\"\\n' \"$AWS_ACCESS_KEY_ID\" \"$AWS_SECRET_ACCESS_KEY\" |"
+             " curl -fsS -K - --aws-sigv4 \"aws:amz:$S3_REGION:s3\" -H \"x-amz-content-sha256: UNSIGNED-PAYLOAD\""
+             " -o \"$f\" \"$BUNDLE_URL/$f\"; done)")
     lines = [
-        f"# runbook 1 (host lost), steps 3 to 7, for {config.host}; the {name} repository",
-        "apt-get install -y restic python3-venv git",
-        "# the git URL is not in the configuration; the bootstrap bundle (issue 17 part 2, not published yet)",
-        "# will replace this line",
-        f"git clone {GIT_PLACEHOLDER} /root/restic-orch",
-        "cd /root/restic-orch",
-        "# write each secret of the list into its 'on the new host' file, then:",
+        f". {RUNBOOK_ESCROW_ENV}",
+        f"cd {NEW_HOST_DIR}",
+        fetch,
+        'echo "$BUNDLE_SHA256  SHA256SUMS" | sha256sum -c -',
+        "sha256sum -c --ignore-missing SHA256SUMS",
+        'bash restore.sh --bootstrap "$BUNDLE_URL" --sha256 "$BUNDLE_SHA256" --region "$S3_REGION"'
+        f" --s3-env-file {RUNBOOK_S3_ENV}",
         f"chmod 600 {' '.join(shlex.quote(p) for p in wanted)}",
     ]
     for last in ("--dry-run", "--yes"):
-        install = "--install " if last == "--dry-run" else ""
-        body = " \\\n    ".join([f"scripts/restore.sh {install}--repo {shlex.quote(repo.url)}", *flags, last])
-        lines.append(body)
+        lines.append(" \\\n    ".join([f"{INSTALLED_RESTORE_SH} --repo {shlex.quote(repo.url)}", *flags, last]))
     return "\n".join(lines)
+
+
+def escrow_env(config: Config, bundle: dict[str, Any] | None) -> str:
+    """escrow.env: what the runbook's first commands source on a new host (shell-quoted; no secret in it)."""
+    repo = dict(config.repositories.items())[restore_from(config)]
+    region = (bundle or {}).get("region") or repo.options.get("s3.region", "")
+    values = {"HOST": config.host, "RESTIC_REPOSITORY": repo.url, "BUNDLE_URL": (bundle or {}).get("url", ""),
+              "BUNDLE_SHA256": (bundle or {}).get("digest", ""), "S3_REGION": region}
+    return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in values.items())
 
 
 def _restic_version() -> tuple[str, str | None]:
@@ -309,12 +348,16 @@ def make_sheet(config: Config, config_path: Path, with_secrets: bool = False) ->
     """Everything the sheet says, read from the configuration, the secret files and the repositories."""
     version, version_problem = _restic_version()
     repositories = [_repository(name, repo, config) for name, repo in config.repositories.items()]
-    secrets = collect_secrets(config, with_values=with_secrets)
+    secrets = collect_secrets(config, with_values=with_secrets) + optional_secrets(config)
     problems = [version_problem] if version_problem else []
     problems += [f"repository {r.name}: ID could not be read: {r.error}" for r in repositories if r.error]
-    problems += [f"secret {s.location}: {s.status} ({s.path})" for s in secrets if s.status != "ok"]
+    problems += [f"secret {s.location}: {s.status} ({s.path})" for s in secrets
+                 if s.status not in ("ok", KEPT_BY_HAND)]
+    bundle = load_published(config.state_dir)
+    if bundle is None:
+        problems.append(BUNDLE_MISSING)
     return Sheet(datetime.now(UTC), config.host, str(Path(config_path).absolute()), version, repositories, secrets,
-                 first_commands(config, secrets), with_secrets, problems)
+                 first_commands(config, secrets), with_secrets, problems, bundle, escrow_env(config, bundle))
 
 
 # ---------------------------------------------------------------- files and the record
@@ -334,7 +377,7 @@ def write_file(path: Path, text: str, mode: int) -> None:
 
 
 def write_sheet(sheet: Sheet, out_dir: Path, state_dir: Path) -> dict[str, Any]:
-    """The Markdown and HTML sheets in out_dir, the record in state_dir; returns the record."""
+    """The Markdown and HTML sheets and escrow.env in out_dir, the record in state_dir; returns the record."""
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stem = f"escrow-{sheet.made:%Y-%m-%d}" + ("-with-secrets" if sheet.with_secrets else "")
     mode = FILE_MODE_SECRET if sheet.with_secrets else FILE_MODE_PLAIN
@@ -342,7 +385,9 @@ def write_sheet(sheet: Sheet, out_dir: Path, state_dir: Path) -> dict[str, Any]:
     files = [out_dir / f"{stem}.md", out_dir / f"{stem}.html"]
     write_file(files[0], render_markdown(blocks), mode)
     write_file(files[1], render_html(blocks), mode)
-    record = sheet.record(files)
+    env_path = out_dir / ESCROW_ENV
+    write_file(env_path, sheet.escrow_env, FILE_MODE_PLAIN)
+    record = sheet.record(files, env_path)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     write_file(state_dir / RECORD, json.dumps(record, indent=2, ensure_ascii=False) + "\n", FILE_MODE_SECRET)
     log.info("escrow sheet written", extra={"sheets": [str(f) for f in files], "with_secrets": sheet.with_secrets})
@@ -352,6 +397,13 @@ def write_sheet(sheet: Sheet, out_dir: Path, state_dir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- is the sheet on record still right?
+def load_published(state_dir: Path) -> dict[str, Any] | None:
+    """The bootstrap bundle `restic-orch bundle publish` last recorded, or None."""
+    from .bundle import load_published as published  # bundle reads addresses through this module
+
+    return published(state_dir)
+
+
 def load_record(state_dir: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((state_dir / RECORD).read_text(encoding="utf-8"))
@@ -396,7 +448,18 @@ def _stale_reasons(config: Config, record: dict[str, Any], ids: Mapping[str, str
             reasons.append(f"secret {where} ({path}) is not on it")
         elif old.get("path") != str(path) or old.get("sha256") != secret_digest(Path(path)):
             reasons.append(f"secret {where} ({path}) changed")
-    return reasons
+    return reasons + _bundle_reasons(config, record)
+
+
+def _bundle_reasons(config: Config, record: dict[str, Any]) -> list[str]:
+    """A bundle published since the sheet was made: the sheet names an older one, or none."""
+    published = load_published(config.state_dir)
+    on_sheet = record.get("bootstrap_bundle")
+    on_sheet = on_sheet.get("digest") if isinstance(on_sheet, dict) else None
+    if published is None or published["digest"] == on_sheet:
+        return []
+    return [f"it names bootstrap bundle {(on_sheet or 'none')[:12]}, {published['digest'][:12]} is published"
+            f" ({published.get('url')})"]
 
 
 def stale_warnings(config: Config, ids: Mapping[str, str]) -> list[str]:

@@ -13,7 +13,7 @@ from . import __version__
 if TYPE_CHECKING:
     from .escrow import Sheet
 
-BUNDLE = "not published yet (issue 17 part 2)"
+NOT_PUBLISHED = "NOT PUBLISHED: run `restic-orch bundle build && restic-orch bundle publish`, then make the sheet again"
 
 Block = tuple[str, Any]  # ("h1"|"h2"|"h3"|"p"|"code", text) or ("table", (headers, rows))
 
@@ -32,9 +32,24 @@ def _repo_blocks(sheet: Sheet) -> list[Block]:
         rows.append(["repository ID", repo.id or f"could not be read: {repo.error}"])
         rows.append(["repository version", str(repo.version) if repo.version else "unknown"])
         blocks += [("h3", repo.name), ("table", (["", ""], rows))]
-    blocks += [("h2", "restic-orch itself"),
-               ("p", f"Bootstrap bundle: {BUNDLE}. Until it is, the runbook installs from git; the repository's"
-                     " URL (write it down): ______________________________")]
+    return blocks + _bundle_blocks(sheet)
+
+
+def _bundle_blocks(sheet: Sheet) -> list[Block]:
+    """Where restic-orch itself comes from on a new host, and the escrow.env that says so to the commands."""
+    blocks: list[Block] = [("h2", "restic-orch itself: the bootstrap bundle")]
+    bundle = sheet.bundle
+    if bundle:
+        rows = [["URL", bundle["url"]], ["sha256 of SHA256SUMS", bundle["digest"]],
+                ["restic-orch", str(bundle.get("version", ""))], ["region", str(bundle.get("region", ""))],
+                ["published", str(bundle.get("published", ""))]]
+        blocks += [("p", "restic-orch's wheel and its pinned dependencies, restore.sh and the runbook, beside the"
+                         " offsite repository: the first commands below fetch it with the S3 keys and check it"
+                         " against this sha256."), ("table", (["", ""], rows))]
+    else:
+        blocks.append(("p", f"Bootstrap bundle: {NOT_PUBLISHED}."))
+    blocks += [("h3", "escrow.env (copy it to /root/escrow.env on the new host; it holds no secret)"),
+               ("code", sheet.escrow_env.rstrip("\n"))]
     return blocks
 
 
@@ -77,9 +92,11 @@ def blocks_of(sheet: Sheet) -> list[Block]:
     blocks += [("p", f"INCOMPLETE: {p}") for p in sheet.problems]
     blocks += _repo_blocks(sheet) + _secret_blocks(sheet)
     blocks += [("h2", "First commands on a new host (docs/runbooks/disaster-recovery.md, scenario 1)"),
+               ("p", "Write each secret of the list into its 'on the new host' file and escrow.env into"
+                     " /root/escrow.env first."),
                ("code", sheet.commands),
                ("p", "`restic-orch check` warns when this sheet is out of date (a repository moved or re-created,"
-                     " a secret file changed): make a new one then.")]
+                     " a secret file changed, a newer bootstrap bundle published): make a new one then.")]
     return blocks
 
 
@@ -145,6 +162,11 @@ def human(record: dict[str, Any]) -> str:
     missing = [s["path"] for s in record["secrets"] if s["status"] == "MISSING"]
     lines.append(f"secrets: {len(record['secrets'])} listed" + (f", MISSING: {', '.join(missing)}" if missing else ""))
     lines.append(f"restic: {record['restic_version']}")
+    bundle = record.get("bootstrap_bundle")
+    lines.append(f"bootstrap bundle: {bundle['digest']} at {bundle['url']}" if bundle
+                 else "bootstrap bundle: not published (restic-orch bundle build && restic-orch bundle publish)")
+    if record.get("escrow_env"):
+        lines.append(f"for /root/escrow.env on the new host: {record['escrow_env']}")
     if record["problems"]:
         lines.append(f"the sheet is INCOMPLETE ({len(record['problems'])} problem(s), marked on it): exit 3")
     return "\n".join(lines)

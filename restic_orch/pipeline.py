@@ -1,9 +1,9 @@
 """One backup run: a guard (lock, crash marker, signals, notifications, CPU cap) around named phases.
 
-preflight -> stage -> store -> replicate -> retain -> report. Each phase records itself in the run's summary
-under the names docs, tests and bench read: preflight, open:<repo>, dump:<kind>:<name>, hash:wait,
-backup:<repo>, copy:offsite, retention:<repo>. The pipeline runs whatever hooks are registered and names no
-source kind itself.
+preflight -> stage -> store -> replicate -> publish -> retain -> report. Each phase records itself in the run's
+summary under the names docs, tests and bench read: preflight, open:<repo>, dump:<kind>:<name>, hash:wait,
+backup:<repo>, copy:offsite, publish:bootstrap, retention:<repo>. The pipeline runs whatever hooks are
+registered and names no source kind itself.
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ def _run_phases(run: Run) -> None:
                            scoped=bool(run.only))
         store(run, repos, run.day, tags)
         replicate(run, repos, run.day, tags)
+        publish(run)
         retain(run, repos)
         summary.finish(_outcome(run))
     except Terminated as exc:
@@ -428,6 +429,39 @@ def _copy_offsite(config: Config, local: restic.Repo, offsite: restic.Repo, summ
         summary.phase("copy:offsite", started, False, str(exc))
         summary.fail("repository", "offsite", f"offsite copy failed: {_explain_missing(config, exc)}")
         return False
+
+
+# ---------------------------------------------------------------- publish
+
+
+def publish(run: Run) -> None:
+    """The bootstrap bundle beside the offsite repository (bundle.py), when `restic-orch bundle build` made one.
+
+    Nothing is uploaded when the bucket already holds it. A failed upload is a warning of the run, never a
+    failure of its data: the snapshots are safe, and the escrow sheet keeps naming the bundle published before.
+    """
+    from . import bundle
+
+    bundle_dir = bundle.default_dir(run.config)
+    if not (bundle_dir / bundle.SUMS).exists():
+        log.info("no bootstrap bundle to publish (restic-orch bundle build makes one)", extra={"dir": str(bundle_dir)})
+        return
+    if not bundle.has_s3_target(run.config):
+        # a host without an S3 offsite chose so: the bundle stays local, `bundle publish` says why if asked
+        log.info("no S3 offsite repository: the bootstrap bundle is not published", extra={"dir": str(bundle_dir)})
+        return
+    started = time.monotonic()
+    try:
+        result = bundle.publish(run.config, bundle_dir)
+    except Exception as exc:  # the backup's outcome must not depend on the bundle
+        message = f"bootstrap bundle not published: {exc}"
+        if not isinstance(exc, bundle.BundleError):
+            log.exception("bootstrap bundle publish crashed")
+        run.summary.phase("publish:bootstrap", started, False, message)
+        run.summary.notices.append({"kind": "run", "source": "bootstrap", "message": mask(message)})
+        return
+    uploaded = f"{len(result.uploaded)} files uploaded" if result.uploaded else "already there"
+    run.summary.phase("publish:bootstrap", started, True, f"{result.digest[:12]} at {result.url}: {uploaded}")
 
 
 # ---------------------------------------------------------------- retain and report

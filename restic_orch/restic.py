@@ -243,8 +243,12 @@ class Repo:
         args = [self.binary]
         for key, value in sorted(self.options.items()):
             args += ["-o", f"{key}={value}"]
-        if self.cache_dir:
+        if self.cache_dir and self.cache_dir.parent.is_dir():
             args += ["--cache-dir", str(self.cache_dir)]
+        elif self.cache_dir:
+            # state_dir is made when a run starts, under its lock: a look before that (a plan, a refused
+            # command) leaves nothing behind
+            args.append("--no-cache")
         if self.upload_kib:
             args += ["--limit-upload", str(self.upload_kib)]
         return args
@@ -368,6 +372,22 @@ class Repo:
             args.append("--verify")
         self._run(args, timeout=timeout, heavy=True)
 
+    def restore_paths(self, snapshot: str, paths: Sequence[str], target: Path, *,
+                      timeout: float | None = None) -> int:
+        """Restore exactly these absolute paths of the snapshot under `target` (target/<path>); returns how many
+        restic processes that took.
+
+        0.14 has no --include-file (0.17), so each path is one --include, taken literally (glob characters
+        escaped); the paths are split into as few commands as keep every argv far below the kernel's limit.
+        """
+        batches = _batches([escape_pattern(p) for p in paths])
+        for batch in batches:
+            args = ["restore", snapshot, "--target", str(target)]
+            for pattern in batch:
+                args += ["--include", pattern]
+            self._run(args, timeout=timeout, heavy=True)
+        return len(batches)
+
     # --- copy, retention, checks -----------------------------------------------------------------
     def copy_from(self, source: Repo, snapshot_ids: Sequence[str] = (), *, host: str | None = None,
                   tags: Sequence[str] = (), timeout: float | None = None) -> list[CopiedSnapshot]:
@@ -411,6 +431,29 @@ class Repo:
                 raise
             return CheckResult(ok=False, output=exc.stderr or str(exc))
         return CheckResult(ok=True, output=result.stdout + result.stderr)
+
+
+_GLOB = re.compile(r"([\\*?\[\]])")
+INCLUDE_BATCH_PATHS = 500
+INCLUDE_BATCH_BYTES = 96 * 1024  # argv bytes per command: Linux allows ~2 MiB in all, 128 KiB per argument
+
+
+def escape_pattern(path: str) -> str:
+    """A path as a restic filter pattern that matches that path only (restic matches each part like filepath.Match,
+    where a backslash quotes the next character)."""
+    return _GLOB.sub(r"\\\1", path)
+
+
+def _batches(patterns: Sequence[str]) -> list[list[str]]:
+    batches: list[list[str]] = []
+    size = 0
+    for pattern in patterns:
+        if not batches or len(batches[-1]) >= INCLUDE_BATCH_PATHS or size + len(pattern) > INCLUDE_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(pattern)
+        size += len(pattern) + len("--include") + 2
+    return batches
 
 
 def _from_env(source: Repo) -> dict[str, str]:

@@ -18,7 +18,7 @@ from typing import Any
 from restic_orch.hooks import build_hooks, registry
 from restic_orch.hooks.base import Artifact, Hook, RestoreOptions, RestoreOutcome, sha256_file
 
-from . import browse, restic, runner, tags
+from . import browse, prefetch, restic, runner, tags
 from .browse import Located, SelectionError
 from .config import Config
 from .masking import mask
@@ -65,7 +65,7 @@ def plan_steps(located: Located, only: list[str], options: RestoreOptions, confi
             key = artifact.component + (f":{selector.inner}" if selector.inner else "")
             if key not in seen:
                 seen.add(key)
-                steps.append(_step(artifact, selector.inner, options))
+                steps.append(_step(artifact, selector.inner, options, _fallback_note(located, selector.text)))
     if not skip_redeploy and not options.drill and any(
             registry.calls_for_redeploy(s.kind) and not s.inner_path for s in steps):
         steps += [Step(REDEPLOY, REDEPLOY, "run " + " ".join(command), True, command=list(command))
@@ -78,13 +78,19 @@ def _holding(artifacts: list[Artifact]) -> str:
     return ", ".join(sorted(a.component for a in artifacts)[:40])
 
 
-def _step(artifact: Artifact, inner: str | None, options: RestoreOptions) -> Step:
+def _fallback_note(located: Located, selector: str) -> str:
+    """What the plan line of a component says when `latest` moved past the night its dump failed."""
+    fallback = located.fallback
+    return f" ({fallback.message})" if fallback and selector in fallback.selectors else ""
+
+
+def _step(artifact: Artifact, inner: str | None, options: RestoreOptions, note: str = "") -> Step:
     if inner:
         where = options.target_dir or Path(".")
         return Step(f"{artifact.component}:{inner}", artifact.kind,
-                    f"extract {inner} from {artifact.path} into {where}", False, artifact, inner)
+                    f"extract {inner} from {artifact.path} into {where}{note}", False, artifact, inner)
     text, destructive = registry.hook_class(artifact.kind).describe_restore(artifact, options)
-    return Step(artifact.component, artifact.kind, text, destructive and not options.drill, artifact)
+    return Step(artifact.component, artifact.kind, text + note, destructive and not options.drill, artifact)
 
 
 def open_repository(repos: dict[str, restic.Repo], wanted: str | None) -> restic.Repo:
@@ -119,36 +125,61 @@ def execute(config: Config, located: Located, steps: list[Step], options: Restor
     summary = summary or RunSummary("restore", new_run_id(), config.host, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     summary.extra.update({"snapshot": located.snapshot.short_id, "repository": located.repo.name,
                           "snapshot_time": located.snapshot.time.isoformat(), "steps": []})
+    if located.fallback is not None:
+        summary.extra["fallback"] = located.fallback.message
     hooks = hooks_by_source(config)
     done = 0
-    for step in steps:
-        started = time.monotonic()
-        if step.destructive and confirm is not None and not confirm(step):
-            summary.phase(step.component, started, False, "skipped: not confirmed")
-            summary.fail(step.kind, step.component, "skipped: not confirmed", step.component)
-            _record(summary, step, "skipped", "not confirmed", {}, started)
-            continue
-        step_options = options
-        try:
-            step_options = options_for(step) if options_for else options
-            outcome = _run_step(config, located, step, step_options, hooks)
-        except Exception as exc:  # one broken step must not stop the rest of a disaster recovery
-            log.exception("restore step failed", extra={"component": step.component})
-            outcome = RestoreOutcome(step.component, False, f"{type(exc).__name__}: {mask(str(exc))}")
-        if after_step is not None:
-            after_step(step, outcome, step_options)
-        summary.phase(step.component, started, outcome.ok, outcome.message)
-        _record(summary, step, "ok" if outcome.ok else "failed", outcome.message, outcome.checks, started,
-                outcome.restored_to)
-        if outcome.ok:
-            done += 1
-            summary.components.append(step.component)
-        else:
-            summary.fail(step.kind, step.component, outcome.message, step.component)
+    fetch_started = time.monotonic()
+    with prefetch.prefetched(located, _prefetchable(steps, hooks, confirm),
+                             prefetch.scratch_parent(config.staging_dir)) as ready:
+        _note_prefetch(summary, ready, fetch_started)
+        for step in steps:
+            started = time.monotonic()
+            if step.destructive and confirm is not None and not confirm(step):
+                summary.phase(step.component, started, False, "skipped: not confirmed")
+                summary.fail(step.kind, step.component, "skipped: not confirmed", step.component)
+                _record(summary, step, "skipped", "not confirmed", {}, started)
+                continue
+            step_options = options
+            try:
+                step_options = options_for(step) if options_for else options
+                outcome = _run_step(config, located, step, step_options, hooks, ready)
+            except Exception as exc:  # one broken step must not stop the rest of a disaster recovery
+                log.exception("restore step failed", extra={"component": step.component})
+                outcome = RestoreOutcome(step.component, False, f"{type(exc).__name__}: {mask(str(exc))}")
+            if after_step is not None:
+                after_step(step, outcome, step_options)
+            summary.phase(step.component, started, outcome.ok, outcome.message)
+            _record(summary, step, "ok" if outcome.ok else "failed", outcome.message, outcome.checks, started,
+                    outcome.restored_to)
+            if outcome.ok:
+                done += 1
+                summary.components.append(step.component)
+            else:
+                summary.fail(step.kind, step.component, outcome.message, step.component)
     if not steps:
         summary.fail("restore", "plan", "nothing to restore: the selection matched no artifact")
     summary.finish("success" if steps and done == len(steps) else ("partial" if done else "failure"))
     return summary
+
+
+def _prefetchable(steps: list[Step], hooks: dict[tuple[str, str], Hook], confirm: Confirm | None) -> list[Artifact]:
+    """The artifacts to fetch before the steps: not a file inside an archive (that streams), not a step to be
+    confirmed first (a refusal must not have cost its download), not one no configured source can restore."""
+    wanted = []
+    for step in steps:
+        artifact = step.artifact
+        if artifact is None or step.inner_path or (step.destructive and confirm is not None):
+            continue
+        if step.verify_only or (artifact.kind, artifact.source) in hooks:
+            wanted.append(artifact)
+    return wanted
+
+
+def _note_prefetch(summary: RunSummary, ready: dict[str, Path], started: float) -> None:
+    if ready:
+        summary.phase("fetch", started, True, f"{len(ready)} artifacts fetched at once")
+        summary.extra["prefetch"] = {"artifacts": len(ready), "seconds": round(time.monotonic() - started, 3)}
 
 
 def hooks_by_source(config: Config) -> dict[tuple[str, str], Hook]:
@@ -163,7 +194,7 @@ def _record(summary: RunSummary, step: Step, result: str, message: str, checks: 
 
 
 def _run_step(config: Config, located: Located, step: Step, options: RestoreOptions,
-              hooks: dict[tuple[str, str], Hook]) -> RestoreOutcome:
+              hooks: dict[tuple[str, str], Hook], ready: dict[str, Path]) -> RestoreOutcome:
     if step.kind == REDEPLOY:
         result = runner.run(step.command, timeout=config.restore.redeploy_timeout_seconds, check=False)
         for line in (result.stdout + result.stderr).splitlines()[-50:]:
@@ -173,7 +204,11 @@ def _run_step(config: Config, located: Located, step: Step, options: RestoreOpti
     assert artifact is not None
 
     def fetch(dest: Path) -> Path:
-        located.repo.dump_to_file(located.snapshot.id, located.path_of(artifact), dest, timeout=3600)
+        fetched = ready.pop(artifact.path, None)  # taken once: a second fetch of it dumps again
+        if fetched is not None:
+            prefetch.move_into(fetched, dest)
+        else:
+            located.repo.dump_to_file(located.snapshot.id, located.path_of(artifact), dest, timeout=3600)
         digest = sha256_file(dest)
         if digest != artifact.sha256:
             raise IntegrityError(f"{artifact.path}: sha256 {digest[:16]}… differs from the manifest's"

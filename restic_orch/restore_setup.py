@@ -18,10 +18,11 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from restic_orch.hooks import registry
 from restic_orch.hooks.base import RestoreOptions
 
 from . import bootstrap, restic, tags
-from .browse import Located, locate
+from .browse import Located, check_spec, locate
 from .config import Config
 from .restore import Step, plan_steps
 
@@ -49,6 +50,7 @@ class Bootstrap:
     repo_url: str
     password_file: Path | None = None
     s3_env_file: Path | None = None
+    secrets_dir: Path | None = None
 
 
 @dataclass
@@ -92,6 +94,10 @@ def prepare(request: RestoreRequest, load_config: Callable[[], Config], chooser:
     configuration stored in the snapshot says, before any question is asked about the components.
     """
     options = request.options()
+    # a typo in a flag costs nothing: refused before a repository is read (or a restic cache created)
+    check_spec(request.snapshot)
+    for text in request.selectors:
+        registry.parse(text)
     try:
         if request.bootstrap is not None:
             config, located = _from_snapshot(request, request.bootstrap, chooser, announce)
@@ -131,9 +137,11 @@ def _from_snapshot(request: RestoreRequest, given: Bootstrap, chooser: Chooser |
 
     if given.password_file is None:
         raise UsageError("--repo needs --password-file (and --s3-env-file for an S3 repository)")
-    repo = ad_hoc(given.repo_url, given.password_file, given.s3_env_file)
+    # the rebuilt configuration wants absolute paths; on disaster day the secrets are often named from where they are
+    env_file, secrets_dir = (p.absolute() if p else None for p in (given.s3_env_file, given.secrets_dir))
+    repo = ad_hoc(given.repo_url, given.password_file.absolute(), env_file)
     located = _pick(repo, request, chooser)
-    config = bootstrap.config_from_manifest(located.manifest, repo, list(request.overrides))
+    config = bootstrap.config_from_manifest(located.manifest, repo, list(request.overrides), secrets_dir)
     if announce is not None:
         announce(bootstrap.summary_lines(config))
     return config, located

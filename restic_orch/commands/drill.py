@@ -30,8 +30,10 @@ def drill_cmd(obj: Ctx, scenario: str, from_repo: str | None, snapshot: str, rep
               lab_note: bool) -> None:
     """Restore into a sandbox, verify against the manifest, measure RTO/RPO, write a dated report."""
     config, repo = repo_for(obj, from_repo or drill.default_repository(obj.config()))
-    with exit_codes(), recorded_run(config, "drill", f"drill {scenario}", cap_cpu=True) as run:
+    with exit_codes():
+        # a snapshot that cannot be drilled is a usage error: refused before the run makes its lock and log
         located = locate(repo, snapshot, selectors=registry.scenarios()[scenario])
+    with exit_codes(), recorded_run(config, "drill", f"drill {scenario}", cap_cpu=True) as run:
         report = drill.run_and_report(config, located, scenario, run, report_dir or config.drill.report_dir,
                                       lab_note)
     obj.emit(run.summary.to_json(), _human(scenario, located, report, run.summary))

@@ -12,10 +12,11 @@ import click
 from restic_orch.hooks import registry
 
 from .. import interactive
+from ..report import EXIT_USAGE
 from ..restore import execute
 from ..restore_setup import Bootstrap, Prepared, RestoreRequest, prepare
 from ..runlog import recorded_run
-from .common import REPO_NAMES, Ctx, comma_list, exit_codes
+from .common import REPO_NAMES, Ctx, comma_list, exit_codes, fail
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,18 +44,20 @@ def kind_options(func: F) -> F:
 @click.option("--password-file", type=click.Path(path_type=Path, exists=True), default=None)
 @click.option("--s3-env-file", type=click.Path(path_type=Path, exists=True), default=None)
 @click.option("--set", "overrides", multiple=True, help="Override the stored configuration: KEY=VALUE.")
+@click.option("--secrets-dir", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="With --repo: take each secret the escrow sheet lists from this directory (e.g. /root).")
 @click.pass_obj
 def restore_cmd(obj: Ctx, snapshot: str | None, from_repo: str | None, only: str | None, target_dir: Path | None,
                 force: bool, yes: bool, dry_run: bool, skip_redeploy: bool, repo_url: str | None,
                 password_file: Path | None, s3_env_file: Path | None, overrides: tuple[str, ...],
-                **kind_params: Any) -> None:
+                secrets_dir: Path | None, **kind_params: Any) -> None:
     """Bring containers, databases, Terraform state and vault files back, whole or one piece."""
     from ..render import restore_table
 
     request = RestoreRequest(snapshot=snapshot, from_repo=from_repo, selectors=comma_list(only), force=force,
                              target_dir=target_dir, params=kind_params, skip_redeploy=skip_redeploy, yes=yes,
                              dry_run=dry_run, overrides=list(overrides),
-                             bootstrap=Bootstrap(repo_url, password_file, s3_env_file) if repo_url else None)
+                             bootstrap=_bootstrap(repo_url, password_file, s3_env_file, secrets_dir))
     on_terminal = sys.stdin.isatty() and not yes and not dry_run and not obj.as_json
     prompts = interactive.Prompts() if on_terminal else None
     with exit_codes():
@@ -69,6 +72,15 @@ def restore_cmd(obj: Ctx, snapshot: str | None, from_repo: str | None, only: str
                               confirm=interactive.confirm_step if prompts is not None else None)
     obj.emit(run.summary.to_json(), restore_table(run.summary))
     raise SystemExit(run.summary.exit_code)
+
+
+def _bootstrap(repo_url: str | None, password_file: Path | None, s3_env_file: Path | None,
+               secrets_dir: Path | None) -> Bootstrap | None:
+    if repo_url is None:
+        if secrets_dir is not None:
+            fail("--secrets-dir goes with --repo (restore without the lost host's configuration)", EXIT_USAGE)
+        return None
+    return Bootstrap(repo_url, password_file, s3_env_file, secrets_dir)
 
 
 def _show_stored_config(lines: list[str]) -> None:

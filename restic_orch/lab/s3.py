@@ -41,12 +41,15 @@ from restic_orch.lab.secrets import secrets_dir, write_secret
 
 REGION = "us-east-1"
 BUCKETS = {"tfstate": "tfstate", "offsite": "offsite"}
-# the lab's restic repository sits at the root of its bucket (s3:<endpoint>/offsite), where production's
-# sits under restic/ (s3:https://s3.gra.io.cloud.ovh.net/infra-oldevops-backups/restic)
-OFFSITE_PREFIX = ""
+# the lab's restic repository sits under restic/ of its bucket (s3:<endpoint>/offsite/restic), as production's
+# (s3:https://s3.gra.io.cloud.ovh.net/infra-oldevops-backups/restic): the bootstrap bundle goes beside it
+OFFSITE_PREFIX = "restic"
 POLICY_DIR = Path(__file__).resolve().parents[2] / "docs" / "s3-policies"
 # what the policy files name, replaced by the lab's buckets and prefix
 DOC_OFFSITE_BUCKET, DOC_OFFSITE_PREFIX = "infra-oldevops-backups", "restic"
+# prefixes of the offsite bucket beside the repository that the policies name: the same keys in the lab's bucket
+# (bootstrap/: the bundle restic_orch/bundle.py publishes)
+DOC_OTHER_PREFIXES = ("bootstrap",)
 DOC_TFSTATE_BUCKET = "infra-oldevops-tfstate"
 # lab state name -> (IAM user, policy file or None for s3:* on everything, env file name)
 KEYS: dict[str, tuple[str, str | None, str]] = {
@@ -76,7 +79,8 @@ def lab_policy(name: str, buckets: dict[str, str] | None = None, prefix: str = O
     """The docs' policy file with the docs' buckets and repository prefix replaced by the lab's.
 
     Only resources are rewritten, and moto's alias for s3:ListBucket added (MOTO_ALIASES); a resource naming
-    another bucket, or an offsite object outside the docs' prefix, is an error rather than silently kept.
+    another bucket, or an offsite object outside the docs' prefix and DOC_OTHER_PREFIXES, is an error rather
+    than silently kept.
     """
     buckets = buckets or BUCKETS
     doc = json.loads(policy_text(name))
@@ -90,9 +94,10 @@ def lab_policy(name: str, buckets: dict[str, str] | None = None, prefix: str = O
             return f"arn:aws:s3:::{buckets['tfstate']}{rest}"
         if bucket != DOC_OFFSITE_BUCKET:
             raise ValueError(f"{name}: {arn}: names neither {DOC_OFFSITE_BUCKET} nor {DOC_TFSTATE_BUCKET}")
-        if rest:
+        if rest and not any(rest.startswith(f"/{other}/") for other in DOC_OTHER_PREFIXES):
             if not rest.startswith(f"/{DOC_OFFSITE_PREFIX}/"):
-                raise ValueError(f"{name}: {arn}: outside the repository prefix {DOC_OFFSITE_PREFIX}/")
+                raise ValueError(f"{name}: {arn}: outside the repository prefix {DOC_OFFSITE_PREFIX}/"
+                                 f" and {', '.join(p + '/' for p in DOC_OTHER_PREFIXES)}")
             rest = "/" + (f"{prefix}/" if prefix else "") + rest[len(DOC_OFFSITE_PREFIX) + 2:]
         return f"arn:aws:s3:::{buckets['offsite']}{rest}"
 

@@ -145,9 +145,10 @@ def stored(lab: dict, details: bool = False) -> Stored:
 
     local = Path(config.repositories.local.url) / "snapshots"
     info = manager.load(lab["dir"])["services"]["s3"]
-    pages = s3_client(info).get_paginator("list_objects_v2").paginate(Bucket=info["buckets"]["offsite"],
-                                                                     Prefix="snapshots/")
-    offsite = [o["Key"].split("/", 1)[1] for page in pages for o in page.get("Contents", [])]
+    # the repository sits under the lab's offsite prefix (restic/, as in production)
+    pages = s3_client(info).get_paginator("list_objects_v2").paginate(
+        Bucket=info["buckets"]["offsite"], Prefix="/".join(filter(None, [info.get("offsite_prefix"), "snapshots/"])))
+    offsite = [o["Key"].rsplit("/", 1)[1] for page in pages for o in page.get("Contents", [])]
     return {"local": dict.fromkeys(p.name for p in local.iterdir()), "offsite": dict.fromkeys(offsite)}
 
 
@@ -313,8 +314,9 @@ def restic_locks(lab: dict, name: str) -> list[str]:
         from restic_orch.lab.s3 import s3_client
 
         info = manager.load(lab["dir"])["services"]["s3"]
-        listing = s3_client(info).list_objects_v2(Bucket=info["buckets"]["offsite"], Prefix="locks/")
-        names = [o["Key"].split("/", 1)[1] for o in listing.get("Contents", [])]
+        listing = s3_client(info).list_objects_v2(
+            Bucket=info["buckets"]["offsite"], Prefix="/".join(filter(None, [info.get("offsite_prefix"), "locks/"])))
+        names = [o["Key"].rsplit("/", 1)[1] for o in listing.get("Contents", [])]
     # restic's local backend writes `<id>-tmp-<n>` first and renames it: such a leftover is not a lock
     return sorted(n for n in names if re.fullmatch(r"[0-9a-f]{64}", n))
 
@@ -427,7 +429,8 @@ def test_missing_bucket_without_auto_init_is_a_clear_failure(lab, seeded, before
         data["auto_init"] = False
         data["state_dir"] = str(state_dir)
         offsite = data["repositories"]["offsite"]
-        offsite["url"] = offsite["url"].rsplit("/", 1)[0] + "/no-such-bucket-restic-orch"
+        # s3:http://host:port/<bucket>/<prefix> -> another bucket on the same endpoint
+        offsite["url"] = "/".join(offsite["url"].split("/")[:3]) + "/no-such-bucket-restic-orch"
 
     config = config_copy(lab, tmp_path, edit)
     run = backup(config, "--only", "ansible-vault")

@@ -171,7 +171,8 @@ def test_an_attacker_with_the_host_key_cannot_erase_the_offsite(lab, fresh_repos
     host.put_object(Bucket=bucket, Key=locks + "probe", Body=b"lock")
     host.delete_object(Bucket=bucket, Key=locks + "probe")
     assert not owner.list_objects_v2(Bucket=bucket, Prefix=locks).get("Contents")
-    targets = [under("data"), under("keys"), under("snapshots"), under("index"), "config"]
+    config_key = f"{prefix}/config" if prefix else "config"
+    targets = [under("data"), under("keys"), under("snapshots"), under("index"), config_key]
     for key in targets:
         assert _denied(lambda key=key: host.delete_object(Bucket=bucket, Key=key)) == "AccessDenied", key
     batch = host.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in targets]})

@@ -202,7 +202,7 @@ def test_bad_snapshot_or_unknown_component_exits_2_and_touches_nothing(lab, back
         (("--snapshot", "1999-01-01", "--only", "vault", "--yes"), "no snapshot of 1999-01-01"),
         (("--only", "vault,ct:999", "--yes"), "unknown component 'ct:999'"),
         (("--only", "vault,db:pg/nosuchdb", "--yes"), "unknown component 'db:pg/nosuchdb'"),
-        (("--only", "vault,frobnicate", "--yes"), "unknown component 'frobnicate'"),
+        (("--only", "vault,frobnicate", "--yes"), "unknown selector 'frobnicate'"),
     ]
     for args, message in cases:
         result = restic_orch(lab["config"], "restore", *args, input="")

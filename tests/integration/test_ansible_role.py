@@ -143,10 +143,12 @@ def deployed(tmp_path_factory):
     # between the two runs would rightly make the second one reinstall
     source = root / "src-snapshot"
     source.mkdir()
-    for entry in ("pyproject.toml", "README.md", "LICENSE", "restic_orch", "hooks"):
+    for entry in ("pyproject.toml", "README.md", "LICENSE", "restic_orch", "hooks", "scripts/restore.sh",
+                  "docs/runbooks/disaster-recovery.md"):
         if (REPO / entry).is_dir():
             shutil.copytree(REPO / entry, source / entry, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         elif (REPO / entry).exists():
+            (source / entry).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / entry, source / entry)
 
     role_vars = {
@@ -187,6 +189,33 @@ def test_first_run_installs_and_configures(deployed):
     record = (deployed["venv"] / ".restic-orch-installed").read_text()
     assert re.fullmatch(r"\S+/restic-orch-src\.tar\.gz sha256:[0-9a-f]{64}, \S+/constraints\.txt sha256:[0-9a-f]{64}",
                         record), record
+
+
+def _bundle(deployed) -> Path:
+    return Path(deployed["vars"]["backup_state_dir"]) / "bootstrap"
+
+
+def test_the_bootstrap_bundle_is_built_from_the_installed_archive(deployed):
+    """After the install, the role builds the bundle on the host from the archive it installed (restore.sh and the
+    runbook come out of it): every SHA256SUMS line holds, and the second run left it alone."""
+    from restic_orch import bundle
+
+    if not CLI:
+        pytest.skip("restic_orch.cli is not there yet")
+    out = _bundle(deployed)
+    assert bundle.verify(out) == []
+    check = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (out / "restore.sh").read_bytes() == (REPO / "scripts/restore.sh").read_bytes()
+    meta = json.loads((out / "bundle.json").read_text())
+    probe = "import sys; print('%d.%d' % sys.version_info[:2])"
+    python = subprocess.run([deployed["venv"] / "bin/python", "-c", probe], capture_output=True, text=True,
+                            timeout=60, check=True).stdout.strip()
+    assert meta["python"] == python and (out / "wheels" / meta["wheel"]).is_file()
+    assert "Build the bootstrap bundle from the installed source" in deployed["first"].stdout
+    # built once: the second run (nothing installed) did not build again
+    second = deployed["second"].stdout
+    assert "skipping: [localhost]" in second.split("Build the bootstrap bundle from the installed source")[1][:300]
 
 
 def _pins() -> dict[str, str]:
@@ -596,6 +625,7 @@ def test_a_failed_upgrade_is_retried_by_the_next_run(deployed):
     v, venv, root = deployed["vars"], deployed["venv"], deployed["root"]
     record = venv / ".restic-orch-installed"
     before = record.read_text()
+    bundle_before = (_bundle(deployed) / "SHA256SUMS").read_text()
     probe = Path(v["backup_package_source"]) / "restic_orch" / "_upgrade_probe.py"
     probe.write_text("RELEASE = 2\n")
     # (from the venv's directory: in the checkout, `python -c` would import the checkout's restic_orch)
@@ -611,6 +641,9 @@ def test_a_failed_upgrade_is_retried_by_the_next_run(deployed):
         assert recap["changed"] > 0 and recap["failed"] == 0
         assert subprocess.run(has_probe, cwd=venv, capture_output=True, timeout=60).returncode == 0
         assert record.read_text() != before
+        # a new install, a new bundle: its restic-orch wheel holds the upgrade
+        if CLI:
+            assert (_bundle(deployed) / "SHA256SUMS").read_text() != bundle_before
 
         _, recap = run_playbook(root, v)
         assert recap["changed"] == 0

@@ -15,13 +15,14 @@ import pytest
 from bench.checkpoint import Checkpoint
 from restic_orch import masking, restic
 from restic_orch.config import load_config
+from restic_orch.escrow import parse_s3_url
 from restic_orch.lab.s3 import s3_client
 
 
 def _repos(lab, tmp_path: Path, bucket: str) -> tuple[restic.Repo, restic.Repo]:
     config = load_config(lab["config"])
     offsite_cfg = config.repositories.offsite
-    endpoint = offsite_cfg.url[len("s3:"):].rsplit("/", 1)[0]
+    endpoint = parse_s3_url(offsite_cfg.url).endpoint  # the lab's repository sits under restic/ of its bucket
     pw = tmp_path / "pw"
     pw.write_text(secrets.token_hex(16))
     os.chmod(pw, 0o600)
@@ -47,6 +48,7 @@ def test_restore_undoes_a_day_in_both_repositories_and_the_state(lab, tmp_path: 
     local.backup([day], tags=["day1"], host="pve1")
     offsite.copy_from(local)
     state_file = tmp_path / "state" / "known.json"
+    state_file.parent.mkdir(exist_ok=True)
     state_file.write_text("day 1")
 
     mark = Checkpoint(tmp_path / "ckpt", linked=[tmp_path / "repo"], copied=[tmp_path / "state"],

@@ -337,7 +337,8 @@ def test_s3_wrong_secret_is_refused(s3lab):
 def _restic_env(info, lab_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RESTIC_"))}
     env.update(dict(line.split("=", 1) for line in Path(info["env_file"]).read_text().splitlines()))
-    env.update(RESTIC_REPOSITORY=f"s3:{info['endpoint']}/{info['buckets']['offsite']}",
+    # under the offsite prefix (restic/, as in production): the host's key may write nowhere else
+    env.update(RESTIC_REPOSITORY=f"s3:{info['endpoint']}/{info['buckets']['offsite']}/{info['offsite_prefix']}",
                RESTIC_PASSWORD_FILE=str(write_secret(lab_dir / "secrets" / "restic-test-pass", "pw-test\n")),
                RESTIC_CACHE_DIR=str(lab_dir / "restic-cache"))
     return env
@@ -354,7 +355,7 @@ def test_restic_backup_to_offsite_bucket(s3lab, vault_tree, lab_dir):
     listing = _run(["restic", *opts, "ls", "latest"], env=env, timeout=60).stdout
     assert "/ansible/host_vars/pve1/vault.yml" in listing
     objects = s3.s3_client(info).list_objects_v2(Bucket="offsite")["Contents"]
-    assert any(o["Key"] == "config" for o in objects)
+    assert any(o["Key"] == f"{info['offsite_prefix']}/config" for o in objects)
     # A wrong secret cannot reach the repository.
     env["AWS_SECRET_ACCESS_KEY"] = "wrong-secret"
     assert _run(["restic", *opts, "snapshots"], env=env, check=False, timeout=60).returncode != 0

@@ -61,6 +61,25 @@ def test_init_backup_snapshots_dump_roundtrip(tmp_path, data):
     assert (target / str(data / "manifest.json").lstrip("/")).read_text() == '{"ok": true}'
 
 
+def test_restore_paths_takes_each_path_literally_in_as_few_commands_as_fit(tmp_path, data, monkeypatch):
+    """0.14 has no --include-file: one --include per path, glob characters quoted, split into batches."""
+    names = ["a[1].txt", "st*r", "q?", "sp ace", "back\\slash", "d$HOME"]
+    decoys = ["a1.txt", "stXr", "qq", "backXslash"]  # what the names would match as globs
+    for name in names + decoys:
+        (data / name).write_text(name)
+    repo = make_repo(tmp_path, "local")
+    repo.init()
+    repo.backup([data], tags=["restic-orch"], host="pve1")
+    wanted = [str(data / n) for n in names] + [str(data / "postgres" / "db.dump")]
+    assert repo.restore_paths("latest", wanted, tmp_path / "out") == 1
+    day = tmp_path / "out" / str(data).lstrip("/")
+    assert sorted(p.name for p in day.iterdir()) == sorted(names + ["postgres"])
+    assert (day / "postgres" / "db.dump").read_bytes() == (data / "postgres" / "db.dump").read_bytes()
+    monkeypatch.setattr(restic, "INCLUDE_BATCH_PATHS", 3)
+    assert repo.restore_paths("latest", wanted, tmp_path / "out3") == 3
+    assert sorted(p.name for p in (tmp_path / "out3" / str(data).lstrip("/")).iterdir()) == sorted(names + ["postgres"])
+
+
 def test_relative_paths_are_refused(tmp_path):
     repo = make_repo(tmp_path, "local")
     with pytest.raises(ValueError, match="absolute"):

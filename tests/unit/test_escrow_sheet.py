@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from restic_orch import escrow, escrow_render, masking, restic
+from restic_orch import bundle, escrow, escrow_render, masking, restic
 from restic_orch.cli import main
 from restic_orch.config import Repository, load_config
 from tests.configs import host_dirs
 
 OFFSITE_URL = "s3:https://s3.gra.io.cloud.ovh.net/infra-oldevops-backups/restic"
 LOCAL_ID, OFFSITE_ID = "a1" * 32, "b2" * 32
+BUNDLE_URL, BUNDLE_DIGEST = "https://s3.gra.io.cloud.ovh.net/infra-oldevops-backups/bootstrap", "c3" * 32
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -116,6 +117,11 @@ sources:
     - {{name: main, password_file: {secrets}/postgres-pg.pass}}
   terraform_state: {{bucket: tfstate, env_file: {secrets}/terraform-state.env}}
 """)
+    # what `restic-orch bundle publish` records (tests/e2e/test_bundle_publish.py publishes for real)
+    (tmp_path / "state").mkdir(exist_ok=True)
+    (tmp_path / "state" / bundle.RECORD).write_text(json.dumps(
+        {"digest": BUNDLE_DIGEST, "url": BUNDLE_URL, "region": "gra", "published": "2026-12-01T03:00:00+00:00",
+         "version": "0.1.0"}))
     return path
 
 
@@ -158,17 +164,33 @@ def test_the_sheet_lists_addresses_ids_secrets_and_the_first_commands(config_fil
         "sources.proxmox.token_file": str(tmp_path / "secrets/pve-token"),
         "sources.postgres[0].password_file": str(tmp_path / "secrets/postgres-pg.pass"),
         "sources.terraform_state.env_file": str(tmp_path / "secrets/terraform-state.env"),
+        # the restore keys the host does not hold by design: kept by hand, named for --secrets-dir
+        "sources.postgres[0].restore_password_file": "(not on the host, by design)",
+        "sources.terraform_state.restore_env_file": "(not on the host, by design)",
     }
+    kept = {s["location"]: (s["status"], s["new_host"]) for s in record["secrets"] if s["status"] == "kept by hand"}
+    assert kept["sources.terraform_state.restore_env_file"] == (
+        "kept by hand", "/root/sources-terraform_state-restore_env_file")
+    assert not [p for p in record["problems"] if "restore_env_file" in p or "restore_password_file" in p]
     md = (tmp_path / "out" / Path(record["sheets"][0]).name).read_text()
     assert record["sheets"][0].endswith(".md") and record["sheets"][1].endswith(".html")
-    for text in (OFFSITE_ID, LOCAL_ID, "not published yet (issue 17 part 2)", "PVE root access",
+    for text in (OFFSITE_ID, LOCAL_ID, BUNDLE_URL, BUNDLE_DIGEST, "PVE root access",
                  "Ansible Vault password", "append-only", "AWS_SECRET_ACCESS_KEY", *where.values()):
         assert text in md, text
-    # the runbook's commands, with the configured address and the runbook's file names
-    assert (f"scripts/restore.sh --install --repo {OFFSITE_URL} \\\n    --password-file /root/restic-password"
-            " --s3-env-file /root/s3.env \\\n    --set sources.proxmox.token_file=/root/pve-token") in md
-    assert "--set 'sources.postgres[0].password_file=/root/postgres-pg.pass'" in md
-    for path in record["sheets"]:
+    assert record["bootstrap_bundle"]["digest"] == BUNDLE_DIGEST
+    # the runbook's commands: the bundle fetched and checked, then restore with the configured address and the
+    # runbook's file names
+    assert ('bash restore.sh --bootstrap "$BUNDLE_URL" --sha256 "$BUNDLE_SHA256" --region "$S3_REGION"'
+            " --s3-env-file /root/s3.env") in md
+    assert (f"/opt/restic-orch/share/restic-orch/restore.sh --repo {OFFSITE_URL} \\\n"
+            "    --password-file /root/restic-password --s3-env-file /root/s3.env \\\n    --secrets-dir /root") in md
+    assert "--set" not in md and "--install" not in md and "git clone" not in md
+    # escrow.env beside the sheets, on the sheet too: no secret, shell-quoted
+    env = Path(record["escrow_env"])
+    assert env.read_text() == (f"HOST=pve1\nRESTIC_REPOSITORY={OFFSITE_URL}\nBUNDLE_URL={BUNDLE_URL}\n"
+                               f"BUNDLE_SHA256={BUNDLE_DIGEST}\nS3_REGION=gra\n")
+    assert env.read_text().strip() in md
+    for path in [*record["sheets"], env]:
         assert stat.S_IMODE(Path(path).stat().st_mode) == 0o640
 
 
@@ -213,6 +235,16 @@ def test_what_cannot_be_read_is_marked_and_the_exit_is_partial(config_file: Path
     assert LOCAL_ID in md
 
 
+def test_without_a_published_bundle_the_sheet_says_so_and_exits_3(config_file: Path, fake_restic: dict,
+                                                                   tmp_path: Path) -> None:
+    (tmp_path / "state" / bundle.RECORD).unlink()
+    code, stdout, _ = run(config_file, "escrow", "--out", str(tmp_path / "out"))
+    assert code == 3 and "bootstrap bundle: not published" in stdout
+    md = next((tmp_path / "out").glob("*.md")).read_text()
+    assert f"INCOMPLETE: {escrow.BUNDLE_MISSING}" in md
+    assert "BUNDLE_URL=''\nBUNDLE_SHA256=''" in (tmp_path / "out" / escrow.ESCROW_ENV).read_text()
+
+
 def test_the_record_tells_check_what_changed(config_file: Path, fake_restic: dict, tmp_path: Path) -> None:
     config = load_config(config_file)
     assert escrow.stale_warnings(config, {})[0].startswith("no escrow sheet on record")
@@ -228,6 +260,10 @@ def test_the_record_tells_check_what_changed(config_file: Path, fake_restic: dic
     joined = "\n".join(warnings)
     assert "repository local moved to" in joined and "repository offsite has ID c3c3c3c3, the sheet b2b2b2b2" in joined
     assert f"secret sources.proxmox.token_file ({tmp_path}/secrets/pve-token) changed" in joined
+    # a bundle published after the sheet: the sheet names an older one
+    (tmp_path / "state" / bundle.RECORD).write_text(json.dumps({"digest": "d4" * 32, "url": BUNDLE_URL}))
+    newer = escrow.stale_warnings(config, ids)
+    assert len(newer) == 2 and "it names bootstrap bundle c3c3c3c3c3c3, d4d4d4d4d4d4 is published" in newer[1]
 
 
 def test_restic_cat_config_is_read_into_id_and_version() -> None:

@@ -118,3 +118,27 @@ def test_bootstrap_summary_flags_every_missing_secret_file(tmp_path):
     assert "MISSING password file: --set sources.postgres[0].password_file=" in lines
     assert "MISSING key file: --set sources.terraform_state.restore_env_file=" in lines
     assert "sources.terraform_state.env_file=" not in lines  # that one exists
+
+
+def test_secrets_dir_takes_each_escrowed_secret_by_its_sheet_name(tmp_path):
+    """--secrets-dir /root: a secret whose escrow-sheet file is there is used; one that is not keeps its path;
+    the repository's own secrets come from --password-file/--s3-env-file, and --set still wins."""
+    from restic_orch.bootstrap import escrowed_secrets
+
+    stored = Config.model_validate({
+        "repositories": {"offsite": {"url": "/r", "password_file": "/etc/ro/secrets/restic-offsite.pass",
+                                     "retention": {"keep_last": 1}}},
+        "sources": {
+            "postgres": [{"name": "pg", "host": "db", "user": "backup", "password_file": "/etc/ro/secrets/pg.pass"}],
+            "terraform_state": {"bucket": "tfstate", "endpoint": "https://s3.example.invalid",
+                                "env_file": "/etc/ro/secrets/tf.env", "restore_env_file": "/etc/ro/secrets/tfw.env"},
+        },
+    })
+    (tmp_path / "pg.pass").write_text("x\n")
+    (tmp_path / "tfw.env").write_text("AWS_ACCESS_KEY_ID=x\n")
+    (tmp_path / "restic-offsite.pass").write_text("not taken: the repository's password is --password-file\n")
+    found = escrowed_secrets(stored, tmp_path)
+    assert found == [f"sources.postgres[0].password_file={tmp_path / 'pg.pass'}",
+                     f"sources.terraform_state.restore_env_file={tmp_path / 'tfw.env'}"]
+    with pytest.raises(OverrideError, match="not a directory"):
+        escrowed_secrets(stored, tmp_path / "nope")

@@ -30,7 +30,9 @@ PLACEHOLDER = re.compile(r"<[^<>\s]+>")
 DUMMY = "1"  # valid as a string, a path, a number: a placeholder must never decide whether a line parses
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # commands that run another one (the cron line: flock -n LOCK nice -n 10 ionice -c 2 -n 7 restic-orch ...)
-WRAPPERS = {"flock", "nice", "ionice", "timeout", "env", "time", "exec"}
+WRAPPERS = {"flock", "nice", "ionice", "timeout", "env", "time", "exec", "bash"}
+# restore.sh's own options (the bootstrap install); everything else goes to `restic-orch restore`
+RESTORE_SH_OPTIONS = {"--bootstrap", "--sha256", "--region", "--prefix"}
 OPERATORS = {"|", "||", "&", "&&", ";", ";;", ">", ">>", "<", "<<", ">&", "<&", "&>", "&>>", "(", ")", "|&"}
 
 
@@ -75,7 +77,8 @@ def _program(word: str) -> str | None:
     """'restic-orch' or 'restore.sh' when the word names one of them (a path prefix is allowed)."""
     if word == "restic-orch" or word.endswith("/bin/restic-orch"):
         return "restic-orch"
-    if word in ("scripts/restore.sh", "./restore.sh") or word.endswith("/scripts/restore.sh"):
+    # the checkout's scripts/, the bundle's copy fetched into /root, the installed share/restic-orch/
+    if word in ("./restore.sh", "bash:restore.sh") or word.endswith("/restore.sh"):
         return "restore.sh"
     return None
 
@@ -85,6 +88,8 @@ def _from_program(words: list[str]) -> list[str]:
     words = list(words)
     while words and ASSIGNMENT.match(words[0]):
         words.pop(0)
+    if words[:2] == ["bash", "restore.sh"]:  # the copy fetched from the bootstrap bundle, run by bash
+        words = ["bash:restore.sh", *words[2:]]
     if words and words[0] in WRAPPERS:
         words = next((words[i:] for i, w in enumerate(words) if _program(w)), [])
     return words if words and _program(words[0]) else []
@@ -174,6 +179,8 @@ def to_cli_args(text: str) -> list[str]:
         arg = args[index]
         if arg == "--install":
             pass
+        elif arg in RESTORE_SH_OPTIONS:
+            index += 1
         elif arg == "--config":
             if index + 1 >= len(args):
                 raise click.UsageError("restore.sh: --config needs a FILE")

@@ -69,8 +69,10 @@ def test_the_lab_attaches_every_file_and_only_these():
 def test_the_host_key_deletes_nothing_but_restic_lock_files():
     name = "offsite-host.json"
     assert _grants(name, "s3:DeleteObject") == [f"arn:aws:s3:::{BUCKET}/{PREFIX}/locks/*"]
-    assert _grants(name, "s3:PutObject") == [f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"]
-    assert _grants(name, "s3:GetObject") == [f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"]
+    # the repository, and the bootstrap bundle beside it (restic_orch/bundle.py)
+    both = [f"arn:aws:s3:::{BUCKET}/{PREFIX}/*", f"arn:aws:s3:::{BUCKET}/bootstrap/*"]
+    assert _grants(name, "s3:PutObject") == both
+    assert _grants(name, "s3:GetObject") == both
     assert _grants(name, "s3:ListBucket") == [f"arn:aws:s3:::{BUCKET}"]
     actions = {a for st in _statements(name) for a in st["Action"]}
     for forbidden in ("s3:DeleteObjectVersion", "s3:GetObjectVersion", "s3:ListBucketVersions",
@@ -82,8 +84,9 @@ def test_the_host_key_deletes_nothing_but_restic_lock_files():
 
 def test_the_admin_key_may_forget_and_prune_but_not_destroy_versions():
     name = "offsite-admin.json"
-    assert _grants(name, "s3:DeleteObject") == [f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"]
-    assert _grants(name, "s3:GetObjectVersion") == [f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"]
+    both = [f"arn:aws:s3:::{BUCKET}/{PREFIX}/*", f"arn:aws:s3:::{BUCKET}/bootstrap/*"]
+    assert _grants(name, "s3:DeleteObject") == both
+    assert _grants(name, "s3:GetObjectVersion") == both
     actions = {a for st in _statements(name) for a in st["Action"]}
     assert "s3:DeleteObjectVersion" not in actions and "s3:PutBucketVersioning" not in actions
     assert all("*" not in a for a in actions)
@@ -108,14 +111,16 @@ def test_lab_policy_replaces_only_buckets_and_prefix():
     doc = json.loads((POLICIES / "offsite-host.json").read_text())
     lab = s3.lab_policy("offsite-host.json", {"offsite": "lab-off", "tfstate": "lab-tf"}, prefix="")
     assert [st["Sid"] for st in lab["Statement"]] == [st["Sid"] for st in doc["Statement"]]
+    # bootstrap/ (beside the repository) keeps its key in the lab's bucket
     assert [r for st in lab["Statement"] for r in st["Resource"]] == [
-        "arn:aws:s3:::lab-off", "arn:aws:s3:::lab-off/*", "arn:aws:s3:::lab-off/locks/*"]
+        "arn:aws:s3:::lab-off", "arn:aws:s3:::lab-off/*", "arn:aws:s3:::lab-off/locks/*",
+        "arn:aws:s3:::lab-off/bootstrap/*"]
     for ours, theirs in zip(lab["Statement"], doc["Statement"], strict=True):
         # moto's name for HEAD on a bucket sits next to s3:ListBucket, nothing else is added
         extra = ["s3:HeadBucket"] if "s3:ListBucket" in theirs["Action"] else []
         assert ours["Action"] == theirs["Action"] + extra and ours["Effect"] == theirs["Effect"]
     prefixed = s3.lab_policy("offsite-admin.json", {"offsite": "o", "tfstate": "t"}, prefix="repo/x")
-    assert prefixed["Statement"][1]["Resource"] == ["arn:aws:s3:::o/repo/x/*"]
+    assert prefixed["Statement"][1]["Resource"] == ["arn:aws:s3:::o/repo/x/*", "arn:aws:s3:::o/bootstrap/*"]
     assert s3.lab_policy("tfstate-readonly.json", {"offsite": "o", "tfstate": "t"})["Statement"][1]["Resource"] \
         == ["arn:aws:s3:::t/*"]
 
