@@ -462,35 +462,29 @@ def _dotted(loc: Loc) -> str:
     return out or "(top level)"
 
 
-def iter_secret_fields(model: BaseModel, loc: Loc = ()) -> Iterator[tuple[Loc, Path]]:
-    """Yield (location, path) for every secret file reference set in the model."""
-    for name, info in type(model).model_fields.items():
-        value = getattr(model, name)
-        extra = info.json_schema_extra
-        if isinstance(extra, dict) and extra.get("secret") and value is not None:
-            yield (*loc, name), value
-        elif isinstance(value, BaseModel):
-            yield from iter_secret_fields(value, (*loc, name))
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                if isinstance(item, BaseModel):
-                    yield from iter_secret_fields(item, (*loc, name, index))
-
-
-def iter_unset_secret_fields(model: BaseModel, loc: Loc = ()) -> Iterator[Loc]:
-    """Yield the location of every secret file field left unset in the configured parts of the model."""
+def _secret_fields(model: BaseModel, loc: Loc = ()) -> Iterator[tuple[Loc, Path | None]]:
+    """(location, path or None) for every secret file field of the configured parts of the model."""
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         extra = info.json_schema_extra
         if isinstance(extra, dict) and extra.get("secret"):
-            if value is None:
-                yield (*loc, name)
+            yield (*loc, name), value
         elif isinstance(value, BaseModel):
-            yield from iter_unset_secret_fields(value, (*loc, name))
+            yield from _secret_fields(value, (*loc, name))
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 if isinstance(item, BaseModel):
-                    yield from iter_unset_secret_fields(item, (*loc, name, index))
+                    yield from _secret_fields(item, (*loc, name, index))
+
+
+def iter_secret_fields(model: BaseModel, loc: Loc = ()) -> Iterator[tuple[Loc, Path]]:
+    """Yield (location, path) for every secret file reference set in the model."""
+    return ((where, path) for where, path in _secret_fields(model, loc) if path is not None)
+
+
+def iter_unset_secret_fields(model: BaseModel, loc: Loc = ()) -> Iterator[Loc]:
+    """Yield the location of every secret file field left unset in the configured parts of the model."""
+    return (where for where, path in _secret_fields(model, loc) if path is None)
 
 
 def check_secret_file(path: Path) -> str | None:

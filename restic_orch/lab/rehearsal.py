@@ -34,6 +34,10 @@ FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 FRESH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # the directories a blank host has empty; the lab's own services live elsewhere (under the lab directory)
 HIDDEN = ("/root", "/opt")
+# what an installed restic-orch leaves elsewhere: hidden too when present (a rehearsal on a real host must not
+# find its configuration, secrets, state or local repository); absent ones are absent on the new host anyway
+HIDDEN_IF_PRESENT = ("/etc/restic-orch", "/etc/cron.d/restic-orch", "/var/lib/restic-orch", "/var/log/restic-orch",
+                     "/var/backups/infra-oldevops")
 # the escrow sheet lists the token, but a new host gets a new one (runbook 1, step 2)
 CREATED_ON_THE_NEW_HOST = ("sources.proxmox.token_file",)
 # keys the host does not hold by design, kept by hand beside the sheet: where the lab keeps the operator's copy
@@ -216,9 +220,18 @@ def _script(blocks: list[Block], times: Path) -> str:
 
 
 def _namespace_setup(new_host: Path) -> str:
-    """Bind empty directories over /root and /opt; keep the interpreter the pveum shim runs on visible."""
+    """Bind empty directories over /root, /opt and an installed restic-orch's places; keep the interpreter the
+    pveum shim runs on visible."""
     commands = []
     keep = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()]
+    for present in (Path(p) for p in HIDDEN_IF_PRESENT if Path(p).exists()):
+        empty = new_host / "hidden" / present.relative_to("/")
+        if present.is_dir():
+            empty.mkdir(parents=True, exist_ok=True)
+        else:
+            empty.parent.mkdir(parents=True, exist_ok=True)
+            empty.write_text("")
+        commands.append(f"mount --bind {shlex.quote(str(empty))} {shlex.quote(str(present))}")
     for hidden in HIDDEN:
         target = new_host / hidden.strip("/")
         target.mkdir(parents=True, exist_ok=True)
