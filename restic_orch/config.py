@@ -380,6 +380,16 @@ class DrillSettings(Strict):
         return value
 
 
+class CheckSettings(Strict):
+    """`restic-orch check`: which part of the data each run reads back, and how old a full read may get."""
+
+    # N > 0: each run reads the next of N parts (restic --read-data-subset n/N), so N runs read every pack;
+    # 0: only what --read-data-subset asks
+    rotation_parts: int = Field(0, ge=0, le=10_000)
+    # with a rotation: status and the metrics flag a repository whose oldest part was last read longer ago
+    verified_within_days: int = Field(90, ge=1)
+
+
 class Config(Strict):
     version: Literal[1] = 1
     host: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -395,6 +405,9 @@ class Config(Strict):
     targets: Targets = Field(default_factory=Targets)
     restore: RestoreSettings = Field(default_factory=RestoreSettings)
     drill: DrillSettings = Field(default_factory=DrillSettings)
+    check: CheckSettings = Field(default_factory=CheckSettings)
+    # run summaries kept in state_dir/runs: the oldest beyond this many are removed after each run
+    keep_runs: int = Field(400, ge=1)
 
     @field_validator("staging_dir")
     @classmethod

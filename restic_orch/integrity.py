@@ -5,25 +5,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import restic
+from . import restic, rotation
 from .config import Config
 from .report import RunSummary
 
 
 def check_repositories(config: Config, summary: RunSummary, only: str | None = None,
                        read_data_subset: str | None = None) -> dict[str, dict[str, Any]]:
-    """{name: {"ok", "output"}} for each repository (or `only`); a failed one fails the summary, which is finished."""
+    """{name: {"ok", "output", "read_data_subset"}} for each repository (or `only`); a failed one fails the
+    summary, which is finished.
+
+    Without an explicit `read_data_subset` and with check.rotation_parts set, each repository reads its next
+    part (rotation.py); only a check that passed moves its rotation on, so a failed part is read again next time.
+    """
     from .repos import open_all
 
+    rotating = read_data_subset is None and config.check.rotation_parts > 0
+    state = rotation.load(config.state_dir) if rotating else {}
+    if config.check.rotation_parts == 0:
+        rotation.forget(config.state_dir)
     results: dict[str, dict[str, Any]] = {}
     for name, repo in open_all(config).items():
         if only and name != only:
             continue
+        subset = rotation.next_subset(state, name, config.check.rotation_parts) if rotating else read_data_subset
         try:
-            result = repo.check(read_data_subset)
-            results[name] = {"ok": result.ok, "output": result.output[-4000:]}
+            result = repo.check(subset)
+            results[name] = {"ok": result.ok, "output": result.output[-4000:], "read_data_subset": subset}
         except restic.ResticError as exc:
-            results[name] = {"ok": False, "output": str(exc)}
+            results[name] = {"ok": False, "output": str(exc), "read_data_subset": subset}
+        if rotating and subset and results[name]["ok"]:
+            rotation.record_read(state, name, subset)
+            rotation.save(config.state_dir, state)
     summary.extra["repositories"] = results
     for name, res in results.items():
         if not res["ok"]:

@@ -512,7 +512,7 @@ def report(config: Config, summary: RunSummary) -> None:
             counts = {name: r["kept"] for name, r in summary.retention.items() if "kept" in r}
             urls = {name: repo.url for name, repo in config.repositories.items()}
             remember_repositories(config.state_dir, summary.snapshots, counts, urls)
-        save_summary(config.state_dir, summary)
+        save_summary(config.state_dir, summary, keep=config.keep_runs)
         if config.monitoring.textfile_dir:
             write_metrics(config.monitoring.textfile_dir, config.state_dir)
         notify.finished(config, summary)

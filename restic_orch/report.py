@@ -89,14 +89,31 @@ def _write_private(path: Path, text: str, mode: int = 0o640) -> None:
     os.replace(tmp, path)
 
 
-def save_summary(state_dir: Path, summary: RunSummary) -> Path:
-    """runs/<run_id>.json for history, last-<command>.json (last-run.json for backups) for monitoring."""
+KEEP_RUNS = 400
+
+
+def save_summary(state_dir: Path, summary: RunSummary, keep: int = KEEP_RUNS) -> Path:
+    """runs/<run_id>.json for history, last-<command>.json (last-run.json for backups) for monitoring; then
+    runs/ pruned to the newest `keep` summaries."""
     text = mask(json.dumps(summary.to_json(), indent=2, default=str, ensure_ascii=False)) + "\n"
     path = state_dir / "runs" / f"{summary.run_id}-{summary.command}.json"
     _write_private(path, text)
     latest = "last-run.json" if summary.command == "backup" else f"last-{summary.command}.json"
     _write_private(state_dir / latest, text)
+    prune_runs(state_dir / "runs", keep)
     return path
+
+
+def prune_runs(runs_dir: Path, keep: int) -> list[Path]:
+    """Remove all but the newest `keep` run summaries; returns those removed.
+
+    Newest by name: a run id starts with its UTC start time, so names sort in time order whatever the mtimes.
+    """
+    summaries = sorted(p for p in runs_dir.glob("*.json") if p.is_file())
+    removed = summaries[:max(0, len(summaries) - keep)]
+    for old in removed:
+        old.unlink(missing_ok=True)
+    return removed
 
 
 def load_last(state_dir: Path, command: str = "backup") -> dict[str, Any] | None:
@@ -157,9 +174,20 @@ def write_metrics(textfile_dir: Path, state_dir: Path) -> Path:
         if report.get("rto"):
             _gauge(lines, "restic_orch_last_drill_rto_seconds", "measured RTO of the last drill",
                    [("", report["rto"]["seconds"])])
+    _gauge(lines, "restic_orch_data_verified_age_seconds",
+           "age of the oldest read-back of the repository's data by the check rotation (a part never read counts"
+           " from the rotation's first run)",
+           [(f'{{repo="{r}"}}', v["age_seconds"]) for r, v in _verified_ages(state_dir).items()])
     path = Path(textfile_dir) / "restic_orch.prom"
     _write_private(path, "\n".join(lines) + "\n", mode=0o644)
     return path
+
+
+def _verified_ages(state_dir: Path) -> dict[str, dict[str, Any]]:
+    from . import rotation
+
+    return {name: rotation.verified(entry) for name, entry in rotation.load(state_dir).items()
+            if isinstance(entry, dict)}
 
 
 def load_repositories(state_dir: Path) -> dict[str, dict[str, Any]]:

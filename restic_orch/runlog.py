@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import logs
@@ -58,7 +59,8 @@ def recorded_run(config: Config, command: str, what: str, *, cap_cpu: bool = Fal
     with exclusive(config, what, cap_cpu=cap_cpu):
         run_id = new_run_id()
         path, handler = logs.open_run_log(config.log_dir, run_id)
-        run = Run(run_id, path, RunSummary(command, run_id, config.host, "", log_file=str(path)), handler)
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        run = Run(run_id, path, RunSummary(command, run_id, config.host, started, log_file=str(path)), handler)
         try:
             yield run
             if record:
@@ -72,7 +74,7 @@ def save(config: Config, summary: RunSummary) -> None:
     from . import notify
     from .report import save_summary, write_metrics
 
-    save_summary(config.state_dir, summary)
+    save_summary(config.state_dir, summary, keep=config.keep_runs)
     if config.monitoring.textfile_dir:
         write_metrics(config.monitoring.textfile_dir, config.state_dir)
     notify.finished(config, summary)

@@ -13,7 +13,9 @@ from .common import REPO_NAMES, Ctx, configured_repos, exit_codes
 
 @click.command("check")
 @click.option("--repo", "repo_name", type=REPO_NAMES, default=None)
-@click.option("--read-data-subset", default=None, help="e.g. 10% or 1/7: also read that part of the data.")
+@click.option("--read-data-subset", default=None,
+              help="e.g. 10% or 1/7: also read that part of the data; overrides check.rotation_parts,"
+                   " whose rotation it leaves where it was.")
 @click.option("--permissions", is_flag=True,
               help="Instead: ask each source (e.g. the PVE API) which rights its account lacks;"
                    " exit 2 if one is missing, 1 if a source could not be asked.")
@@ -37,5 +39,7 @@ def check_cmd(obj: Ctx, repo_name: str | None, read_data_subset: str | None, per
 
 
 def _human(results: dict[str, dict[str, Any]]) -> str:
-    return "\n".join(f"{n}: {'ok' if r['ok'] else 'PROBLEMS FOUND'}" + ("" if r["ok"] else "\n" + r["output"][-2000:])
+    return "\n".join(f"{n}: {'ok' if r['ok'] else 'PROBLEMS FOUND'}"
+                     + (f" (data read: {r['read_data_subset']})" if r.get("read_data_subset") else "")
+                     + ("" if r["ok"] else "\n" + r["output"][-2000:])
                      for n, r in results.items())

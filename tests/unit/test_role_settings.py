@@ -123,6 +123,9 @@ EVERYTHING: dict[str, Any] = {
     "backup_restore_redeploy": [["ansible-playbook", "-i", "inventory", "site.yml"]],
     "backup_restore_redeploy_timeout_seconds": 600,
     "backup_drill_vmid_range": [9000, 9099],
+    "backup_check_rotation_parts": 12,
+    "backup_check_verified_within_days": 100,
+    "backup_keep_runs": 50,
 }
 
 
