@@ -7,7 +7,7 @@ LAB ?= .lab
 CONFIG ?= $(or $(RESTIC_ORCH_CONFIG),/etc/restic-orch/config.yml)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv test lint demo backup restore drill drill-lab rehearsal bench clean lab-up lab-down
+.PHONY: setup apt venv test lint demo backup restore drill drill-lab rehearsal bench soak clean lab-up lab-down
 
 setup: apt venv
 
@@ -99,6 +99,10 @@ rehearsal: setup
 bench: setup
 	$(BIN)/python -m bench
 
+# 30 simulated nights on a lab of its own, the lab's data changing and seeded faults every night, each night
+# checked against the soak's own record; SOAK_ARGS e.g. "--seed 1234 --nights 12" (a failure prints its replay)
+soak: setup
+	$(BIN)/python -m soak --report docs/reliability.md $(SOAK_ARGS)
 
 clean:
 	-$(BIN)/restic-orch lab down --dir $(LAB) 2>/dev/null

@@ -135,7 +135,8 @@ def _run_phases(run: Run) -> None:
         summary.finish(_outcome(run))
     except Terminated as exc:
         summary.fail("run", "signal", str(exc))
-        summary.finish("failure")
+        # a snapshot already saved is kept: the run is partial, as the exit codes say (found by the soak)
+        summary.finish("partial" if run.snapshot_saved else "failure")
     except (PreflightError, staging.StagingError, restic.ResticError, runner.CommandError, OSError) as exc:
         summary.fail("run", "preflight", str(exc))
         summary.finish("partial" if run.snapshot_saved else "failure")

@@ -267,6 +267,7 @@ class Repo:
         full_env = self.env()
         if env:
             full_env.update(env)
+        stale_cleared = False
         while True:
             try:
                 return runner.run(self._global_args() + wait_args + list(args), env=full_env, timeout=timeout,
@@ -277,6 +278,16 @@ class Repo:
                 raise ResticError("restic is not installed (apt-get install restic)", repo=self.name) from None
             except runner.CommandError as exc:
                 error = classify(exc.stderr, self.name)
+                if isinstance(error, RepoLocked) and retry_locked and not stale_cleared:
+                    # restic < 0.17 leaves its lock when killed or terminated, and never passes over a stale
+                    # one: remove the stale locks (`restic unlock` leaves live ones alone), then try again
+                    stale_cleared = True
+                    log.warning("repository locked, removing stale locks", extra={"repo": self.name})
+                    try:
+                        self.unlock()
+                    except ResticError as unlock_error:
+                        log.warning("restic unlock failed", extra={"repo": self.name, "error": str(unlock_error)})
+                    continue
                 if isinstance(error, RepoLocked) and time.monotonic() + delay < deadline:
                     log.warning("repository locked, retrying", extra={"repo": self.name, "delay": delay})
                     time.sleep(delay)
