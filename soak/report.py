@@ -62,10 +62,10 @@ not forget, nothing may vanish; after a forget, the repository holds exactly wha
 killed forget, anything in between. With 30 nights the offsite's 30 days keep everything;
 `--every-days 2` makes both policies forget within a short soak.
 
-**Accepted as truthful today.** A dead admin restic's lock (not our run's: no crash marker) stops the local
-`forget`, so the run exits 3 ("repository is locked by another restic process"): restic 0.14 never passes over
-a stale lock and restic-orch runs `restic unlock` only after its own killed run. The soak accepts 3 (or 0) and
-heals as the operator would, with `restic unlock` (stale locks only); without it every later night would exit 3.
+**Stale locks.** restic 0.14 never passes over a stale lock, so a dead restic's lock (an admin's, or a killed
+run's) would stop every later `forget` and `check`. restic-orch runs `restic unlock` (stale locks only, never a
+live one) once when a repository answers "locked", then retries; the soak still accepts 3 (or 0) on a night with
+a dead admin's lock and heals as an operator would, with `restic unlock`.
 A killed run (SIGKILL, or SIGTERM: restic before 0.17 dies on it without removing its lock) may leave stale
 restic locks. The soak still expects that night's `check` and restores to work, and the next run to clear them
 and exit as if nothing had happened; only the trusted host's forget may refuse while the host's fresh lock is
