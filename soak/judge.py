@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +10,7 @@ from restic_orch.restic import Snapshot
 from . import expect, faults, reads, verify
 from .lab import OFFSITE_POLICY
 from .plan import Fault, Night
+from .proctree import run_lock_free
 from .state import REPOS, NightResult, Soak
 
 
@@ -128,7 +127,7 @@ def held_by(soak: Soak, repo: Any, snap: Snapshot) -> set[str]:
 def leftovers(soak: Soak, fault: Fault | None) -> list[str]:
     """A run that ended by itself leaves no lock; a killed one leaves its crash marker for the next run."""
     config = soak.lab.config
-    problems = [] if _flock_free(config.state_dir) else ["the host's run lock is still held after the run"]
+    problems = [] if run_lock_free(config.state_dir) else ["the host's run lock is still held after the run"]
     marker = (config.state_dir / "run-in-progress.json").exists()
     if fault is not None and fault.kind == "sigkill":
         return problems + ([] if marker else ["a killed run left no crash marker"])
@@ -142,21 +141,6 @@ def leftovers(soak: Soak, fault: Fault | None) -> list[str]:
         if left:
             problems.append(f"{name}: restic locks left after the run: {[x[:8] for x in left]}")
     return problems
-
-
-def _flock_free(state_dir: Any) -> bool:
-    path = state_dir / "restic-orch.lock"
-    if not path.exists():
-        return True
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def restic_check(soak: Soak) -> list[str]:

@@ -6,6 +6,7 @@ never does (restic_orch/runner.py is the product's one place for subprocesses).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -78,3 +79,19 @@ def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float
             return True
         time.sleep(0.01)
     return False
+
+
+def run_lock_free(state_dir: Path) -> bool:
+    """Nobody holds restic-orch's run lock (flock on <state_dir>/restic-orch.lock); True when there is no lock file."""
+    path = Path(state_dir) / "restic-orch.lock"
+    if not path.exists():
+        return True
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)

@@ -32,6 +32,7 @@ from restic_orch import tags
 from restic_orch.config import load_config
 from restic_orch.lab import manager, pve
 from restic_orch.repos import open_all
+from soak.proctree import descendants, proc_table, run_lock_free
 from tests.clihelp import CLI, restic_orch
 
 pytestmark = pytest.mark.e2e
@@ -213,34 +214,6 @@ def components(manifest: dict[str, Any]) -> set[str]:
     return {a["component"] for a in manifest["artifacts"]}
 
 
-def proc_table() -> dict[int, tuple[int, list[str]]]:
-    table: dict[int, tuple[int, list[str]]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            argv = [a.decode(errors="replace") for a in Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0") if a]
-        except (OSError, IndexError, ValueError):
-            continue
-        table[int(entry)] = (ppid, argv)
-    return table
-
-
-def descendants(pid: int) -> dict[int, list[str]]:
-    table = proc_table()
-    found: dict[int, list[str]] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, (ppid, argv) in table.items():
-            if ppid == parent and child not in found:
-                found[child] = argv
-                frontier.append(child)
-    return found
-
-
 def alive(pid: int, argv: list[str]) -> bool:
     try:
         now = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
@@ -291,18 +264,6 @@ def start_cli(config: Path, *args: str) -> subprocess.Popen:
 def finish(proc: subprocess.Popen, timeout: float = TIMEOUT) -> Run:
     out, err = proc.communicate(timeout=timeout)
     return _run_of(proc.returncode, out, err)
-
-
-def lock_is_free(state_dir: Path) -> bool:
-    fd = os.open(state_dir / "restic-orch.lock", os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def restic_locks(lab: dict, name: str) -> list[str]:
@@ -655,7 +616,7 @@ def test_sigterm_stops_the_run_cleanly(lab, seeded, before, tmp_path):
     assert run.rc != 0 and took < 10, f"took {took:.1f} s\n{run.text()}"
     summary = assert_truthful(run, seeded.state_dir, 1)
     assert any("SIGTERM" in f["message"] for f in summary["failures"]), summary["failures"]
-    assert lock_is_free(seeded.state_dir)
+    assert (seeded.state_dir / "restic-orch.lock").exists() and run_lock_free(seeded.state_dir)
     assert [pid for pid, argv in children.items() if alive(pid, argv)] == []
     leftovers = [argv for argv in (p[1] for p in proc_table().values())
                  if argv and Path(argv[0]).name in ("restic", "pg_dump", "mariadb-dump")
@@ -703,7 +664,7 @@ def _sigkill_recovery(lab, seeded, tmp_path, scenario: str, staging_left: bool =
     being removed in the background (nothing reads it any more), so whether it is left is a race."""
     if staging_left:
         assert any(seeded.staging_dir.glob("20*")), "the killed run should have left its staging behind"
-    assert lock_is_free(seeded.state_dir)
+    assert (seeded.state_dir / "restic-orch.lock").exists() and run_lock_free(seeded.state_dir)
 
     # the next nightly run, complete with retention (forget needs the exclusive lock a stale lock blocks)
     config = nightly_config(lab, tmp_path, lock_wait_seconds=4)
