@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
                         "alternating their order, and judge the overhead on the median (1: once)")
     parser.add_argument("--base-dir", type=Path, default=Path(os.environ.get("BENCH_DIR", "/tmp/restic-orch-bench")))
     parser.add_argument("--skip", default=os.environ.get("BENCH_SKIP", ""),
-                        help="comma-separated: capped,raw,naive,borg,zstd,zstd-rsyncable,fs,vi1,restore")
+                        help="comma-separated: capped,raw,naive,borg,zstd,zstd-rsyncable,fs,vi1,vma,restore")
     parser.add_argument("--profile", action="store_true",
                         help="after day 2, profile one more backup with py-spy (pip install py-spy into the venv)")
     parser.add_argument("--keep", action="store_true", help="leave the lab running and the work files in place")

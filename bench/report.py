@@ -215,7 +215,7 @@ DAYS = ("day1", "day2")
 def render(run: dict[str, Any]) -> str:
     out: list[str] = []
     for section in (_intro, _tools_table, _host_cpu_table, _phases_tables, _pairs_section, _raw_sections,
-                    _zstd_table, _containers_table, _profile_table, _vi1_table, _targets_table, _lab_peaks,
+                    _zstd_table, _vma_table, _containers_table, _profile_table, _vi1_table, _targets_table, _lab_peaks,
                     restore_section):
         out += section(run)
     return "\n".join(out) + "\n"
@@ -401,6 +401,24 @@ def _zstd_table(run: dict[str, Any]) -> list[str]:
         out.append(f"| {label} | {_mib(z1[variant]['container_archive_bytes'])} | "
                    f"{_mib(z1[variant]['local_added'])} | "
                    f"{_mib(z2.get(variant, {}).get('local_added'))} | {_mib(sto.get(variant))} |")
+    return out
+
+
+def _vma_table(run: dict[str, Any]) -> list[str]:
+    """(v): a VM disk's VMA on day 1 and day 2, uncompressed vs zstd, each in its own restic repository."""
+    v = run.get("vma")
+    if not v:
+        return []
+    d1, d2 = v["days"]["day1"], v["days"]["day2"]
+    out = ["", f"### A VM's vzdump archive (VMA), {_mib(v['disk_bytes'])} MiB disk, "
+           f"{_mib(v['changed_bytes'])} MiB of clusters rewritten on day 2", "",
+           "| vzdump compress | archive MiB | repo after day 1 MiB | day 2 added MiB | day 2 added / changed |",
+           "|---|---:|---:|---:|---:|"]
+    for variant in d1:
+        added = d2[variant]["local_added"]
+        label = "0 (default): .vma" if variant == "vma" else "zstd: .vma.zst"
+        out.append(f"| {label} | {_mib(d2[variant]['archive_bytes'])} | {_mib(d1[variant]['local_added'])} | "
+                   f"{_mib(added)} | {added / max(v['changed_bytes'], 1):.1f}x |")
     return out
 
 

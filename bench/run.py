@@ -15,7 +15,8 @@ Per day:
       give), with the day-2 bytes split by kind of change.
 Then (a) uncapped and (b) run again, s.pairs - 1 times, from a checkpoint of their repositories taken
 before the day (bench/checkpoint.py), in alternating order: the overhead is judged on the pairs' median.
-After day 2: a VI1 probe (CT 101 in suspend mode with a simulated freeze) and, with --profile, one more
+After day 2: a VI1 probe (CT 101 in suspend mode with a simulated freeze), (v) a VM disk's VMA on day 1
+and day 2, uncompressed vs zstd (restic's day-2 deduplication of a VM), and, with --profile, one more
 backup under py-spy. Last, as it destroys the lab: (r) the host-lost restore from offsite, its RTO against
 the floor of raw `restic restore` plus PVE's own restores and the databases' own loads (skip: restore).
 
@@ -35,7 +36,7 @@ from . import lab as blab
 from . import overhead, prepare
 from . import s3 as bs3
 from .context import LAB_GROUPS, Context, Settings, du
-from .lanes import borg, fs, naive, product, profile, raw, restore, vi1, zstd
+from .lanes import borg, fs, naive, product, profile, raw, restore, vi1, vma, zstd
 from .staged import ensure_stage, sha_seconds
 
 
@@ -92,6 +93,8 @@ def measure(ctx: Context) -> dict[str, Any]:
     results["days"]["day2"] = day(ctx, "day2")
     if "vi1" not in ctx.s.skip:
         results["vi1_suspend_probe"] = vi1.measure(ctx)
+    if "vma" not in ctx.s.skip:
+        results["vma"] = vma.measure(ctx)
     results["storage_after_day2"] = storage_after(ctx)
     if ctx.s.profile:
         try:

@@ -9,7 +9,7 @@ from restic_orch.config import Config
 from .base import Hook
 
 # module names only: the pipeline iterates over whatever is registered here and names no source itself
-MODULES = ("proxmox", "postgres", "mysql", "terraform_state", "ansible_vault", "host_files")
+MODULES = ("proxmox", "qemu", "postgres", "mysql", "terraform_state", "ansible_vault", "host_files")
 
 
 def hook_classes() -> list[type[Hook]]:

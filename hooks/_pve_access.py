@@ -1,13 +1,16 @@
-"""What the Proxmox hook needs from its API token, path by path, and how to grant what is missing.
+"""What the Proxmox hooks (containers and VMs) need from their API token, path by path, and how to grant what
+is missing.
 
-Each need comes from the check PVE 8 makes (docs/pve-permissions.md has the table with the sources):
+Each need comes from the check PVE 8 makes (docs/pve-permissions.md has the table with the sources); a VM
+needs the same privileges as a container (qemu-server PVE/API2/Qemu.pm create_vm, destroy_vm, vm_start):
 - list, config and status of a guest: VM.Audit on /vms/<vmid> (pve-container PVE/API2/LXC.pm);
 - vzdump: VM.Backup on each guest, Datastore.AllocateSpace on the dump storage (pve-manager
   PVE/API2/VZDump.pm); removing our own archive afterwards needs the same two (pve-storage
   PVE/API2/Storage/Content.pm delete);
 - restore: VM.Allocate on the target VMID, Datastore.AllocateSpace on the target storage, the archive's
   access (the original guest's VM.Backup when restoring beside it, PVE/Storage.pm check_volume_access),
-  SDN.Use on every bridge of the restored network config (PVE::GuestHelpers check_vnet_access);
+  SDN.Use on every bridge of the restored network config (PVE::GuestHelpers check_vnet_access; for a VM
+  qemu-server PVE/QemuServer.pm check_restore_permissions -> check_bridge_access, run in the restore task);
 - start/stop: VM.PowerMgmt; destroying a drill's guest: VM.Allocate.
 """
 
@@ -40,37 +43,37 @@ def _vm(vmid: int | None) -> str:
     return f"/vms/{vmid}" if vmid else "/vms"
 
 
-def backup_needs(vmids: list[int] | None, storage: str) -> list[Need]:
-    """vmids None: every guest (`vmids: all`), which needs the rights on /vms itself."""
+def backup_needs(vmids: list[int] | None, storage: str, noun: str = "container") -> list[Need]:
+    """vmids None: every guest (`vmids: all`), which needs the rights on /vms itself; noun names the guest."""
     needs = []
     for vmid in vmids or [None]:
         path = _vm(vmid)
-        needs.append(Need(path, "VM.Audit", "list and read the container", BACKUP_ROLE, "/vms"))
-        needs.append(Need(path, "VM.Backup", "vzdump the container", BACKUP_ROLE, "/vms"))
+        needs.append(Need(path, "VM.Audit", f"list and read the {noun}", BACKUP_ROLE, "/vms"))
+        needs.append(Need(path, "VM.Backup", f"vzdump the {noun}", BACKUP_ROLE, "/vms"))
     needs.append(Need(f"/storage/{storage}", "Datastore.AllocateSpace", "write vzdump archives to the storage",
                       BACKUP_ROLE, f"/storage/{storage}"))
     return needs
 
 
 def restore_needs(targets: list[tuple[int | None, int | None]], storage: str, restore_storage: str,
-                  bridges: list[str]) -> list[Need]:
-    """targets: (target vmid, original vmid or None when the same) of each container to restore."""
+                  bridges: list[str], noun: str = "container") -> list[Need]:
+    """targets: (target vmid, original vmid or None when the same) of each guest to restore."""
     needs = []
     for target, original in targets:
         path = _vm(target)
-        needs.append(Need(path, "VM.Allocate", "create the restored container", RESTORE_ROLE, "/vms"))
+        needs.append(Need(path, "VM.Allocate", f"create the restored {noun}", RESTORE_ROLE, "/vms"))
         needs.append(Need(path, "VM.Audit", "read the restored config back", BACKUP_ROLE, "/vms"))
-        needs.append(Need(path, "VM.PowerMgmt", "stop the old and start the restored container", RESTORE_ROLE,
+        needs.append(Need(path, "VM.PowerMgmt", f"stop the old and start the restored {noun}", RESTORE_ROLE,
                           "/vms"))
         if original is not None and original != target:
-            needs.append(Need(_vm(original), "VM.Backup", "read the original container's archive", BACKUP_ROLE,
+            needs.append(Need(_vm(original), "VM.Backup", f"read the original {noun}'s archive", BACKUP_ROLE,
                               "/vms"))
     needs.append(Need(f"/storage/{storage}", "Datastore.AllocateSpace", "put the archive into the dump storage",
                       BACKUP_ROLE, f"/storage/{storage}"))
-    needs.append(Need(f"/storage/{restore_storage}", "Datastore.AllocateSpace", "create the container's volumes",
+    needs.append(Need(f"/storage/{restore_storage}", "Datastore.AllocateSpace", f"create the {noun}'s volumes",
                       RESTORE_ROLE, f"/storage/{restore_storage}"))
     for bridge in sorted(set(bridges)):
-        needs.append(Need(f"/sdn/zones/localnetwork/{bridge}", "SDN.Use", f"attach the container to {bridge}",
+        needs.append(Need(f"/sdn/zones/localnetwork/{bridge}", "SDN.Use", f"attach the {noun} to {bridge}",
                           RESTORE_ROLE, "/sdn/zones/localnetwork"))
     return needs
 

@@ -79,12 +79,18 @@ class DumpOutcome:
     tools: dict[str, str] = field(default_factory=dict)
 
 
+def _no_progress(label: str, fraction: float | None) -> None:
+    """The default progress sink: nobody is watching."""
+
+
 @dataclass
 class DumpContext:
     config: Config
     day_dir: Path
     run_id: str
     log: logging.Logger
+    # progress(label, fraction): a dump under way, fraction 0..1 when the tool reports one, else None
+    progress: Callable[[str, float | None], None] = field(default=_no_progress, repr=False)
     # hash in a worker thread, so the next dump runs while this one is read back (hashlib drops the GIL)
     background_hashing: bool = False
     _hashing: list[tuple[Artifact, Future[str]]] = field(default_factory=list, repr=False)

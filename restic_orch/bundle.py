@@ -351,7 +351,7 @@ def target(config: Config) -> Target:
                   repo.options.get("s3.bucket-lookup") == "path", env)
 
 
-def s3_client(where: Target) -> Any:
+def s3_client(where: Target, *, timeout: float = 60, attempts: int = 3) -> Any:
     import boto3  # a second or two to import: only when publishing
     from botocore.config import Config as BotoConfig
 
@@ -359,7 +359,8 @@ def s3_client(where: Target) -> Any:
                         aws_access_key_id=where.env["AWS_ACCESS_KEY_ID"],
                         aws_secret_access_key=where.env["AWS_SECRET_ACCESS_KEY"],
                         config=BotoConfig(s3={"addressing_style": "path" if where.path_style else "auto"},
-                                          signature_version="s3v4", retries={"max_attempts": 3}))
+                                          signature_version="s3v4", retries={"max_attempts": attempts},
+                                          connect_timeout=timeout, read_timeout=timeout))
 
 
 @dataclass(frozen=True)

@@ -111,9 +111,12 @@ class ProxmoxSource(Strict):
     verify_ssl: bool = True
     ca_file: AbsPath | None = None
     node: str | None = Field(None, pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+    # which guest types `vmids: all` covers; an explicit VMID goes to the hook of its type (containers, VMs)
+    guests: Literal["lxc", "qemu", "all"] = "all"
     vmids: list[VmId] | Literal["all"] = "all"
     exclude: list[VmId] = Field(default_factory=list)
-    # vzdump's exclude-path patterns: 'all' applies to every container, a VMID key adds to it for that one
+    # vzdump's exclude-path patterns, containers only (a VM's vzdump copies whole disks): 'all' applies to
+    # every container, a VMID key adds to it for that one
     exclude_paths: dict[Literal["all"] | int, list[str]] = Field(default_factory=dict)
     mode: Literal["snapshot", "suspend", "stop"] = "snapshot"
     require_snapshot: bool = False
@@ -347,10 +350,23 @@ class Limits(Strict):
     cpu_percent: float | None = Field(30, gt=0, le=100)
 
 
+# what a notification route may subscribe to (docs/notifications.md says when each is sent)
+NotifyEvent = Literal["failure", "partial", "success", "rpo_breach", "drill", "check"]
+
+
+class NotifyRoute(Strict):
+    """Apprise URLs, one a line in a 0600 file (they embed tokens and passwords), and the events sent to them."""
+
+    urls_file: AbsPath = Field(json_schema_extra=SECRET)
+    events: Annotated[list[NotifyEvent], Field(min_length=1)]
+
+
 class Monitoring(Strict):
     textfile_dir: AbsPath | None = None
     healthchecks_url_file: AbsPath | None = Field(None, json_schema_extra=SECRET)
     webhook_url_file: AbsPath | None = Field(None, json_schema_extra=SECRET)
+    notify: list[NotifyRoute] = Field(default_factory=list)
+    # each ping's timeout; and one event's Apprise notifications all end by then (a hung receiver is abandoned)
     timeout_seconds: int = Field(10, ge=1)
 
 

@@ -53,6 +53,7 @@ FIELD_WHAT = {
     "restore_env_file": "S3 keys that restores write with",
     "healthchecks_url_file": "healthchecks ping URL",
     "webhook_url_file": "webhook URL",
+    "urls_file": "Apprise notification URLs",
 }
 FILE_MODE_PLAIN, FILE_MODE_SECRET = 0o640, 0o600
 KEPT_BY_HAND = "kept by hand"

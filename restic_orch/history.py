@@ -29,6 +29,16 @@ class RunRow:
     # repositories the run saved a snapshot in (a repository here but not in data_added: bytes not recorded)
     repositories: list[str]
     failures: list[str]
+    # storage growth the run measured where restic reports none (offsite copy); None: measured, but unknown
+    bytes_added: dict[str, int | None] = field(default_factory=dict)
+    # what each repository's storage held after the run; None: could not be measured; absent: older summaries
+    stored_bytes: dict[str, int | None] = field(default_factory=dict)
+
+    def added(self, repo: str) -> int | None:
+        """Bytes the run added to `repo`: restic's own figure for a backup, the measured growth for a copy."""
+        if repo in self.data_added:
+            return self.data_added[repo]
+        return self.bytes_added.get(repo)
 
 
 @dataclass
@@ -58,8 +68,8 @@ class History:
     runs: list[RunRow] = field(default_factory=list)
     rpo: list[RpoPoint] = field(default_factory=list)
     drills: list[DrillPoint] = field(default_factory=list)
-    # {repo: [(time, bytes)]}; empty when no summary carries a repository size
-    growth: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    # {repo: [(time, bytes or None)]} at the end of each backup; None: a gap (not measured, or an older summary)
+    growth: dict[str, list[tuple[str, int | None]]] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -120,7 +130,20 @@ def _row(data: dict[str, Any]) -> RunRow:
                   exit_code=int(data.get("exit_code", 1)), duration_seconds=float(data.get("duration_seconds") or 0),
                   phases=phases, data_added={str(k): int(v) for k, v in (data.get("data_added") or {}).items()},
                   repositories=[str(k) for k in data.get("snapshots") or {}],
-                  failures=[str(f.get("message", "")) for f in data.get("failures") or []])
+                  failures=[str(f.get("message", "")) for f in data.get("failures") or []],
+                  bytes_added=_sizes(data.get("bytes_added")), stored_bytes=_sizes(_stored(data)))
+
+
+def _sizes(value: Any) -> dict[str, int | None]:
+    """{repo: bytes} from a summary, a value that is no whole number read as unknown (None)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): (int(v) if isinstance(v, int) and not isinstance(v, bool) else None) for k, v in value.items()}
+
+
+def _stored(data: dict[str, Any]) -> Any:
+    # stored_bytes since the runs measure it; extra.repository_size was the name planned before
+    return data.get("stored_bytes") or (data.get("extra") or {}).get("repository_size")
 
 
 def is_good_backup(data: dict[str, Any]) -> bool:
@@ -154,14 +177,19 @@ def _drill(data: dict[str, Any], default_target: float) -> DrillPoint:
                       target_seconds=float(rto.get("target_seconds") or default_target))
 
 
-def _growth(summaries: list[dict[str, Any]]) -> dict[str, list[tuple[str, int]]]:
-    """Repository sizes, when a summary carries them (extra.repository_size: {repo: bytes}); none do today."""
-    growth: dict[str, list[tuple[str, int]]] = {}
-    for data in summaries:
-        sizes = (data.get("extra") or {}).get("repository_size") or {}
-        for repo, size in sizes.items() if isinstance(sizes, dict) else []:
-            if isinstance(size, int):
-                growth.setdefault(str(repo), []).append((str(data["started"]), size))
+def _growth(summaries: list[dict[str, Any]]) -> dict[str, list[tuple[str, int | None]]]:
+    """Each repository's stored size at the end of each backup run; a run that did not measure it (an older
+    summary, a failed measure, a run that ended early) is a None point: a gap in the line, not a drop to zero."""
+    backups = [(str(data["started"]), _sizes(_stored(data))) for data in summaries if data.get("command") == "backup"]
+    repos = list(dict.fromkeys(repo for _, sizes in backups for repo, size in sizes.items() if size is not None))
+    growth: dict[str, list[tuple[str, int | None]]] = {repo: [] for repo in repos}
+    for started, sizes in backups:
+        for repo in repos:
+            growth[repo].append((started, sizes.get(repo)))
+    # leading and trailing gaps say nothing: the chart starts and ends with a measure
+    for repo, points in growth.items():
+        known = [i for i, (_, size) in enumerate(points) if size is not None]
+        growth[repo] = points[known[0]:known[-1] + 1]
     return growth
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
@@ -129,6 +129,37 @@ def line_chart(points: list[tuple[str, float]], fmt: Fmt, *, target: float | Non
     return f'<svg width="{WIDTH}" height="{HEIGHT}" role="img">{"".join(body)}</svg>'
 
 
+def lines_chart(series: dict[str, list[tuple[str, float | None]]], fmt: Fmt) -> str:
+    """Several series over one time axis (to scale), a colour each; a None value breaks its line (a gap)."""
+    stamps = [(parse_time(t) or datetime.min).timestamp() for points in series.values() for t, _ in points]
+    values = [v for points in series.values() for _, v in points if v is not None]
+    top = max(values + [1e-9]) * 1.08
+    t0 = min(stamps) if stamps else 0
+    span = max((max(stamps) - t0) if stamps else 0, 1)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    body = [_axis(top, fmt)]
+    for j, (name, points) in enumerate(series.items()):
+        colour = PALETTE[j % len(PALETTE)]
+        segments: list[list[tuple[float, float]]] = [[]]
+        for moment, value in points:
+            if value is None:
+                segments.append([])
+                continue
+            x = LEFT + plot_w * ((parse_time(moment) or datetime.min).timestamp() - t0) / span
+            y = HEIGHT - BOTTOM - plot_h * value / top
+            segments[-1].append((x, y))
+            body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"><title>{escape(name)} '
+                        f'{escape(_label(moment))}: {escape(fmt(value))}</title></circle>')
+        body += [f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="'
+                 + " ".join(f"{x:.1f},{y:.1f}" for x, y in seg) + '"/>' for seg in segments if len(seg) > 1]
+    if stamps:
+        for stamp, anchor in ((t0, "start"), (t0 + span, "end")):
+            moment = datetime.fromtimestamp(stamp, UTC).isoformat()
+            x = LEFT + plot_w * (stamp - t0) / span
+            body.append(f'<text x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}">{escape(_label(moment))}</text>')
+    return f'<svg width="{WIDTH}" height="{HEIGHT}" role="img">{"".join(body)}</svg>'
+
+
 def _legend(names: list[str]) -> str:
     return '<p class="legend">' + "".join(f'<span><i style="background:{PALETTE[j % len(PALETTE)]}"></i>'
                                           f"{escape(n)}</span>" for j, n in enumerate(names)) + "</p>"
@@ -141,7 +172,7 @@ def _attr(key: str, value: object) -> str:
 def _repos(history: History) -> list[str]:
     seen: dict[str, None] = {}
     for run in history.runs:
-        seen.update(dict.fromkeys([*run.data_added, *run.repositories]))
+        seen.update(dict.fromkeys([*run.data_added, *run.repositories, *run.bytes_added, *run.stored_bytes]))
     return list(seen)
 
 
@@ -160,39 +191,49 @@ def _runs_section(history: History) -> str:
     # one chart per command: a drill's half hour would flatten the backups' minutes
     commands = list(dict.fromkeys(run.command for run in runs))
     durations = "".join(_durations([run for run in runs if run.command == c]) for c in commands)
-    saving = [run for run in runs if run.data_added or run.repositories]
-    added = bar_chart([run.started for run in saving], {r: [run.data_added.get(r) for run in saving] for r in repos},
+    saving = [run for run in runs if run.data_added or run.repositories or run.bytes_added]
+    added = bar_chart([run.started for run in saving], {r: [run.added(r) for run in saving] for r in repos},
                       fmt_bytes, stacked=False)
-    unrecorded = [r for r in repos if any(r in run.repositories and r not in run.data_added for run in runs)]
-    note = (f"<p class=note>Bytes added to {escape(', '.join(unrecorded))} are not recorded by the run summaries "
-            "for some runs (drawn as no bar, listed as “not recorded”).</p>") if unrecorded else ""
+    unrecorded = [r for r in repos if any(r in run.repositories and run.added(r) is None for run in runs)]
+    note = (f"<p class=note>Bytes added to {escape(', '.join(unrecorded))} are not known for some runs (older "
+            "summaries, or a size that could not be measured: drawn as no bar, listed as “not recorded” or "
+            "“unknown”).</p>") if unrecorded else ""
     return ("<h2>Duration by phase</h2>"
             '<p class="legend">Mark under each bar: exit code <span><i style="background:#2e7d32"></i>0</span>'
             '<span><i style="background:#ef6c00"></i>3 partial</span><span><i style="background:#c62828"></i>'
             "1 or other</span></p><p class=note>Black line: the run's wall time. Phases are stacked as the run "
             f"timed them; some are timed inside others, so a stack can reach past the line.</p>{durations}"
-            f"<h2>Bytes added per repository</h2>{_legend(repos)}{added}{note}")
+            "<h2>Bytes added per repository</h2><p class=note>A backup: what restic says it added. A copy offsite:"
+            f" what the storage grew by during the copy.</p>{_legend(repos)}{added}{note}")
 
 
 def _run_row(run: RunRow, repos: list[str]) -> str:
     css = {"success": "ok", "partial": "partial"}.get(run.status, "fail")
     phases = ", ".join(f'<span {_attr("phase:" + name, secs)}>{escape(name)} {fmt_seconds(secs)}</span>'
                        for name, secs in run.phases.items())
-    added = "".join(f'<td {_attr("added:" + r, run.data_added.get(r, ""))}>'
-                    f"{fmt_bytes(run.data_added.get(r)) if r in run.data_added or r in run.repositories else ''}</td>"
+    added = "".join(_size_cell("added:" + r, run.added(r), r in run.bytes_added or r in run.repositories)
                     for r in repos)
+    stored = "".join(_size_cell("stored:" + r, run.stored_bytes.get(r), r in run.stored_bytes) for r in repos)
     failures = "<br>".join(escape(message) for message in run.failures)
     return (f'<tr id="run-{escape(run.run_id)}"><td class=t>{escape(_label(run.started))}</td>'
             f"<td class=t {_attr('command', run.command)}>{escape(run.command)}</td>"
             f"<td class='t {css}' {_attr('status', run.status)}>{escape(run.status)}</td>"
             f"<td {_attr('exit', run.exit_code)}>{run.exit_code}</td>"
             f"<td {_attr('duration', run.duration_seconds)}>{fmt_seconds(run.duration_seconds)}</td>"
-            f"{added}<td class=t>{phases}</td><td class='t fail'>{failures}</td></tr>")
+            f"{added}{stored}<td class=t>{phases}</td><td class='t fail'>{failures}</td></tr>")
+
+
+def _size_cell(key: str, value: int | None, expected: bool) -> str:
+    """A byte count; when missing: “unknown” if the run tried, “not recorded” if it should have, else empty."""
+    if value is not None:
+        return f"<td {_attr(key, value)}>{fmt_bytes(value)}</td>"
+    return f"<td {_attr(key, '')}>{'unknown' if expected else ''}</td>"
 
 
 def _runs_table(history: History) -> str:
     repos = _repos(history)
-    head = "".join(f"<th>added {escape(r)}</th>" for r in repos)
+    head = "".join(f"<th>added {escape(r)}</th>" for r in repos) + "".join(f"<th>stored {escape(r)}</th>"
+                                                                          for r in repos)
     rows = "".join(_run_row(run, repos) for run in reversed(history.runs))
     return (f"<h2>Runs (newest first)</h2><table><tr><th class=t>started (UTC)</th><th class=t>command</th>"
             f"<th class=t>status</th><th>exit</th><th>duration</th>{head}<th class=t>phases</th>"
@@ -234,9 +275,11 @@ def _growth_section(history: History) -> str:
     if not history.growth:
         return ("<h2>Repository growth</h2><p class=note>Not drawn: the run summaries carry no repository size "
                 "(only the bytes each run added, above).</p>")
-    charts = "".join(f"<h3>{escape(repo)}</h3>{line_chart([(t, float(b)) for t, b in points], fmt_bytes)}"
-                     for repo, points in history.growth.items())
-    return f"<h2>Repository growth</h2>{charts}"
+    series = {repo: [(t, None if b is None else float(b)) for t, b in points]
+              for repo, points in history.growth.items()}
+    return ("<h2>Repository growth</h2><p class=note>What each repository's storage holds at the end of each backup "
+            "run; a gap: the size was not measured then.</p>"
+            f"{_legend(list(series))}{lines_chart(series, fmt_bytes)}")
 
 
 def render_page(history: History, title: str = "restic-orch: the last runs") -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import restic, rotation
+from . import progress, restic, rotation
 from .config import Config
 from .report import RunSummary
 
@@ -30,7 +30,8 @@ def check_repositories(config: Config, summary: RunSummary, only: str | None = N
             continue
         subset = rotation.next_subset(state, name, config.check.rotation_parts) if rotating else read_data_subset
         try:
-            result = repo.check(subset)
+            with progress.current().phase(f"check:{name}") as task:
+                result = repo.check(subset, progress=task.on_status)
             results[name] = {"ok": result.ok, "output": result.output[-4000:], "read_data_subset": subset}
         except restic.ResticError as exc:
             results[name] = {"ok": False, "output": str(exc), "read_data_subset": subset}

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -25,7 +25,7 @@ from typing import Any
 from restic_orch.hooks import build_hooks
 from restic_orch.hooks.base import DumpContext, DumpOutcome, Hook
 
-from . import __version__, cpucap, notify, restic, runner, staging, userhooks
+from . import __version__, cpucap, notify, progress, restic, runner, staging, userhooks
 from .config import Config, redacted
 from .init import chunker_source
 from .lock import exclusive
@@ -86,6 +86,8 @@ class Run:
     day: Path | None = None           # the day's staging tree, once created
     snapshot_saved: bool = False
     cleaner: staging.Cleaner | None = None
+    # repository sizes measured during the run ({name: bytes or None}): the last one is reused at the end
+    measured: dict[str, int | None] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the guard
@@ -118,7 +120,8 @@ def _run_phases(run: Run) -> None:
     config, summary = run.config, run.summary
     try:
         _note_conditions(run)
-        version, repos = preflight(config, summary, interrupted=run.interrupted)
+        with progress.current().phase("preflight"):
+            version, repos = preflight(config, summary, interrupted=run.interrupted)
         run.day = staging.day_dir(config.staging_dir, run.now.date())
         manifest = new_manifest(config, summary, version, run.now)
         stage(config, build_hooks(config, run.only), run.day, summary, manifest)
@@ -130,8 +133,11 @@ def _run_phases(run: Run) -> None:
                            scoped=bool(run.only))
         store(run, repos, run.day, tags)
         replicate(run, repos, run.day, tags)
-        publish(run)
-        retain(run, repos)
+        with progress.current().phase("publish"):
+            publish(run)
+        with progress.current().phase("retention"):
+            retain(run, repos)
+        record_sizes(run, repos)
         summary.finish(_outcome(run))
     except Terminated as exc:
         summary.fail("run", "signal", str(exc))
@@ -297,13 +303,28 @@ def stage(config: Config, hooks: list[Hook], day: Path, summary: RunSummary, man
     A hook that fails or crashes is recorded and the next one runs (one failed database never loses the
     containers' archives). Files are hashed in the background while the next hook dumps.
     """
-    ctx = DumpContext(config=config, day_dir=day, run_id=summary.run_id, log=log, background_hashing=True)
+    reporter = _DumpReporter()
+    ctx = DumpContext(config=config, day_dir=day, run_id=summary.run_id, log=log, background_hashing=True,
+                      progress=reporter.report)
     for hook in hooks:
-        _dump(hook, ctx, summary, manifest)
-    _finish_hashing(ctx, summary, manifest)
+        with progress.current().phase(f"dump:{hook.kind}:{hook.name}") as task:
+            reporter.task = task
+            _dump(hook, ctx, summary, manifest)
+    with progress.current().phase("hash:wait"):
+        _finish_hashing(ctx, summary, manifest)
     manifest.finish_dumps()
     staging.write_manifest(day, manifest)
     summary.bytes_staged = staging.tree_bytes(day)
+
+
+@dataclass
+class _DumpReporter:
+    """Where a pre-hook's ctx.progress(label, fraction) lands: the display's line of the hook dumping now."""
+
+    task: progress.Task = progress.NULL_TASK
+
+    def report(self, label: str, fraction: float | None = None) -> None:
+        self.task.step(label, fraction)
 
 
 def _dump(hook: Hook, ctx: DumpContext, summary: RunSummary, manifest: Manifest) -> None:
@@ -365,7 +386,8 @@ def _finish_hashing(ctx: DumpContext, summary: RunSummary, manifest: Manifest) -
 def store(run: Run, repos: dict[str, restic.Repo], day: Path, tags: list[str]) -> None:
     """restic backup of the staged day into local, or straight into offsite when there is no local repository."""
     first = "local" if "local" in repos else "offsite"
-    _backup(run, first, repos[first], day, tags)
+    with progress.current().phase(f"backup:{first}") as task:
+        _backup(run, first, repos[first], day, tags, task.on_status)
 
 
 def replicate(run: Run, repos: dict[str, restic.Repo], day: Path, tags: list[str]) -> None:
@@ -374,16 +396,44 @@ def replicate(run: Run, repos: dict[str, restic.Repo], day: Path, tags: list[str
     if "local" not in repos or "offsite" not in repos:
         return
     if "local" in run.summary.snapshots:
-        _copy_offsite(run.config, repos["local"], repos["offsite"], run.summary)
+        with progress.current().phase("copy:offsite") as task:
+            before = _measure(run, "offsite", repos["offsite"])
+            _copy_offsite(run.config, repos["local"], repos["offsite"], run.summary, task.on_status)
+            # an S3 that could not be listed before the copy is not waited for a second time
+            after = _measure(run, "offsite", repos["offsite"]) if before is not None else None
+        run.summary.bytes_added["offsite"] = after - before if before is not None and after is not None else None
     else:
-        _backup(run, "offsite", repos["offsite"], day, tags)
+        with progress.current().phase("backup:offsite") as task:
+            _backup(run, "offsite", repos["offsite"], day, tags, task.on_status)
 
 
-def _backup(run: Run, name: str, repo: restic.Repo, day: Path, tags: list[str]) -> None:
+def _measure(run: Run, name: str, repo: restic.Repo) -> int | None:
+    from .repo_size import stored_bytes
+
+    started = time.monotonic()
+    run.measured[name] = stored_bytes(repo)
+    log.info("repository size measured", extra={"repo": name, "bytes": run.measured[name],
+                                                "seconds": round(time.monotonic() - started, 3)})
+    return run.measured[name]
+
+
+def record_sizes(run: Run, repos: dict[str, restic.Repo]) -> None:
+    """What each repository's storage holds at the end of the run, for the report's growth chart. A size measured
+    after the copy is reused unless retention removed snapshots there since (one S3 listing less)."""
+    for name, repo in repos.items():
+        changed = bool(run.summary.retention.get(name, {}).get("removed"))
+        if name in run.measured and not changed:
+            run.summary.stored_bytes[name] = run.measured[name]
+        else:
+            run.summary.stored_bytes[name] = _measure(run, name, repo)
+
+
+def _backup(run: Run, name: str, repo: restic.Repo, day: Path, tags: list[str],
+            on_status: restic.Progress | None = None) -> None:
     summary = run.summary
     started = time.monotonic()
     try:
-        result = repo.backup([day], tags=tags, host=run.config.host, when=run.when)
+        result = repo.backup([day], tags=tags, host=run.config.host, when=run.when, progress=on_status)
     except restic.ResticError as exc:
         summary.phase(f"backup:{name}", started, False, str(exc))
         summary.fail("repository", name, f"backup failed: {_explain_missing(run.config, exc)}")
@@ -402,7 +452,8 @@ def _backup(run: Run, name: str, repo: restic.Repo, day: Path, tags: list[str]) 
                      "; ".join(result.errors[:5]))
 
 
-def _copy_offsite(config: Config, local: restic.Repo, offsite: restic.Repo, summary: RunSummary) -> bool:
+def _copy_offsite(config: Config, local: restic.Repo, offsite: restic.Repo, summary: RunSummary,
+                  on_status: restic.Progress | None = None) -> bool:
     """Copy every snapshot of ours that offsite lacks (restic copy skips those already there).
 
     restic copy names each copy it saves, so the new offsite id comes from its output; only when that text
@@ -411,7 +462,7 @@ def _copy_offsite(config: Config, local: restic.Repo, offsite: restic.Repo, summ
     started = time.monotonic()
     newest = summary.snapshots.get("local") or "-"
     try:
-        results = offsite.copy_from(local, host=config.host, tags=[TAG])
+        results = offsite.copy_from(local, host=config.host, tags=[TAG], progress=on_status)
         mine = [r for r in results if r.source.startswith(newest[:8]) or newest.startswith(r.source)]
         target = mine[0].target if mine else None
         if target is None:

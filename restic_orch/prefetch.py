@@ -19,7 +19,7 @@ from pathlib import Path
 
 from restic_orch.hooks.base import Artifact
 
-from . import restic
+from . import progress, restic
 from .browse import Located
 
 log = logging.getLogger("restic_orch.prefetch")
@@ -95,8 +95,10 @@ def _fetch_all(located: Located, artifacts: list[Artifact], scratch: Path) -> di
     if not chosen:
         return {}
     total = sum(a.size for a in chosen)
-    commands = located.repo.restore_paths(located.snapshot.id, [located.path_of(a) for a in chosen], scratch,
-                                          timeout=max(MIN_SECONDS, total / BYTES_PER_SECOND))
+    with progress.current().phase("fetch") as task:
+        commands = located.repo.restore_paths(located.snapshot.id, [located.path_of(a) for a in chosen], scratch,
+                                              timeout=max(MIN_SECONDS, total / BYTES_PER_SECOND),
+                                              progress=task.on_status)
     files: dict[str, Path] = {}
     for artifact in chosen:
         path = scratch / located.path_of(artifact).lstrip("/")

@@ -46,6 +46,10 @@ class RunSummary:
     exit_code: int = EXIT_FAILURE
     snapshots: dict[str, str] = field(default_factory=dict)
     data_added: dict[str, int] = field(default_factory=dict)
+    # what each repository's storage holds after the run (sum of its objects' sizes); None: could not be measured
+    stored_bytes: dict[str, int | None] = field(default_factory=dict)
+    # storage growth measured around a step that restic reports no bytes for (offsite: after copy minus before)
+    bytes_added: dict[str, int | None] = field(default_factory=dict)
     bytes_staged: int = 0
     artifacts: int = 0
     components: list[str] = field(default_factory=list)

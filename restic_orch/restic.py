@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -60,6 +60,11 @@ class ResticVersion:
 
     @property
     def has_retry_lock(self) -> bool:
+        return (self.major, self.minor) >= (0, 16)
+
+    @property
+    def has_restore_json(self) -> bool:
+        """`restore --json` prints status lines from 0.16 on; 0.14 and 0.15 restore shows no progress off a TTY."""
         return (self.major, self.minor) >= (0, 16)
 
     def __str__(self) -> str:
@@ -149,6 +154,106 @@ class CopiedSnapshot:
     source: str            # short id in the source repository
     target: str | None     # short id of its copy in the destination (None when restic did not say)
     skipped: bool = False  # it was already there from an earlier copy
+
+
+@dataclass(frozen=True)
+class ResticStatus:
+    """One progress report of a running restic command.
+
+    From a `--json` status line (backup; restore from 0.16 on), or from the text counter restic prints for
+    check and copy when RESTIC_PROGRESS_FPS is set ("[0:04] 50.00%  3 / 6 packs"). A field restic did not
+    send is None: restic leaves out zero values (omitempty), so a missing count means "none yet or unknown".
+    """
+
+    percent_done: float | None = None  # 0.0 to 1.0
+    seconds_elapsed: int | None = None
+    seconds_remaining: int | None = None
+    total_bytes: int | None = None
+    bytes_done: int | None = None
+    total_files: int | None = None
+    files_done: int | None = None
+    error_count: int = 0
+    current_files: tuple[str, ...] = ()
+    unit: str = ""                     # a text counter's unit: "packs", "packs copied", "snapshots"
+    count_done: int | None = None
+    count_total: int | None = None     # None: restic counts without knowing the total
+
+    @property
+    def fraction(self) -> float | None:
+        """How far along, 0.0 to 1.0, from the most precise figure restic gave; None when it cannot say."""
+        if self.total_bytes and self.bytes_done is not None:
+            return min(self.bytes_done / self.total_bytes, 1.0)
+        if self.count_total and self.count_done is not None:
+            return min(self.count_done / self.count_total, 1.0)
+        return self.percent_done
+
+
+Progress = Callable[[ResticStatus], None]
+PROGRESS_FPS = "10"  # how often check and copy print their counters when a display wants them
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value)
+
+
+def _status_from_json(item: Mapping[str, Any]) -> ResticStatus:
+    # restore (0.16+) names its counts files_restored/bytes_restored, and from 0.17 on counts skipped ones apart
+    files = [_count(item.get(k)) for k in ("files_done", "files_restored", "files_skipped")]
+    done = [_count(item.get(k)) for k in ("bytes_done", "bytes_restored", "bytes_skipped")]
+    percent = item.get("percent_done")
+    current = item.get("current_files")
+    return ResticStatus(
+        percent_done=float(percent) if isinstance(percent, (int, float)) and not isinstance(percent, bool) else None,
+        seconds_elapsed=_count(item.get("seconds_elapsed")), seconds_remaining=_count(item.get("seconds_remaining")),
+        total_bytes=_count(item.get("total_bytes")), total_files=_count(item.get("total_files")),
+        bytes_done=sum(d for d in done if d is not None) if any(d is not None for d in done) else None,
+        files_done=sum(f for f in files if f is not None) if any(f is not None for f in files) else None,
+        error_count=_count(item.get("error_count")) or 0,
+        current_files=tuple(str(f) for f in current) if isinstance(current, list) else (),
+    )
+
+
+_COUNTER = re.compile(r"^\[(?:(\d+):)?(\d+):(\d+)\]\s+(?:(\d+(?:\.\d+)?)%\s+)?(\d+)(?: / (\d+))? (\S.*)$")
+
+
+def parse_status_line(line: str) -> ResticStatus | None:
+    """A progress report from one line of restic's stdout; None for any other line (fields restic may add
+    later are ignored)."""
+    text = line.strip()
+    if text.startswith("{"):
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(item, dict) or item.get("message_type") != "status":
+            return None
+        return _status_from_json(item)
+    match = _COUNTER.match(text)
+    if not match:
+        return None
+    hours, minutes, seconds, percent, done, total, unit = match.groups()
+    return ResticStatus(percent_done=float(percent) / 100 if percent else None,
+                        seconds_elapsed=int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds),
+                        unit=unit.strip(), count_done=int(done), count_total=int(total) if total else None)
+
+
+def _status_lines(progress: Progress | None) -> Callable[[str], None] | None:
+    """A runner line callback that hands restic's progress reports to `progress`."""
+    if progress is None:
+        return None
+
+    def on_line(line: str) -> None:
+        status = parse_status_line(line)
+        if status is not None:
+            progress(status)
+
+    return on_line
+
+
+def _without_counters(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not _COUNTER.match(line.strip()))
 
 
 @dataclass
@@ -255,7 +360,7 @@ class Repo:
 
     def _run(self, args: Sequence[str], *, timeout: float | None = None, ok_codes: Iterable[int] = (0,),
              heavy: bool = False, stdout_path: Path | None = None, env: Mapping[str, str] | None = None,
-             retry_locked: bool = True) -> runner.Result:
+             retry_locked: bool = True, progress: Progress | None = None) -> runner.Result:
         """Run restic; a locked repository is retried with backoff for lock_wait_seconds.
 
         restic >= 0.16 does the waiting itself (--retry-lock); 0.14 and 0.15 get the same from this loop.
@@ -271,7 +376,8 @@ class Repo:
         while True:
             try:
                 return runner.run(self._global_args() + wait_args + list(args), env=full_env, timeout=timeout,
-                                  ok_codes=ok_codes, low_priority=heavy, stdout_path=stdout_path)
+                                  ok_codes=ok_codes, low_priority=heavy, stdout_path=stdout_path,
+                                  on_line=_status_lines(progress))
             except runner.CommandTimeout as exc:
                 raise ResticError(str(exc), repo=self.name, stderr=exc.stderr) from None
             except runner.CommandNotFound:
@@ -324,7 +430,9 @@ class Repo:
 
     # --- backup and listing -----------------------------------------------------------------------
     def backup(self, paths: Sequence[Path], *, tags: Sequence[str], host: str, when: datetime | None = None,
-               timeout: float | None = None) -> BackupSummary:
+               timeout: float | None = None, progress: Progress | None = None) -> BackupSummary:
+        """restic backup --json; its status lines go to `progress` as they come (restic prints them with --json
+        whether or not anyone reads them), its summary line is the result."""
         for path in paths:
             if not Path(path).is_absolute():
                 # 0.14 stores relative paths so that a later restore --include silently matches nothing
@@ -337,7 +445,7 @@ class Repo:
         if when is not None:
             args += ["--time", when.strftime("%Y-%m-%d %H:%M:%S")]
         args += [str(p) for p in paths]
-        result = self._run(args, timeout=timeout, ok_codes=(0, 3), heavy=True)
+        result = self._run(args, timeout=timeout, ok_codes=(0, 3), heavy=True, progress=progress)
         return parse_backup_output(result.stdout, result.stderr, partial=result.returncode == 3)
 
     def snapshots(self, *, tags: Sequence[str] = (), host: str | None = None) -> list[Snapshot]:
@@ -375,16 +483,25 @@ class Repo:
         return runner.Stream(self._global_args() + ["dump", snapshot, path], env=self.env(), low_priority=True)
 
     def restore(self, snapshot: str, target: Path, *, include: Sequence[str] = (), verify: bool = False,
-                timeout: float | None = None) -> None:
-        args = ["restore", snapshot, "--target", str(target)]
+                timeout: float | None = None, progress: Progress | None = None) -> None:
+        args = self._restore_args(snapshot, target, progress)
         for pattern in include:
             args += ["--include", pattern]
         if verify:
             args.append("--verify")
-        self._run(args, timeout=timeout, heavy=True)
+        self._run(args, timeout=timeout, heavy=True, progress=self._restore_progress(progress))
+
+    def _restore_args(self, snapshot: str, target: Path, progress: Progress | None) -> list[str]:
+        # --json only for a display: without one the command stays as it always was
+        json_flag = ["--json"] if self._restore_progress(progress) else []
+        return ["restore", *json_flag, snapshot, "--target", str(target)]
+
+    def _restore_progress(self, progress: Progress | None) -> Progress | None:
+        """The callback when this restic reports restore progress (0.16+ with --json), else None."""
+        return progress if progress is not None and version(self.binary).has_restore_json else None
 
     def restore_paths(self, snapshot: str, paths: Sequence[str], target: Path, *,
-                      timeout: float | None = None) -> int:
+                      timeout: float | None = None, progress: Progress | None = None) -> int:
         """Restore exactly these absolute paths of the snapshot under `target` (target/<path>); returns how many
         restic processes that took.
 
@@ -393,18 +510,20 @@ class Repo:
         """
         batches = _batches([escape_pattern(p) for p in paths])
         for batch in batches:
-            args = ["restore", snapshot, "--target", str(target)]
+            args = self._restore_args(snapshot, target, progress)
             for pattern in batch:
                 args += ["--include", pattern]
-            self._run(args, timeout=timeout, heavy=True)
+            self._run(args, timeout=timeout, heavy=True, progress=self._restore_progress(progress))
         return len(batches)
 
     # --- copy, retention, checks -----------------------------------------------------------------
     def copy_from(self, source: Repo, snapshot_ids: Sequence[str] = (), *, host: str | None = None,
-                  tags: Sequence[str] = (), timeout: float | None = None) -> list[CopiedSnapshot]:
+                  tags: Sequence[str] = (), timeout: float | None = None,
+                  progress: Progress | None = None) -> list[CopiedSnapshot]:
         """Copy snapshots (by id, or all matching host/tags) that this repository lacks; say what became of each.
 
-        restic copy has no --json; its text names every source snapshot and the copy it now has.
+        restic copy has no --json; its text names every source snapshot and the copy it now has. With
+        `progress`, RESTIC_PROGRESS_FPS makes it print its "packs copied" counter off a terminal too.
         """
         args = ["copy", "--from-repo", source.url, "--from-password-file", str(source.password_file)]
         if not snapshot_ids:
@@ -413,7 +532,8 @@ class Repo:
             for tag in tags:
                 args += ["--tag", tag]
         args += list(snapshot_ids)
-        result = self._run(args, timeout=timeout, heavy=True, env=_from_env(source))
+        env = {**_from_env(source), **_fps(progress)}
+        result = self._run(args, timeout=timeout, heavy=True, env=env, progress=progress)
         return parse_copy_output(result.stdout)
 
     def forget(self, policy: Sequence[str], *, host: str, tags: Sequence[str], dry_run: bool = False,
@@ -431,17 +551,21 @@ class Repo:
     def prune(self, timeout: float | None = None) -> None:
         self._run(["prune"], timeout=timeout, heavy=True)
 
-    def check(self, read_data_subset: str | None = None, timeout: float | None = None) -> CheckResult:
+    def check(self, read_data_subset: str | None = None, timeout: float | None = None,
+              progress: Progress | None = None) -> CheckResult:
+        """restic check; no restic up to 0.19 prints check progress as JSON, so `progress` gets the text counters
+        ("snapshots", "packs") RESTIC_PROGRESS_FPS turns on; they are left out of the result's output."""
         args = ["check"]
         if read_data_subset:
             args += ["--read-data-subset", read_data_subset]
         try:
-            result = self._run(args, timeout=timeout, heavy=True)
+            result = self._run(args, timeout=timeout, heavy=True, env=_fps(progress), progress=progress)
         except ResticError as exc:
             if isinstance(exc, (WrongPassword, RepoNotFound, RepoUnreachable, RepoLocked)):
                 raise
             return CheckResult(ok=False, output=exc.stderr or str(exc))
-        return CheckResult(ok=True, output=result.stdout + result.stderr)
+        output = result.stdout + result.stderr
+        return CheckResult(ok=True, output=_without_counters(output) + "\n" if progress else output)
 
 
 _GLOB = re.compile(r"([\\*?\[\]])")
@@ -465,6 +589,11 @@ def _batches(patterns: Sequence[str]) -> list[list[str]]:
         batches[-1].append(pattern)
         size += len(pattern) + len("--include") + 2
     return batches
+
+
+def _fps(progress: Progress | None) -> dict[str, str]:
+    """RESTIC_PROGRESS_FPS only when a display reads the counters: without one, restic prints what it always did."""
+    return {"RESTIC_PROGRESS_FPS": PROGRESS_FPS} if progress is not None else {}
 
 
 def _from_env(source: Repo) -> dict[str, str]:

@@ -18,7 +18,7 @@ from typing import Any
 from restic_orch.hooks import build_hooks, registry
 from restic_orch.hooks.base import Artifact, Hook, RestoreOptions, RestoreOutcome, sha256_file
 
-from . import browse, prefetch, restic, runner, tags
+from . import browse, prefetch, progress, restic, runner, tags
 from .browse import Located, SelectionError
 from .config import Config
 from .masking import mask
@@ -135,7 +135,7 @@ def execute(config: Config, located: Located, steps: list[Step], options: Restor
         _note_prefetch(summary, ready, fetch_started)
         for step in steps:
             started = time.monotonic()
-            if step.destructive and confirm is not None and not confirm(step):
+            if step.destructive and confirm is not None and not _confirmed(confirm, step):
                 summary.phase(step.component, started, False, "skipped: not confirmed")
                 summary.fail(step.kind, step.component, "skipped: not confirmed", step.component)
                 _record(summary, step, "skipped", "not confirmed", {}, started)
@@ -143,7 +143,8 @@ def execute(config: Config, located: Located, steps: list[Step], options: Restor
             step_options = options
             try:
                 step_options = options_for(step) if options_for else options
-                outcome = _run_step(config, located, step, step_options, hooks, ready)
+                with progress.current().phase(step.component):
+                    outcome = _run_step(config, located, step, step_options, hooks, ready)
             except Exception as exc:  # one broken step must not stop the rest of a disaster recovery
                 log.exception("restore step failed", extra={"component": step.component})
                 outcome = RestoreOutcome(step.component, False, f"{type(exc).__name__}: {mask(str(exc))}")
@@ -161,6 +162,12 @@ def execute(config: Config, located: Located, steps: list[Step], options: Restor
         summary.fail("restore", "plan", "nothing to restore: the selection matched no artifact")
     summary.finish("success" if steps and done == len(steps) else ("partial" if done else "failure"))
     return summary
+
+
+def _confirmed(confirm: Confirm, step: Step) -> bool:
+    """Ask, with the live display off: a question and a redrawn bar on one terminal would garble both."""
+    with progress.current().paused():
+        return confirm(step)
 
 
 def _prefetchable(steps: list[Step], hooks: dict[tuple[str, str], Hook], confirm: Confirm | None) -> list[Artifact]:

@@ -42,7 +42,9 @@ def check_rights(config: Config, operation: str = "all") -> RightsReport:
     report = RightsReport()
     for hook in build_hooks(config):
         try:
-            report.missing += hook.missing_rights(operation)
+            # the hooks of one source (containers and VMs of one PVE) share one account: list each right once
+            report.missing += [m for m in hook.missing_rights(operation)
+                               if all((m.source, m.right) != (k.source, k.right) for k in report.missing)]
         except Exception as exc:  # one unreachable source must not hide another's missing rights
             report.errors.append({"kind": hook.kind, "source": hook.name,
                                   "error": mask(f"{type(exc).__name__}: {exc}")})

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +164,85 @@ def _communicate(proc: subprocess.Popen[Any], input: str | bytes | None, timeout
         _untrack(proc)
 
 
+def _drain_into(pipe: IO[bytes], chunks: list[bytes]) -> None:
+    for chunk in iter(lambda: pipe.read(65536), b""):
+        chunks.append(chunk)
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    try:
+        pipe.write(data)
+    except BrokenPipeError:
+        pass  # the child stopped reading: its exit code says why
+    finally:
+        try:
+            pipe.close()
+        except BrokenPipeError:
+            pass
+
+
+def _deliver(on_line: Callable[[str], None] | None, raw: bytes) -> Callable[[str], None] | None:
+    """Hand one stdout line to the caller's callback; a callback that fails is dropped, the command goes on
+    (a broken progress display must never fail a backup)."""
+    if on_line is None:
+        return None
+    try:
+        on_line(raw.decode(errors="replace").rstrip("\r\n"))
+        return on_line
+    except Exception:
+        log.warning("stdout line callback failed; no more lines are passed to it", exc_info=True)
+        return None
+
+
+def _communicate_lines(proc: subprocess.Popen[Any], input: str | bytes | None, timeout: float | None,
+                       args: list[str], on_line: Callable[[str], None]) -> tuple[bytes, bytes]:
+    """Like _communicate, but stdout is read line by line as the child writes it, each line handed to on_line.
+
+    stderr (and stdin, when there is input) move in threads so that no full pipe blocks the child; the
+    timeout is a timer that stops the child's process group, which ends the read.
+    """
+    _track(proc)
+    err_chunks: list[bytes] = []
+    threads = [threading.Thread(target=_drain_into, args=(proc.stderr, err_chunks), daemon=True)]
+    if input is not None:
+        data = input.encode() if isinstance(input, str) else input
+        threads.append(threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True))
+    expired = threading.Event()
+
+    def expire() -> None:
+        if proc.poll() is None:
+            expired.set()
+            _kill(proc)
+
+    timer = threading.Timer(timeout, expire) if timeout is not None else None
+    out_lines: list[bytes] = []
+    callback: Callable[[str], None] | None = on_line
+    try:
+        for thread in threads:
+            thread.start()
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            out_lines.append(raw)
+            callback = _deliver(callback, raw)
+        proc.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if proc.poll() is None:  # a signal or an error in this thread: the child must not outlive the call
+            _kill(proc)
+        _untrack(proc)
+        for thread in threads:
+            thread.join(timeout=5)
+    stderr = b"".join(err_chunks)
+    if expired.is_set():
+        log.error("command timed out", extra={"argv": mask(" ".join(args)), "timeout": timeout})
+        raise CommandTimeout(args, None, stderr.decode(errors="replace"), reason=f"timed out after {timeout:.0f} s")
+    return b"".join(out_lines), stderr
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -176,8 +255,15 @@ def run(
     stdin_path: Path | None = None,
     low_priority: bool = False,
     ok_codes: Iterable[int] = (0,),
+    on_line: Callable[[str], None] | None = None,
 ) -> Result:
-    """Run a command to completion. stdout goes to stdout_path when given (for dumps), else is captured."""
+    """Run a command to completion. stdout goes to stdout_path when given (for dumps), else is captured.
+
+    on_line: called with each stdout line (without its newline) as the command prints it, e.g. restic's
+    progress; stdout is still captured whole in the result. Not with stdout_path.
+    """
+    if on_line is not None and stdout_path is not None:
+        raise ValueError("on_line reads stdout: it cannot go to stdout_path as well")
     args = _argv(argv, low_priority)
     started = time.monotonic()
     with _redirects(stdout_path, stdin_path) as (out_handle, in_handle):
@@ -190,7 +276,10 @@ def run(
             cwd=cwd,
             start_new_session=True,
         )
-        raw_out, raw_err = _communicate(proc, input, timeout, args)
+        if on_line is not None:
+            raw_out, raw_err = _communicate_lines(proc, input, timeout, args, on_line)
+        else:
+            raw_out, raw_err = _communicate(proc, input, timeout, args)
     duration = time.monotonic() - started
     stdout = (raw_out or b"").decode(errors="replace")
     stderr = (raw_err or b"").decode(errors="replace")

@@ -18,6 +18,8 @@ from .plan import Fault
 STATUS_OF = {0: "success", 1: "failure", 3: "partial"}
 DB_PREFIX = {"postgres": "db:pg/", "mariadb": "db:mariadb/"}   # the lab's database sources
 DB_KIND = {"postgres": "postgres", "mariadb": "mysql"}
+GUEST_PREFIXES = ("ct:", "vm:")                                # the node's guests: containers and VMs
+PVE_KINDS = {"proxmox", "qemu"}                                 # the hooks that back them up, each failing alone
 # faults after which the stored snapshots may hold any subset of the components (the run was cut short)
 UNCERTAIN = {"sigkill", "sigterm", "disk-full"}
 
@@ -145,7 +147,7 @@ def fault_problems(fault: Fault | None, rc: int, summary: Mapping[str, Any]) -> 
             "s3-down": lambda: any(f.get("source") == "offsite" for f in failures) and kinds <= {"repository",
                                                                                                 "terraform"},
             "db-down": lambda: kinds == {DB_KIND[fault.variant]},
-            "pve-down": lambda: kinds == {"proxmox"},
+            "pve-down": lambda: kinds == PVE_KINDS,
             "vzdump-fail": lambda: [f.get("component") for f in failures] == [f"ct:{fault.variant}"],
             "disk-full": lambda: ("not enough free space" if fault.variant == "preflight"
                                   else "No space left on device") in messages,
@@ -181,7 +183,7 @@ def _taken(fault: Fault | None, component: str) -> bool:
     if fault.kind == "db-down":
         return component.startswith(DB_PREFIX[fault.variant])
     if fault.kind == "pve-down":
-        return component.startswith("ct:")
+        return component.startswith(GUEST_PREFIXES)
     if fault.kind == "vzdump-fail":
         return component == f"ct:{fault.variant}"
     return False

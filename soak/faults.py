@@ -20,7 +20,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from restic_orch.lab import manager, procs, pve
-from restic_orch.lab.pve.layout import list_vmids
+from restic_orch.lab.pve import qemu, qmconf
+from restic_orch.lab.pve.layout import list_qemu_vmids, list_vmids
 from restic_orch.lab.s3 import s3_client
 
 from . import proctree
@@ -205,9 +206,19 @@ def heal(lab: Lab, inj: Injection) -> None:
 
 
 def wait_pve_idle(lab: Lab, timeout: float = 60) -> None:
-    """No container still locked by a vzdump task a killed run started (the fake finishes it on its own)."""
+    """No guest still locked by a vzdump task a killed run started (the fake finishes it on its own)."""
     root = lab.pve_root
     deadline = time.monotonic() + timeout
     for vmid in list_vmids(root):
         while "lock" in pve.read_config(root, vmid) and time.monotonic() < deadline:
             time.sleep(0.2)
+    for vmid in list_qemu_vmids(root):
+        while "lock" in _vm_config(root, vmid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def _vm_config(root: Path, vmid: int) -> dict[str, object]:
+    try:
+        return qmconf.parse(qemu.conf_path(root, vmid).read_text())
+    except FileNotFoundError:
+        return {}  # being restored: PVE writes it again

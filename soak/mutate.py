@@ -1,7 +1,8 @@
 """A day of the homelab's life: what changes between two nightly runs, drawn from the night's own seed.
 
 Rows inserted, updated and deleted in all four databases (MariaDB's triggers update other tables), now and then
-a new role or account; files written, appended, re-moded and deleted in the containers' root filesystems; one
+a new role or account; files written, appended, re-moded and deleted in the containers' root filesystems; every
+second night a few 64 KiB clusters rewritten in place in each VM's disk image (what its guest writes); one
 Terraform state bumped (serial + 1, as `terraform apply` does); one vault file re-encrypted with new content;
 now and then a host file edited. Returns one line per change, for the night's log.
 """
@@ -16,15 +17,21 @@ from pathlib import Path
 from restic_orch.lab import pve, vault
 from restic_orch.lab.mariadb import mariadb_sql
 from restic_orch.lab.postgres import psql
-from restic_orch.lab.pve.layout import list_vmids
+from restic_orch.lab.pve.layout import list_qemu_vmids, list_vmids
+from restic_orch.lab.pve.vms import CLUSTER
 from restic_orch.lab.s3 import s3_client
 
 from .lab import Lab
-from .record import SANDBOX_VMID
+from .record import SANDBOX_VMID, vm_images
+
+VM_EVERY = 2          # nights 2, 4, 6...: the VMs' guests write to their disks
+VM_CLUSTERS = (1, 4)  # how many 64 KiB clusters a guest rewrites on such a night
 
 
 def day(lab: Lab, night: int, rng: random.Random) -> list[str]:
     changes = containers(lab, night, rng)
+    if night % VM_EVERY == 0:
+        changes += vm_disks(lab, rng)
     changes += postgres(lab, night, rng)
     changes += mariadb(lab, night, rng)
     changes.append(terraform(lab, night, rng))
@@ -56,6 +63,27 @@ def containers(lab: Lab, night: int, rng: random.Random) -> list[str]:
             gone.unlink()
             changes.append(f"ct:{vmid} -{gone.name}")
         changes.append(f"ct:{vmid} +{new.name} ({new.stat().st_size} bytes), motd appended")
+    return changes
+
+
+def vm_disks(lab: Lab, rng: random.Random) -> list[str]:
+    """Each VM's guest rewrites a few clusters of its first disk in place (the fake's VM 'runs': its raw image
+    is the disk the guest writes to). The first cluster, the partition table, is left alone."""
+    changes = []
+    for vmid in [v for v in list_qemu_vmids(lab.pve_root) if v < SANDBOX_VMID]:
+        images = vm_images(lab.pve_root, vmid)
+        if not images:
+            continue
+        key, path = next(iter(images.items()))
+        clusters = path.stat().st_size // CLUSTER
+        if clusters < 2:
+            continue
+        picked = sorted(rng.sample(range(1, clusters), min(rng.randint(*VM_CLUSTERS), clusters - 1)))
+        with path.open("r+b") as handle:
+            for index in picked:
+                handle.seek(index * CLUSTER)
+                handle.write(rng.randbytes(CLUSTER))
+        changes.append(f"vm:{vmid} {key}: clusters {', '.join(map(str, picked))} rewritten")
     return changes
 
 

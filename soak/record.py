@@ -1,8 +1,9 @@
 """The soak's own record of what the lab held on a night, read straight from the lab's parts.
 
 Every value comes from the real thing (the fake node's files, PostgreSQL, MariaDB, the S3 bucket, the vault and
-host files), never from what restic-orch says, and is named by the product's component (ct:101, db:pg/appdb...)
-so a restored copy can be compared with it. Compact JSON-able values: a tree's entries, a table's row digest.
+host files), never from what restic-orch says, and is named by the product's component (ct:101, vm:200,
+db:pg/appdb...) so a restored copy can be compared with it. Compact JSON-able values: a tree's entries, a disk
+image's sha256, a table's row digest.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 from restic_orch.lab import pve
 from restic_orch.lab.mariadb import mariadb_sql
 from restic_orch.lab.postgres import psql
-from restic_orch.lab.pve.layout import list_vmids
+from restic_orch.lab.pve import qemu, qmconf
+from restic_orch.lab.pve.layout import list_qemu_vmids, list_vmids
 from restic_orch.lab.pve.vzdump import STD_EXCLUDES
 from restic_orch.lab.s3 import s3_client
 
@@ -28,6 +30,9 @@ SANDBOX_DB = "soak_"         # restored databases: soak_<name>, dropped after th
 MARIADB_SYSTEM = {"information_schema", "mysql", "performance_schema", "sys"}
 # written into the archive by vzdump and consumed by the restore: not part of what the container held
 VZDUMP_LEFTOVERS = ("etc/vzdump",)
+# what a VM restored in place keeps (qemu-server's restore: vmgenid is always new, a copy beside gets new MACs
+# and a new smbios1 uuid, and is not compared with this)
+VM_KEPT = ("name", "memory", "cores", "net0", "scsi0", "smbios1")
 
 Record = dict[str, Any]
 
@@ -36,6 +41,7 @@ def take(lab: Lab) -> Record:
     """Every component of the lab and its fingerprint, now."""
     record: Record = {}
     record.update(containers(lab))
+    record.update(vms(lab))
     record.update(databases(lab))
     record.update(states(lab))
     record.update(plain_files(lab))
@@ -82,6 +88,29 @@ def containers(lab: Lab) -> Record:
     root = lab.pve_root
     return {f"ct:{vmid}": {"config": ct_config(root, vmid), "rootfs": tree(pve.rootfs_dir(root, vmid))}
             for vmid in list_vmids(root) if vmid < SANDBOX_VMID}
+
+
+# ---------------------------------------------------------------- virtual machines
+def vm_images(root: Path, vmid: int) -> dict[str, Path]:
+    """Each disk of a VM (CD-ROMs are not backed up) and the raw image the fake node keeps for it."""
+    conf = qmconf.parse(qemu.conf_path(root, vmid).read_text())
+    return {key: qemu.image_path(root, str(drive["file"])) for key, drive in qmconf.drives(conf)
+            if not qmconf.is_cdrom(drive)}
+
+
+def vm(root: Path, vmid: int) -> Record:
+    """A VM's fingerprint: the config keys an in-place restore keeps, and the sha256 of each disk image."""
+    conf = qmconf.parse(qemu.conf_path(root, vmid).read_text())
+    disks = {}
+    for key, path in vm_images(root, vmid).items():
+        with path.open("rb") as handle:
+            disks[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"config": {k: str(conf[k]) for k in VM_KEPT if k in conf}, "disks": disks}
+
+
+def vms(lab: Lab) -> Record:
+    root = lab.pve_root
+    return {f"vm:{vmid}": vm(root, vmid) for vmid in list_qemu_vmids(root) if vmid < SANDBOX_VMID}
 
 
 # ---------------------------------------------------------------- databases

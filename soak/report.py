@@ -26,18 +26,20 @@ the run is told its time through `soak/night.py`, which runs the CLI's own `back
 
 1. **the lab changes**: rows inserted, updated and deleted in the four databases (MariaDB triggers update other
    tables), now and then a new role or account; files written, appended, re-moded and deleted in the containers'
-   root filesystems; one Terraform state bumped (serial + 1); one vault file re-encrypted with new secrets;
-   every third night `/etc/hosts` of the node;
+   root filesystems; every second night a few 64 KiB clusters rewritten in place in the VM's disk image (what
+   its running guest writes); one Terraform state bumped (serial + 1); one vault file re-encrypted with new
+   secrets; every third night `/etc/hosts` of the node;
 2. **the soak records** what the lab holds, read from the lab's parts (trees with modes, owners and sha256;
-   every table's rows; state objects; vault and host files with their modes; the roles and accounts);
+   the VMs' configs as an in-place restore keeps them and their disk images' sha256; every table's rows; state
+   objects; vault and host files with their modes; the roles and accounts);
 3. **a fault may strike** (nights 1, 5, 9, … stay clean; the others take the kinds in a seeded order, every
    kind before any repeats): SIGKILL of the run and its children or SIGTERM of the run in the dump phase
    (a seeded delay after the staged day appears) or in the backup, copy or forget phase (once that restic
    holds its lock in the repository); S3 down before the run or cut during the copy; S3 slow (every chunk +30 ms,
-   2 MiB/s); PostgreSQL or MariaDB stopped; the PVE API stopped; one container's vzdump failing; staging on a
-   32 MiB tmpfs (refused by preflight) or on a 96 MiB one filled up once the dumps started; a stale lock
-   (a killed run's leftovers: locks in both repositories, crash marker, half-staged day; or a dead admin
-   restic's lock in the local repository);
+   2 MiB/s); PostgreSQL or MariaDB stopped; the PVE API stopped (no container nor VM can be backed up); one
+   container's vzdump failing (the other guests are still backed up); staging on a 32 MiB tmpfs (refused by
+   preflight) or on a 96 MiB one filled up once the dumps started; a stale lock (a killed run's leftovers: locks
+   in both repositories, crash marker, half-staged day; or a dead admin restic's lock in the local repository);
 4. the backup runs, the fault is **healed** (services started again, PVE switches cleared, tmpfs unmounted; a
    killed run's leftovers are left for the next run to clean);
 5. **the checks**: the exit code is one the fault allows and agrees with the `--json` summary and
@@ -47,10 +49,10 @@ the run is told its time through `soak/night.py`, which runs the CLI's own `back
    every offsite copy has its local snapshot's tree; no restic lock, no run lock, no crash marker left by a
    run that ended by itself; `restic check` of both repositories;
 6. **restores** with the product's `restore` into a sandbox (`--as-vmid 9990+`, `--target-db soak_<db>`,
-   `--target-dir`), compared with the soak's record of that night: from tonight's local snapshot a container,
-   a database and a file; from its offsite copy a file; from one older kept night a file. After the last
-   night every component comes back from the newest snapshot holding it, and one file of every night still
-   kept in either repository.
+   `--target-dir`) or, for a VM, in place (`--force`: stopped, replaced, started again), compared with the
+   soak's record of that night: from tonight's local snapshot a container, a VM, a database and a file; from its
+   offsite copy a file; from one older kept night a file. After the last night every component comes back from
+   the newest snapshot holding it, and one file of every night still kept in either repository.
 
 **Retention.** Local: the role's `keep_within_daily: 7d`, applied by the run itself after a clean run only.
 Offsite: the host's offsite is append-only (`retention: null`, a key that cannot delete); the soak plays the

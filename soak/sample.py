@@ -1,7 +1,7 @@
 """Which restores each night proves, and the closing ones: every component of the last night, one of every kept one.
 
-Each night: from tonight's local snapshot a container, a database and a file (state, vault or host file); from its
-offsite copy one file; from one older night still kept, one file. `quick`: tonight's local snapshot, one file.
+Each night: from tonight's local snapshot a container, a VM, a database and a file (state, vault or host file);
+from its offsite copy one file; from one older night still kept, one file. `quick`: tonight's local snapshot, one file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from . import verify
 from .judge import held_by
 from .state import REPOS, Soak
 
-GROUPS = (("ct:",), ("db:",), verify.PLAIN)
+GROUPS = (("ct:",), ("vm:",), ("db:",), verify.PLAIN)
 
 
 def _pick(rng: random.Random, held: Iterable[str], prefixes: tuple[str, ...],
@@ -65,8 +65,9 @@ def closing(soak: Soak, after: dict[str, dict[str, Snapshot]], rng: random.Rando
     newest_first = [(name, n, snaps[0]) for name in REPOS
                     for n, snaps in sorted(soak.by_night(after[name]).items(), reverse=True) if n]
     wanted = sorted(soak.records[last])
-    if soak.options.quick:  # a container, a database, and one state, vault and host file (one restore call)
-        wanted = [c for prefix in ("ct:", "db:", "tfstate:", "vault:", "files:") for c in _pick(rng, wanted, (prefix,))]
+    if soak.options.quick:  # a container, a VM, a database, and one state, vault and host file
+        wanted = [c for prefix in ("ct:", "vm:", "db:", "tfstate:", "vault:", "files:")
+                  for c in _pick(rng, wanted, (prefix,))]
     covered: set[tuple[str, int]] = set()
     for name, number, snap in newest_first:
         held = held_by(soak, repos[name], snap)

@@ -2,7 +2,9 @@
 
 Containers come back beside the originals (`--as-vmid 9990+`), databases under another name (`--target-db
 soak_<db>`), state, vault and host files under a scratch directory (`--target-dir`); each sandbox is removed
-right after its comparison, before the next night's backup could see it. The server-wide account dumps
+right after its comparison, before the next night's backup could see it. VMs come back in place (`--force`, as
+an operator brings a VM back: stopped, replaced, started again): a copy beside the original would get new MACs
+and a new smbios1 uuid and stay stopped, in place all of the record must come back. The server-wide account dumps
 (@globals, @users) cannot be restored beside the originals: their artifact is read from the snapshot and every
 role or account the server had that night must be created by it.
 """
@@ -68,6 +70,8 @@ def restore(lab: Lab, repo: Repo, snap: Snapshot, components: Iterable[str], wan
     for component in wanted:
         if component.startswith("ct:"):
             _container(lab, repo, snap, component, want[component], where, done)
+        elif component.startswith("vm:"):
+            _vm(lab, repo, snap, component, want[component], where, done)
         elif component.startswith("db:") and "/@" in component:
             _accounts(repo, snap, component, want[component], where, done)
         elif component.startswith("db:"):
@@ -128,6 +132,26 @@ def _container(lab: Lab, repo: Repo, snap: Snapshot, component: str, want: dict[
             done.ok(component)
     finally:
         destroy(lab, vmid)
+
+
+def _vm(lab: Lab, repo: Repo, snap: Snapshot, component: str, want: dict[str, Any], where: str,
+        done: Verified) -> None:
+    """In place: the VM the lab runs becomes the snapshot's. Tonight's snapshot holds what the lab holds, so the
+    lab is unchanged; an older one (the closing, when the last night lacks the VM) puts back that night's."""
+    why = _restore_cli(lab, repo, snap, [component], "--force")
+    if why:
+        done.problems.append(f"{where} {component}: {why}")
+        return
+    vmid = int(component.split(":")[1])
+    got = record.vm(lab.pve_root, vmid)
+    if got["config"] != want["config"]:
+        differ = sorted(k for k in {*got["config"], *want["config"]} if got["config"].get(k) != want["config"].get(k))
+        done.problems.append(f"{where} {component}: config differs in {differ}: {got['config']} != {want['config']}")
+    elif got["disks"] != want["disks"]:
+        differ = sorted(k for k in {*got["disks"], *want["disks"]} if got["disks"].get(k) != want["disks"].get(k))
+        done.problems.append(f"{where} {component}: disk images differ: {differ}")
+    else:
+        done.ok(component)
 
 
 def _tree_diff(want: dict[str, Any], got: dict[str, Any]) -> list[str]:

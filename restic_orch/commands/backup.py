@@ -17,7 +17,7 @@ from .common import Ctx, comma_list, exit_codes, fail
 @click.pass_obj
 def backup_cmd(obj: Ctx, only: str | None, dry_run: bool) -> None:
     """Run the pre-hooks, store the staging area in restic, copy offsite, apply retention."""
-    from .. import pipeline
+    from .. import pipeline, progress
     from ..render import backup_table
 
     config = obj.config()
@@ -26,7 +26,7 @@ def backup_cmd(obj: Ctx, only: str | None, dry_run: bool) -> None:
         the_plan = pipeline.plan(config, kinds)
         obj.emit({"dry_run": True, "plan": the_plan.describe()}, "\n".join(the_plan.describe()))
         return
-    with exit_codes(), opened_log(config) as (run_id, log_file):
+    with exit_codes(), opened_log(config) as (run_id, log_file), progress.live():
         summary = pipeline.run_backup(config, only=kinds, log_file=log_file, run_id=run_id)
     obj.emit(summary.to_json(), "" if obj.verbosity < 0 else backup_table(summary))
     raise SystemExit(summary.exit_code)

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from .. import progress
 from ..integrity import check_repositories, escrow_warnings
 from ..runlog import recorded_run
 from .common import REPO_NAMES, Ctx, configured_repos, exit_codes
@@ -30,7 +31,7 @@ def check_cmd(obj: Ctx, repo_name: str | None, read_data_subset: str | None, per
         raise SystemExit(report.exit_code)
     config = obj.config()
     configured_repos(config, repo_name)  # exit 2 for one not configured, before the run makes its lock and log
-    with exit_codes(), recorded_run(config, "check", "check", cap_cpu=True) as run:
+    with exit_codes(), recorded_run(config, "check", "check", cap_cpu=True) as run, progress.live():
         results = check_repositories(config, run.summary, repo_name, read_data_subset)
         warnings = escrow_warnings(config, run.summary, repo_name)
     obj.emit({"repositories": results, "warnings": warnings},

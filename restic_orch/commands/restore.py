@@ -11,7 +11,7 @@ import click
 
 from restic_orch.hooks import registry
 
-from .. import interactive
+from .. import interactive, progress
 from ..report import EXIT_USAGE
 from ..restore import execute
 from ..restore_setup import Bootstrap, Prepared, RestoreRequest, prepare
@@ -67,7 +67,8 @@ def restore_cmd(obj: Ctx, snapshot: str | None, from_repo: str | None, only: str
         return
     if prompts is not None:
         interactive.show_plan(setup.steps)
-    with exit_codes(), recorded_run(setup.config, "restore", f"restore {setup.located.snapshot.short_id}") as run:
+    with (exit_codes(), recorded_run(setup.config, "restore", f"restore {setup.located.snapshot.short_id}") as run,
+          progress.live()):
         run.summary = execute(setup.config, setup.located, setup.steps, setup.options, summary=run.summary,
                               confirm=interactive.confirm_step if prompts is not None else None)
     obj.emit(run.summary.to_json(), restore_table(run.summary))

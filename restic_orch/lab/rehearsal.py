@@ -24,7 +24,7 @@ from typing import Any
 
 from restic_orch import escrow
 from restic_orch.config import Config
-from restic_orch.lab.pve import access, containers, layout
+from restic_orch.lab.pve import access, containers, layout, qemu
 from restic_orch.runner import run as run_command
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "runbooks" / "disaster-recovery.md"
@@ -86,12 +86,15 @@ def runbook_blocks(path: Path = RUNBOOK, section: str = SECTION) -> list[Block]:
 
 
 # ---------------------------------------------------------------- the disaster
-def reset_pve(pve_root: Path) -> list[int]:
-    """The fake PVE as a fresh install: no guest, root@pam only, no token, role or ACL. Returns the VMIDs lost."""
-    lost = layout.list_vmids(pve_root)
-    for vmid in lost:
-        containers.destroy(pve_root, vmid)
+def reset_pve(pve_root: Path) -> dict[str, list[int]]:
+    """The fake PVE as a fresh install: no guest, root@pam only, no token, role or ACL. Returns the VMIDs lost,
+    containers and VMs."""
     node = layout.load_node(pve_root)
+    lost = {"containers": layout.list_vmids(pve_root), "vms": layout.list_qemu_vmids(pve_root)}
+    for vmid in lost["containers"]:
+        containers.destroy(pve_root, vmid)
+    for vmid in lost["vms"]:
+        qemu.destroy(pve_root, vmid, node["node"], unreferenced=True)
     node["access"], node["tokens"] = access.initial_access(), {}
     layout.save_node(pve_root, node)
     return lost
@@ -104,7 +107,7 @@ def make_disaster(lab_dir: Path, state: dict[str, Any], config: Config) -> dict[
     from restic_orch.lab.s3 import empty_bucket
 
     services = state["services"]
-    lost: dict[str, Any] = {"containers": reset_pve(Path(services["pve"]["root"]))}
+    lost: dict[str, Any] = reset_pve(Path(services["pve"]["root"]))
     pg = [d for d in _lines(psql(services["postgres"], "SELECT datname FROM pg_database WHERE NOT datistemplate"
                                                        " AND datname <> 'postgres';"))]
     for name in pg:
@@ -400,6 +403,7 @@ def render(result: Rehearsal) -> str:
              f"- End to end (first command to last verified component): "
              f"{took}",
              f"- Lost before the first command: {len(result.lost.get('containers', []))} containers, "
+             f"{len(result.lost.get('vms', []))} VMs, "
              f"{len(result.lost.get('databases', []))} databases, {result.lost.get('state_objects', 0)} state objects,"
              f" {result.lost.get('vault_files', 0)} vault files, the configuration, secrets and local repository",
              f"- Escrow items at hand: {', '.join(result.escrow_items)}", "",

@@ -167,6 +167,21 @@ def containers_snapshot(lab: dict, vmids: tuple[int, ...] = VMIDS) -> dict[int, 
     return {vmid: (ct_config(lab, vmid), rootfs_fingerprint(lab, vmid)) for vmid in vmids}
 
 
+# what a restore in place brings back unchanged (vmgenid is new on every qmrestore, digest with any write)
+VM_KEYS = ("name", "memory", "cores", "sockets", "ostype", "scsihw", "boot", "agent", "net0", "scsi0", "smbios1")
+
+
+def vm_snapshot(lab: dict, vmid: int = 200) -> tuple[dict, str, str]:
+    """A VM's kept config keys, the sha256 of its disk image as the storage holds it, and its status."""
+    from restic_orch.lab.pve import qemu as fake_qemu
+
+    guest = pve_api(lab).nodes("pve1").qemu(vmid)
+    config = guest.config.get()
+    volid = config["scsi0"].split(",")[0]
+    digest = hashlib.sha256(fake_qemu.image_path(pve_root(lab), volid).read_bytes()).hexdigest()
+    return {k: config.get(k) for k in VM_KEYS}, digest, guest.status.current.get()["status"]
+
+
 def running(lab: dict, vmid: int) -> bool:
     return pve_api(lab).nodes("pve1").lxc(vmid).status.current.get()["status"] == "running"
 

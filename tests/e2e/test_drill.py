@@ -27,12 +27,13 @@ def production_view(lab) -> dict:
     api = pve(lab)
     node = api.nodes("pve1")
     cts = {int(c["vmid"]): node.lxc(c["vmid"]).config.get()["digest"] for c in node.lxc.get()}
+    vms = {int(v["vmid"]): node.qemu(v["vmid"]).config.get()["digest"] for v in node.qemu.get()}
     query = "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database"
     dbs = psql(lab["state"]["services"]["postgres"], query)
     host = Path(lab["dir"]) / "host"
     files = {str(p.relative_to(host)): (p.read_bytes(), p.stat().st_mtime_ns)
              for p in sorted(host.rglob("*")) if p.is_file() and not p.is_symlink()}
-    return {"containers": cts, "pg_databases": dbs.strip(), "host_files": files}
+    return {"containers": cts, "vms": vms, "pg_databases": dbs.strip(), "host_files": files}
 
 
 def test_full_drill_passes_writes_report_and_leaves_production_untouched(lab, fresh_repos, tmp_path):
@@ -45,14 +46,17 @@ def test_full_drill_passes_writes_report_and_leaves_production_untouched(lab, fr
     report = json.loads(js.read_text())
     assert report["passed"] and report["rto"]["ok"] and report["rpo"]["ok"]
     kinds = {s["component"].split(":")[0] for s in report["steps"]}
-    assert kinds == {"ct", "db", "tfstate", "vault", "files"}
+    assert kinds == {"ct", "vm", "db", "tfstate", "vault", "files"}
     assert all(s["result"] == "ok" for s in report["steps"])
+    # the VM came back into a spare VMID of the drill's range, its config checked key by key, then destroyed
+    vm = next(s for s in report["steps"] if s["component"] == "vm:200")
+    assert vm["checks"]["config"] == "ok" and vm["checks"]["sha256"] is True, vm
     assert any(s["checks"].get("row_counts") == "ok" for s in report["steps"])
     assert any(s["checks"].get("config") == "ok" for s in report["steps"])
     text = md.read_text()
     assert "# Restore drill" in text and "Measured RTO" in text and "## Problems met" in text
-    # spare containers destroyed, drill_ databases dropped, the host's own files not touched
-    assert production_view(lab) == before and before["host_files"]
+    # spare guests destroyed, drill_ databases dropped, the host's own files not touched
+    assert production_view(lab) == before and before["host_files"] and before["vms"]
     assert json.loads((fresh_repos.state_dir / "last-drill.json").read_text())["status"] == "success"
     assert "restic_orch_last_drill_passed 1" in (fresh_repos.monitoring.textfile_dir / "restic_orch.prom").read_text()
 

@@ -41,14 +41,14 @@ def _host_files(root: Path) -> dict[str, bytes]:
 def test_rehearsal_runs_the_runbook_from_the_escrow_sheet_alone(own_lab):
     lab, work = own_lab, Path(own_lab["dir"]) / "rehearsal"
     config = load_config(lab["config"])
-    before = {"containers": rh.containers_snapshot(lab), "databases": rh.databases_snapshot(lab),
-              "tfstate": rh.tf_objects(lab), "vault": rh.vault_files(lab)}
+    before = {"containers": rh.containers_snapshot(lab), "vm": rh.vm_snapshot(lab),
+              "databases": rh.databases_snapshot(lab), "tfstate": rh.tf_objects(lab), "vault": rh.vault_files(lab)}
     host_root = Path(lab["state"]["host"]["root"])
     host_files = _host_files(host_root)
     review = rehearsal._review_dir(config)
 
     disaster = rehearsal.prepare(lab["dir"], lab["state"], config, work)
-    assert not rh.pve.layout.list_vmids(rh.pve_root(lab)) and not lab["config"].exists()
+    assert not rh.pve.layout.list_guest_vmids(rh.pve_root(lab)) and not lab["config"].exists()
     assert rh.tf_objects(lab) == {} and not any(Path(p).exists() for p in before["vault"])
     assert sorted(p.name for p in (work / "items").iterdir()) == sorted(disaster.items)
 
@@ -65,7 +65,7 @@ def test_rehearsal_runs_the_runbook_from_the_escrow_sheet_alone(own_lab):
     assert [s.step for s in failed] == ["step 6"], bad.steps
     assert "FAILED" in bad.output  # sha256sum -c on the sheet's sum
     assert not (work / "new-host" / "opt" / "restic-orch").exists()
-    assert not rh.pve.layout.list_vmids(rh.pve_root(lab))
+    assert not rh.pve.layout.list_guest_vmids(rh.pve_root(lab))
 
     rehearsal.reset_pve(disaster.pve_root)  # the pveum lines ran: a new install again
     result = rehearsal.play(config, disaster, rehearsal.fresh_new_host(work, work / "items"))
@@ -79,6 +79,8 @@ def test_rehearsal_runs_the_runbook_from_the_escrow_sheet_alone(own_lab):
     Path(lab["state"]["services"]["pve"]["token_file"]).write_text(token)
     assert rh.containers_snapshot(lab) == before["containers"]
     assert all(rh.running(lab, vmid) for vmid in rh.VMIDS)
+    # the VM: same disk bytes, same config keys, running again as it was backed up
+    assert rh.vm_snapshot(lab) == before["vm"] and before["vm"][2] == "running"
     assert rh.databases_snapshot(lab) == before["databases"]
     assert rh.tf_objects(lab) == before["tfstate"]
     assert rh.vault_files(lab) == before["vault"]

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.e2e,
               pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")]  # the fake PVE
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "restore.sh"
-COMPONENTS_SEEDED = 27  # 4 containers, 7 databases (+globals/users), 4 states, 4 vault files, 8 host files
+COMPONENTS_SEEDED = 28  # 4 containers, 1 VM, 7 databases (+globals/users), 4 states, 4 vault files, 8 host files
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_disaster_everything_lost_comes_back_from_offsite(lab, backed_up):
         assert summary["extra"]["repository"] == "offsite", out
         # what still existed is refused (no --force), what was lost is back: a partial success, exit 3
         refused = {f["component"]: f["message"] for f in summary["failures"]}
-        assert set(refused) == {"ct:101", "ct:103", "ct:104", "db:pg/inventory", "db:mariadb/blog"}, out
+        assert set(refused) == {"ct:101", "ct:103", "ct:104", "vm:200", "db:pg/inventory", "db:mariadb/blog"}, out
         assert all("refusing" in message for message in refused.values()), refused
         assert result.returncode == 3, out
         for component in ("ct:102", "db:pg/appdb", "db:mariadb/shop", f"tfstate:{tf_key}", f"vault:{vault_file}",
@@ -241,6 +241,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(lab, backed_up, lost_vault_
     text = "\n".join(plan)
     for vmid in rh.VMIDS:
         assert f"restore container {vmid} " in text
+    assert "restore VM 200 (haos) as VM 200 [changes production]" in text
     for db in ("pg/appdb", "pg/inventory", "mariadb/blog", "mariadb/shop"):
         assert f"{db} into database {db.split('/')[1]}" in text
     for key in backed_up["baseline"]["tfstate"]:

@@ -41,8 +41,8 @@ def test_three_nights_with_a_kill_and_a_database_down_lose_nothing(tmp_path):
     assert partial.landed and partial.exit == 3 and partial.status == "partial"
     assert sum(run.injected(state.results).values()) == 2
     # restored and matched against the soak's own record: night 1 that night, the last night at the closing
-    assert first.verified >= 1 and state.final["verified"] >= 5
-    assert {"ct", "db", "tfstate", "vault", "files"} <= set(state.final["by_kind"])
+    assert first.verified >= 1 and state.final["verified"] >= 6
+    assert {"ct", "vm", "db", "tfstate", "vault", "files"} <= set(state.final["by_kind"])
     assert not Path(state.lab.dir).exists(), "the soak's lab must be removed"
 
     target = tmp_path / "reliability.md"

@@ -158,6 +158,7 @@ def deployed(tmp_path_factory):
         "backup_python": _system_python(),
         "backup_restic_password": RESTIC_PASSWORD,
         "backup_proxmox_enabled": False,
+        "backup_status_watch_enabled": True,
         "backup_ansible_vault_paths": [str(root / "infra/ansible/inventory/group_vars/*/vault.yml")],
         "backup_ansible_vault_password": VAULT_PASSWORD,
         # until the command line lands (restic_orch.cli), the role cannot ask it to validate or init
@@ -257,7 +258,9 @@ def test_cron_entry_runs_daily_at_three_with_flock_nice_ionice(deployed):
     # cron turns a bare % into a newline: the percent of the read subset must be escaped
     assert f"0 5 * * 0 root {wrapper} {cli} check --read-data-subset 5\\%" in lines
     assert f"0 6 * * 0 root {wrapper} {cli} drill --scenario full" in lines
-    assert len([line for line in lines if "restic-orch" in line]) == 3
+    # the hourly watch reads only: no flock, so a slow status never makes the night's backup skip
+    assert f"30 * * * * root nice -n 10 ionice -c 2 -n 7 {cli} status --notify-only" in lines
+    assert len([line for line in lines if "restic-orch" in line]) == 4
 
 
 def test_secrets_and_config_are_private(deployed):
@@ -372,11 +375,17 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
         # an append-only offsite: the host never forgets there
         "backup_offsite_retention": None,
         "backup_proxmox_exclude_paths": {"all": ["/var/cache/apt/archives/*"], 102: ["/var/lib/postgresql/tmp"]},
+        "backup_monitoring_notify": [
+            {"name": "ops", "urls": ["ntfys://ntfy.example.invalid/ops-7c8d9e", "mailtos://u:mail-pw-8d9e0f@m.invalid"],
+             "events": ["failure", "partial", "rpo_breach"]},
+            {"name": "daily", "urls": ["gotify://g.example.invalid/Agotify-9e0f1a"], "events": ["success"]},
+        ],
     }
     first, _ = run_playbook(root, role_vars, "-v")
     second, recap = run_playbook(root, role_vars, "-v")
     assert recap["changed"] == 0, second.stdout[-4000:]
-    every_secret = [*secrets.values(), "pg-pass-2b3c4d", "pg-restore-3c4d5e", "my-pass-5e6f7a"]
+    every_secret = [*secrets.values(), "pg-pass-2b3c4d", "pg-restore-3c4d5e", "my-pass-5e6f7a", "ops-7c8d9e",
+                    "mail-pw-8d9e0f", "Agotify-9e0f1a"]
     for run in (first, second):
         leaked = [s for s in every_secret if s in run.stdout + run.stderr]
         assert not leaked, f"secrets in the ansible output: {leaked}"
@@ -386,7 +395,10 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
     assert sorted(p.name for p in secret_dir.iterdir()) == sorted([
         "restic-local.pass", "restic-offsite.pass", "offsite-s3.env", "pve-token", "terraform-state.env",
         "healthchecks.url", "webhook.url", "postgres-main.pass", "postgres_restore-main.pass", "mysql-apps.pass",
+        "notify-ops.urls", "notify-daily.urls",
     ])
+    assert (secret_dir / "notify-ops.urls").read_text() == (
+        "ntfys://ntfy.example.invalid/ops-7c8d9e\nmailtos://u:mail-pw-8d9e0f@m.invalid\n")
     assert (secret_dir / "postgres_restore-main.pass").read_text() == "pg-restore-3c4d5e\n"
     for path in secret_dir.iterdir():
         assert mode(path) == 0o600, path
@@ -413,6 +425,9 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
     assert cfg["sources"]["mysql"][1]["password_file"] is None
     assert cfg["sources"]["terraform_state"]["env_file"] == str(secret_dir / "terraform-state.env")
     assert cfg["monitoring"]["webhook_url_file"] == str(secret_dir / "webhook.url")
+    assert cfg["monitoring"]["notify"] == [
+        {"urls_file": str(secret_dir / "notify-ops.urls"), "events": ["failure", "partial", "rpo_breach"]},
+        {"urls_file": str(secret_dir / "notify-daily.urls"), "events": ["success"]}]
 
     units = root / "etc/systemd/system"
     assert not (root / "etc/cron.d/restic-orch").exists()
@@ -420,6 +435,8 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
         "restic-orch-backup.service", "restic-orch-backup.timer",
         "restic-orch-check.service", "restic-orch-check.timer",
         "restic-orch-failure@.service",
+        # a route lists rpo_breach: an hourly silent status tells it when the RPO is breached
+        "restic-orch-status-watch.service", "restic-orch-status-watch.timer",
     ]
     service = (units / "restic-orch-backup.service").read_text().splitlines()
     cli = f"{deployed['venv']}/bin/restic-orch -q --config {config}"
@@ -453,6 +470,8 @@ def test_systemd_scheduler_and_every_secret(deployed, tmp_path):
     assert "OnCalendar=*-*-* 03:00:00" in timer
     assert "Persistent=true" in timer
     assert "OnCalendar=Sun *-*-* 05:00:00" in (units / "restic-orch-check.timer").read_text().splitlines()
+    assert f"ExecStart={cli} status --notify-only" in (units / "restic-orch-status-watch.service").read_text()
+    assert "OnCalendar=*-*-* *:30:00" in (units / "restic-orch-status-watch.timer").read_text().splitlines()
 
 
 def test_example_group_vars_give_a_valid_config(deployed, tmp_path):

@@ -29,12 +29,27 @@ def _summary(command: str, started: datetime, seconds: float, status: str, **fie
     return summary
 
 
+MEASURED_SINCE = 20  # older summaries were written before runs measured repository sizes
+UNMEASURED_OFFSITE = 8  # that night the offsite listing failed: its figures are unknown (null)
+
+
+def _sizes(day: int) -> dict[str, object]:
+    """The figures a run records since it measures storage: offsite's copy growth and both stored sizes."""
+    if day > MEASURED_SINCE:
+        return {}
+    offsite = None if day == UNMEASURED_OFFSITE else 50_000_000 - 700_000 * day
+    return {"bytes_added": {"offsite": None if offsite is None else 700_000 + day},
+            "stored_bytes": {"local": 80_000_000 - 1_000_000 * day, "offsite": offsite}}
+
+
 def _backup(day: int, status: str = "success") -> RunSummary:
     started = NOW - timedelta(days=day) + timedelta(hours=1)
     phases = [Phase("preflight", 1.5 + day, True), Phase("dump:x:y", 20.0 + day, True), Phase("dump:x:z", 3.25, True),
               Phase("backup:local", 10.0, True), Phase("copy:offsite", 7.5, True)]
+    # restic copy reports no bytes: only the older summaries (a straight backup offsite) have offsite's data_added
+    data_added = {"local": 1_000_000 * (day + 1), **({"offsite": 900_000 * (day + 1)} if day > MEASURED_SINCE else {})}
     return _summary("backup", started, 45.0 + day, status, phases=phases, snapshots={"local": "aa", "offsite": "bb"},
-                    data_added={"local": 1_000_000 * (day + 1), "offsite": 900_000 * (day + 1)})
+                    data_added=data_added, **_sizes(day))
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +124,53 @@ def test_the_page_shows_the_summaries_figures_and_only_the_last_days(state_dir: 
         assert int(cells["exit"]) == summary["exit_code"] and cells["command"] == summary["command"]
         for repo, added in summary["data_added"].items():
             assert int(cells[f"added:{repo}"]) == added
+        if summary["command"] != "backup":
+            continue
+        # offsite's bytes added: restic's figure when it backed up there, else the storage's growth over the copy
+        offsite = summary["data_added"].get("offsite", (summary.get("bytes_added") or {}).get("offsite"))
+        assert cells["added:offsite"] == ("" if offsite is None else str(offsite))
+        for repo in ("local", "offsite"):
+            assert cells[f"stored:{repo}"] == str((summary.get("stored_bytes") or {}).get(repo) or "")
     day_five = next(rows[f"run-{s['run_id']}"] for s in backups if s["duration_seconds"] == 50.0)
     assert day_five["exit"] == "3" and float(day_five["phase:dump"]) == 25.0 + 3.25
     assert sorted(int(rows[f"run-{s['run_id']}"]["exit"]) for s in backups).count(1) == 1
     drills = {float(v["rto"]): v for k, v in rows.items() if k.startswith("drill-")}
     assert sorted(drills) == [95.5, 300.25, 2400.0]
     assert drills[2400.0]["passed"] == "False" and float(drills[95.5]["target"]) == 1800
+
+
+def test_repository_growth_follows_the_stored_sizes_with_gaps(state_dir: Path) -> None:
+    history = collect(state_dir, 30, now=NOW)
+    summaries = [json.loads(p.read_text()) for p in sorted((state_dir / "runs").glob("*.json"))]
+    measured = [s for s in summaries if s["command"] == "backup" and s.get("stored_bytes")]
+    assert len(measured) == MEASURED_SINCE
+    # one point per backup from the first measured one on; older summaries are not drawn, a failed measure is a gap
+    for repo in ("local", "offsite"):
+        assert [size for _, size in history.growth[repo]] == [s["stored_bytes"][repo] for s in measured]
+    assert [size for _, size in history.growth["offsite"]].count(None) == 1
+    page = render_page(history)
+    growth = page.split("<h2>Repository growth</h2>", 1)[1].split("<h2>", 1)[0]
+    assert growth.count("<polyline") == 1 + 2  # local in one line, offsite broken by its gap into two
+    assert growth.count("<circle") == 2 * MEASURED_SINCE - 1
+    assert "local" in growth and "offsite" in growth and "Not drawn" not in page
+    rows = _cells(page)
+    gap = next(r for r in history.runs if r.stored_bytes.get("offsite", 0) is None)
+    assert rows[f"run-{gap.run_id}"]["stored:offsite"] == "" and gap.added("offsite") is None
+    assert "unknown</td>" in page and "not recorded" not in page.split("<h2>Runs (newest first)</h2>")[1]
+
+
+def test_old_summaries_alone_still_render(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    old = _backup(30)  # written before the sizes: no stored_bytes, no bytes_added
+    data = old.to_json()
+    del data["stored_bytes"], data["bytes_added"]
+    (state / "runs").mkdir(parents=True)
+    (state / "runs" / f"{old.run_id}-backup.json").write_text(json.dumps(data))
+    history = collect(state, 40, now=NOW)
+    assert history.growth == {} and history.runs[0].stored_bytes == {}
+    assert history.runs[0].added("offsite") == 900_000 * 31
+    page = render_page(history)
+    assert "Not drawn: the run summaries carry no repository size" in page
 
 
 def test_rpo_age_is_measured_from_the_newest_good_backup(state_dir: Path) -> None:
@@ -139,7 +195,6 @@ def test_hostile_strings_are_escaped_and_nothing_is_fetched_or_run(state_dir: Pa
     assert not [name for name, _ in tags.attrs if name in fetching or name.startswith("on")]
     assert not [value for _, value in tags.attrs if re.search(r"url\(|https?:|javascript:", value, re.IGNORECASE)]
     assert not re.search(r"url\(|@import", "".join(tags.styles))
-    assert "Not drawn: the run summaries carry no repository size" in page
     assert "RTO target 30.0 min" in page  # no target given: 30 min
 
 

@@ -67,6 +67,7 @@ EVERYTHING: dict[str, Any] = {
     "backup_proxmox_ca_file": "/srv/ro/ca.pem",
     "backup_proxmox_node": "pve9",
     "backup_proxmox_vmids": [101, 102],
+    "backup_proxmox_guests": "lxc",
     "backup_proxmox_exclude": [103],
     "backup_proxmox_exclude_paths": {"all": ["/var/cache/apt/archives/*"], 102: ["/srv/tmp"]},
     "backup_proxmox_mode": "suspend",
@@ -118,6 +119,8 @@ EVERYTHING: dict[str, Any] = {
     "backup_monitoring_healthchecks_url": "https://hc.example.invalid/ping/x",
     "backup_monitoring_webhook_url": "https://hook.example.invalid/y",
     "backup_monitoring_timeout_seconds": 3,
+    "backup_monitoring_notify": [{"name": "ops", "urls": ["ntfys://ntfy.example.invalid/ops-topic-z"],
+                                  "events": ["failure", "rpo_breach"]}],
     "backup_rto_minutes": 45,
     "backup_rpo_hours": 12,
     "backup_restore_redeploy": [["ansible-playbook", "-i", "inventory", "site.yml"]],
@@ -220,7 +223,8 @@ def test_secrets_are_files_never_values(tmp_path):
     data, secrets = render(tmp_path, EVERYTHING)
     text = yaml.safe_dump(data)
     for value in ("local-pw", "offsite-pw", "sk1", "pg-pw", "pg-restore-pw", "my-pw", "my-restore-pw", "sk2",
-                  "sk3-restore", "token-secret-9f1", "vault-pw", "ping/x", "example.invalid/y"):
+                  "sk3-restore", "token-secret-9f1", "vault-pw", "ping/x", "example.invalid/y",
+                  "ops-topic-z"):
         assert value not in text
     assert secrets["postgres-main.pass"] == "pg-pw\n"
     assert secrets["postgres_restore-main.pass"] == "pg-restore-pw\n"

@@ -161,3 +161,21 @@ def test_the_snapshot_lacks_exactly_what_the_fault_took():
     # a run cut short may have stored any part of the lab, never anything else
     assert expect.component_problems(Fault("sigkill", "dump"), universe, {"ct:101"}) == []
     assert expect.component_problems(Fault("disk-full", "dumps"), universe, {"ct:101", "ct:9991"})
+
+
+def test_the_pve_api_down_takes_containers_and_vms_a_failed_vzdump_one_container():
+    universe = {"ct:101", "ct:102", "vm:200", "db:pg/appdb", "tfstate:a"}
+    down = Fault("pve-down", "api")
+    assert expect.component_problems(down, universe, {"db:pg/appdb", "tfstate:a"}) == []
+    assert expect.component_problems(down, universe, universe - {"ct:101", "ct:102"})  # the VM could not be dumped
+    vzdump = Fault("vzdump-fail", "102")
+    assert expect.component_problems(vzdump, universe, universe - {"ct:102"}) == []
+    assert expect.component_problems(vzdump, universe, universe - {"ct:102", "vm:200"})  # the VM was not touched
+    # both guest hooks say the API was down; a VM's failure under a container's vzdump fault is not that fault
+    both = [{"kind": "proxmox", "component": "ct:*", "message": "refused"},
+            {"kind": "qemu", "component": "vm:*", "message": "refused"}]
+    assert expect.fault_problems(down, 3, {"failures": both}) == []
+    assert expect.fault_problems(down, 3, {"failures": both[:1]})
+    vm_too = [{"kind": "proxmox", "component": "ct:102", "message": "No space left on device"},
+              {"kind": "qemu", "component": "vm:200", "message": "No space left on device"}]
+    assert expect.fault_problems(vzdump, 3, {"failures": vm_too})

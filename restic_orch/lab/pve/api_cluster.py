@@ -7,9 +7,10 @@ import shutil
 import time
 from typing import Any
 
-from . import containers, layout, storage
+from . import containers, layout, qemu, storage
 from .app import Ctx, Perm, Router
-from .schema import NODE, STORAGE, Prop, schema
+from .errors import ParamError, TaskError
+from .schema import NODE, STORAGE, VMID_OPT, Prop, schema
 
 VERSION = {"version": "8.3.2", "release": "8.3", "repoid": "3e76eec21c4a14a7"}
 STORAGE_TYPES = ("btrfs", "cephfs", "cifs", "dir", "esxi", "glusterfs", "iscsi", "iscsidirect", "lvm", "lvmthin",
@@ -47,7 +48,20 @@ def nodes(ctx: Ctx, p: dict[str, Any]) -> Any:
 
 
 def node_index(ctx: Ctx, p: dict[str, Any]) -> Any:
-    return [{"name": n} for n in ("lxc", "storage", "tasks", "vzdump", "status", "version")]
+    return [{"name": n} for n in ("lxc", "qemu", "storage", "tasks", "vzdump", "status", "version")]
+
+
+def nextid(ctx: Ctx, p: dict[str, Any]) -> Any:
+    """pve-manager PVE/API2/Cluster.pm nextid: the first free VMID from 100, or assert the given one is free."""
+    taken = set(layout.list_guest_vmids(ctx.root))
+    if p.get("vmid") is not None:
+        if p["vmid"] in taken:
+            raise ParamError({"vmid": f"VM {p['vmid']} already exists"})
+        return str(p["vmid"])
+    for vmid in range(100, 1000 * 1000):
+        if vmid not in taken:
+            return str(vmid)  # PVE answers the number as a JSON string
+    raise TaskError("unable to get any free VMID in range [100, 1000000]")
 
 
 def resources(ctx: Ctx, p: dict[str, Any]) -> Any:
@@ -55,11 +69,13 @@ def resources(ctx: Ctx, p: dict[str, Any]) -> Any:
     res: list[dict[str, Any]] = []
     # pve-manager PVE/API2/Cluster.pm resources: each entry only with its audit privilege
     if kind in (None, "vm"):
-        for vmid in layout.list_vmids(ctx.root):
+        cts = set(layout.list_vmids(ctx.root))
+        for vmid in layout.list_guest_vmids(ctx.root):
             if not ctx.check(f"/vms/{vmid}", "VM.Audit", noerr=True):
                 continue
-            st = containers.vmstatus(ctx.root, vmid, ctx.node)
-            entry = {"id": f"lxc/{vmid}", "type": "lxc", "vmid": vmid, "name": st["name"], "node": ctx.node,
+            vtype = "lxc" if vmid in cts else "qemu"
+            st = (containers if vtype == "lxc" else qemu).vmstatus(ctx.root, vmid, ctx.node)
+            entry = {"id": f"{vtype}/{vmid}", "type": vtype, "vmid": vmid, "name": st["name"], "node": ctx.node,
                      "status": st["status"], "maxcpu": st["cpus"], "maxmem": st["maxmem"], "maxdisk": st["maxdisk"],
                      "cpu": st["cpu"], "mem": st["mem"], "disk": st["disk"], "uptime": st["uptime"],
                      "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0, "template": st.get("template", 0)}
@@ -102,6 +118,7 @@ def register(router: Router) -> None:
     router.add("GET", "/nodes/{node}", schema({"node": NODE}), node_index, Perm.all())
     router.add("GET", "/cluster/resources", schema({"type": Prop(enum=("vm", "storage", "node", "sdn"))}), resources,
                Perm.all())
+    router.add("GET", "/cluster/nextid", schema({"vmid": VMID_OPT}), nextid, Perm.all())
     router.add("GET", "/storage", schema({"type": Prop(enum=STORAGE_TYPES)}), storage_index, Perm.all())
     # pve-storage PVE/API2/Storage/Config.pm read: the whole storage config needs Datastore.Allocate
     router.add("GET", "/storage/{storage}", schema({"storage": STORAGE}), storage_read,

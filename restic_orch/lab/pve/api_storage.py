@@ -16,12 +16,15 @@ CONTENT = Prop(format="pve-storage-content")
 VOLUME = Prop(optional=False)
 
 
-def check_volume_access(ctx: Ctx, volid: str, vmid: int | None = None) -> None:
-    """pve-storage PVE/Storage.pm check_volume_access, for volume IDs (absolute paths are root's only)."""
-    if ctx.is_root:
-        return
+def check_volume_access(ctx: Ctx, volid: str, vmid: int | None = None, vtype_wanted: str | None = None) -> None:
+    """pve-storage PVE/Storage.pm check_volume_access, for volume IDs (absolute paths are root's only);
+    vtype_wanted is its $type: the volume must hold that content."""
     sid, _ = storage.parse_volume_id(volid)
     vtype, _volname, owner = storage.parse_volname(ctx.root, volid)
+    if vtype_wanted is not None and vtype != vtype_wanted and (vtype_wanted != "rootdir" or vtype != "images"):
+        raise die(f"unable to use volume {volid} - content type needs to be '{vtype_wanted}'")
+    if ctx.is_root:
+        return
     if ctx.check(f"/storage/{sid}", "Datastore.Allocate", noerr=True):
         return
     if vtype in ("iso", "vztmpl", "import"):

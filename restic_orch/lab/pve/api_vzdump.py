@@ -103,7 +103,7 @@ def start(ctx: Ctx, p: dict[str, Any]) -> str:
         vmids = sorted(int(v) for v in split_list(str(p["vmid"])))
     elif p.get("all"):
         excluded = {int(v) for v in split_list(str(p.get("exclude", "")))}
-        vmids = [v for v in layout.list_vmids(root) if v not in excluded]
+        vmids = [v for v in layout.list_guest_vmids(root) if v not in excluded]
     else:
         vmids = []
     if not vmids and not p.get("all"):

@@ -130,9 +130,9 @@ class Router:
 
 
 def build_router() -> Router:
-    from . import api_access, api_cluster, api_lxc, api_storage, api_tasks, api_vzdump
+    from . import api_access, api_cluster, api_lxc, api_qemu, api_storage, api_tasks, api_vzdump
 
     router = Router()
-    for module in (api_access, api_cluster, api_lxc, api_storage, api_tasks, api_vzdump):
+    for module in (api_access, api_cluster, api_lxc, api_qemu, api_storage, api_tasks, api_vzdump):
         module.register(router)
     return router

@@ -5,6 +5,8 @@ R/faults.json          optional fault switches, re-read on every use
 R/lxc/<vmid>/pct.conf  container config in PVE's own text format
 R/lxc/<vmid>/state.json runtime state (running/stopped, start time)
 R/lxc/<vmid>/rootfs/   the container's root filesystem
+R/qemu/<vmid>/qemu-server.conf, state.json   a QEMU guest's config and runtime state
+R/storage/<id>/<volname>  a QEMU guest's raw disk image (zfspool; dir storages: images/<vmid>/<name>.raw)
 R/storage/<id>/        storage directories (dir storages keep backups in dump/)
 R/tasks/               task logs and the finished-task index, like /var/log/pve/tasks
 R/run/vzdump.lock      the node-global vzdump lock (flock)
@@ -111,6 +113,22 @@ def list_vmids(root: Path) -> list[int]:
     if not base.is_dir():
         return []
     return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit() and (p / "pct.conf").is_file())
+
+
+def qemu_dir(root: Path, vmid: int) -> Path:
+    return Path(root) / "qemu" / str(vmid)
+
+
+def list_qemu_vmids(root: Path) -> list[int]:
+    base = Path(root) / "qemu"
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit() and (p / "qemu-server.conf").is_file())
+
+
+def list_guest_vmids(root: Path) -> list[int]:
+    """Every guest of the node, containers and QEMU VMs (PVE::Cluster::get_vmlist's ids)."""
+    return sorted(set(list_vmids(root)) | set(list_qemu_vmids(root)))
 
 
 def content_set(scfg: dict[str, Any]) -> set[str]:

@@ -13,12 +13,19 @@ from . import access, layout, pctconf
 from . import containers as ctmod
 from .rootfs import Tree, volume_dir, write_tree
 from .rootfs_profiles import build_tree
+from .vms import add_vm
 
 DEFAULT_CONTAINERS: tuple[dict[str, Any], ...] = (
     {"vmid": 101, "hostname": "proxy", "cores": 1, "memory": 512},
     {"vmid": 102, "hostname": "database", "cores": 2, "memory": 2048},
     {"vmid": 103, "hostname": "monitoring", "cores": 2, "memory": 1024},
     {"vmid": 104, "hostname": "apps", "cores": 2, "memory": 1024},
+)
+
+# The default lab's QEMU guest: a small Home Assistant OS-like VM with the guest agent (every e2e run
+# backs it up, so its disk stays a few MiB).
+DEFAULT_VMS: tuple[dict[str, Any], ...] = (
+    {"vmid": 200, "name": "haos", "cores": 2, "memory": 2048, "agent": 1},
 )
 
 DEFAULT_STORAGES: dict[str, dict[str, Any]] = {
@@ -111,13 +118,16 @@ def _mountpoint_tree(ct: dict[str, Any], key: str, spec: dict[str, Any], seed: i
 
 
 def create_node(root: Path, node: str = "pve1", containers: list[dict[str, Any]] | None = None,
-                size_bytes: int = 3 * 1024 * 1024, seed: int = 0, provision: bool = True) -> None:
+                size_bytes: int = 3 * 1024 * 1024, seed: int = 0, provision: bool = True,
+                vms: list[dict[str, Any]] | None = None) -> None:
     """Create the fake node below root (which may exist but must not hold a node yet).
 
     containers: dicts with vmid plus optional hostname, storage ('local-zfs'), status
     ('running'), cores, memory, swap, unprivileged (1), onboot (1), ostype, disk_size ('8G'),
     size_bytes (per-container override), profile (proxy|database|monitoring|apps), tags, lock.
     Default: 101 proxy, 102 database, 103 monitoring, 104 apps, all running on local-zfs.
+    vms: QEMU guests (see vms.add_vm). Default: VM 200 'haos' when `containers` is not given either (the
+    default lab), else none, so a test that lists its containers gets exactly those guests.
     provision: run the pveum lines of docs/getting-started.md (user, token, roles, ACLs), as a user
     setting up a real host would; without it only root@pam exists.
     """
@@ -144,6 +154,8 @@ def create_node(root: Path, node: str = "pve1", containers: list[dict[str, Any]]
     owners = os.geteuid() == 0
     for ct in cts:
         add_container(root, ct, size_bytes=int(ct.get("size_bytes", size_bytes)), seed=seed, owners=owners)
+    for vm in vms if vms is not None else (DEFAULT_VMS if containers is None else ()):
+        add_vm(root, dict(vm), seed=seed)
     if provision:
         from .pveum import provision_from_docs
 
@@ -171,7 +183,7 @@ def add_container(root: Path, ct: dict[str, Any], size_bytes: int, seed: int = 0
     The volume tree lives in rootfs.volume_dir(root, vmid, 'mpN'); the rootfs gets the empty mount point.
     """
     vmid = int(ct["vmid"])
-    if ctmod.exists(root, vmid):
+    if ctmod.exists(root, vmid) or vmid in layout.list_qemu_vmids(root):
         raise FileExistsError(f"CT {vmid} already exists")
     conf = container_conf(ct, layout.storages(root), seed)
     tree = build_tree(conf["hostname"], vmid, size_bytes, seed, ct.get("profile"))

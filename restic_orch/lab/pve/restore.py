@@ -59,6 +59,8 @@ def start(ctx: Ctx, p: dict[str, Any]) -> str:
     if not (same_exists and force):
         if same_exists:
             raise TaskError(f"CT {vmid} already exists on node '{node}'")
+        if layout.qemu_dir(root, vmid).joinpath("qemu-server.conf").is_file():  # PVE::Cluster::check_vmid_unused
+            raise TaskError(f"VM {vmid} already exists on node '{node}'")
     else:
         if containers.is_running(root, vmid):
             raise TaskError("can't overwrite running container")

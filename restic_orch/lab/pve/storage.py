@@ -140,6 +140,10 @@ def list_volumes(root: Path, sid: str, content: str | None, vmid: int | None) ->
                             "size": path.stat().st_size, "ctime": int(path.stat().st_mtime)})
         elif ct == "rootdir":
             res.extend(_subvols(root, sid, vmid))
+        elif ct == "images":
+            from .qemu import list_images  # qemu builds on this module
+
+            res.extend(list_images(root, sid, vmid))
     return sorted(res, key=lambda v: v["volid"].lower())
 
 

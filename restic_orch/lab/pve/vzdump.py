@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import archive, containers, layout, pctconf, prune, storage
+from . import archive, containers, layout, pctconf, prune, qemu, storage
 from .errors import TaskError, TaskExit
 from .rootfs import volume_dir
 from .schema import parse_prune_backups
 from .tasks import Worker
+from .vzdump_qemu import QemuBackup
+from .vzdump_qemu import cleanup as qemu_cleanup
 
 Disks = list[tuple[str, dict[str, Any]]]  # (rootfs|mpN, parsed mount point): vzdump's $task->{disks}
 
@@ -128,6 +130,7 @@ class GuestFiles:
     target: Path
     tmptar: Path
     tmpdir: Path
+    vmtype: str = "lxc"
 
 
 class Job:
@@ -239,18 +242,33 @@ class Job:
         return err is None
 
     def _guest_files(self, vmid: int, started: float) -> GuestFiles:
-        if not containers.exists(self.root, vmid):
+        """exec_backup_task's names: '.tar' for containers, '.vma' for QEMU, the compressor's extension
+        after it; the temporary file drops the last extension for '.dat'."""
+        if containers.exists(self.root, vmid):
+            vmtype, ext = "lxc", ".tar"
+        elif qemu.exists(self.root, vmid):
+            vmtype, ext = "qemu", ".vma"
+        else:
             raise TaskError(f"unable to find VM '{vmid}'")
-        basename = f"vzdump-lxc-{vmid}-" + time.strftime("%Y_%m_%d-%H_%M_%S", time.localtime(started))
-        self._check_backup_limit(vmid)
+        basename = f"vzdump-{vmtype}-{vmid}-" + time.strftime("%Y_%m_%d-%H_%M_%S", time.localtime(started))
+        self._check_backup_limit(vmid, vmtype)
         return GuestFiles(
             logfile=self.dumpdir / f"{basename}.log",
-            target=self.dumpdir / f"{basename}.tar{self.ext}",
-            tmptar=self.dumpdir / f"{basename}.dat" if not self.ext else self.dumpdir / f"{basename}.tar.dat",
+            target=self.dumpdir / f"{basename}{ext}{self.ext}",
+            tmptar=self.dumpdir / f"{basename}.dat" if not self.ext else self.dumpdir / f"{basename}{ext}.dat",
             tmpdir=self.dumpdir / f"{basename}.tmp",
+            vmtype=vmtype,
         )
 
     def _backup_steps(self, log: GuestLog, vmid: int, files: GuestFiles, cleanup: dict[str, Any]) -> None:
+        if files.vmtype == "qemu":
+            QemuBackup(self, log, vmid, files, cleanup).run()
+            log("info", f"archive file size: {_format_size(files.target.stat().st_size)}")
+            conf = qemu.load(self.root, vmid, self.node)
+            self._notes_and_protection(log, vmid, conf.get("name", f"VM {vmid}"), files.target)
+            if self.remove:
+                self._prune(log, vmid, "qemu")
+            return
         log("info", f"Starting Backup of VM {vmid} (lxc)")
         log("info", "Backup started at " + time.strftime("%Y-%m-%d %H:%M:%S"), to_file=False)
         running = containers.is_running(self.root, vmid)
@@ -284,7 +302,7 @@ class Job:
                              _fault_for(faults, "vzdump_fail", vmid), volumes,
                              float(faults.get("task_delay_seconds", 0)))
         log("info", f"archive file size: {_format_size(size)}")
-        self._notes_and_protection(log, vmid, conf, files.target)
+        self._notes_and_protection(log, vmid, conf.get("hostname", f"CT{vmid}"), files.target)
         if self.remove:
             self._prune(log, vmid)
 
@@ -304,6 +322,9 @@ class Job:
 
     def _cleanup_guest(self, log: GuestLog, vmid: int, cleanup: dict[str, Any], files: GuestFiles | None) -> None:
         """Undo what the backup did to the guest (lock, snapshot, freeze, stop) and drop temporary files."""
+        if cleanup.get("qemu"):
+            qemu_cleanup(self, log, vmid, cleanup)
+            cleanup = {}
         if cleanup.get("unlock"):
             try:
                 containers.remove_lock(self.root, vmid, self.node, "backup")
@@ -481,34 +502,35 @@ class Job:
         comp = f" | {' '.join(shellquote(a) for a in self.compress)}" if self.compress else ""
         return f"set -o pipefail && {tar}{comp} >{shellquote(str(tmptar))}"
 
-    def _notes_and_protection(self, log: GuestLog, vmid: int, conf: dict[str, Any], target: Path) -> None:
+    def _notes_and_protection(self, log: GuestLog, vmid: int, guestname: str, target: Path) -> None:
         template = self.opts.get("notes-template")
         if template:
             log("info", "adding notes to backup")
             try:
                 (target.parent / (target.name + ".notes")).write_text(
-                    render_notes(template, conf.get("hostname", f"CT{vmid}"), self.node, vmid))
+                    render_notes(template, guestname, self.node, vmid))
             except ValueError as exc:
                 log("warn", f"unable to add notes - {exc}")
         if self.opts.get("protected"):
             log("info", "marking backup as protected")
             (target.parent / (target.name + ".protected")).touch()
 
-    def _backups_of(self, vmid: int) -> list[dict[str, Any]]:
-        return [b for b in storage.list_backups(self.root, self.sid, vmid) if b.get("subtype") in ("lxc", "unknown")]
+    def _backups_of(self, vmid: int, vmtype: str = "lxc") -> list[dict[str, Any]]:
+        # PVE::Storage::prune_backups with the guest type: only that type's archives of the VMID
+        return [b for b in storage.list_backups(self.root, self.sid, vmid) if b.get("subtype") in (vmtype, "unknown")]
 
-    def _check_backup_limit(self, vmid: int) -> None:
+    def _check_backup_limit(self, vmid: int, vmtype: str = "lxc") -> None:
         limit = 0 if self.keep.get("keep-all") else sum(self.keep.values())
         if limit and not self.remove and not self.opts.get("protected"):
-            count = sum(1 for b in self._backups_of(vmid) if not b.get("protected"))
+            count = sum(1 for b in self._backups_of(vmid, vmtype) if not b.get("protected"))
             if count >= limit:
                 raise TaskError(f"There is a max backup limit of {limit} enforced by the target storage or the "
                                 "vzdump parameters. Either increase the limit or delete old backups.")
 
-    def _prune(self, log: GuestLog, vmid: int) -> None:
+    def _prune(self, log: GuestLog, vmid: int, vmtype: str = "lxc") -> None:
         log("info", f"prune older backups with retention: {prune.keep_string(self.keep)}")
         pruned = 0
-        for entry in prune.mark([b for b in self._backups_of(vmid) if "ctime" in b], self.keep):
+        for entry in prune.mark([b for b in self._backups_of(vmid, vmtype) if "ctime" in b], self.keep):
             if entry["mark"] != "remove":
                 continue
             pruned += 1
