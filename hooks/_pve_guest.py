@@ -9,6 +9,7 @@ prune limit, the token's rights, placing an archive back for a restore, and dest
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import shutil
@@ -42,6 +43,8 @@ from .base import (
     sha256_file,
 )
 from .registry import KindOption
+
+log = logging.getLogger("restic_orch.hooks.pve")
 
 ARCHIVE_RE = re.compile(r"creating (?:vzdump )?archive '([^']+)'")
 MODE_RE = re.compile(r"backup mode: (\w+)")
@@ -181,8 +184,12 @@ class PveGuestHook(Hook):
             if status.get("status") == "stopped":
                 break
             if on_poll is not None:
-                seen += self._task_log(tasks, len(seen))
-                on_poll(seen)
+                try:
+                    seen += self._task_log(tasks, len(seen))
+                    on_poll(seen)
+                except Exception as exc:  # a progress display is never worth failing a backup (or orphaning vzdump)
+                    log.debug("task log not followed any more", extra={"upid": upid, "error": masking.mask(str(exc))})
+                    on_poll = None
             if time.monotonic() > deadline:
                 raise PveError(f"task {upid} still running after {timeout:.0f} s")
             time.sleep(delay)

@@ -96,6 +96,11 @@ class DumpContext:
     _hashing: list[tuple[Artifact, Future[str]]] = field(default_factory=list, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
+    @property
+    def shows_progress(self) -> bool:
+        """Whether anyone reads ctx.progress: a hook does no extra work (API reads) for a display that is not there."""
+        return self.progress is not _no_progress
+
     def out_dir(self, kind: str) -> Path:
         path = self.day_dir / kind
         path.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -72,6 +72,13 @@ def _mac(value: Any) -> str:
     return next((v for k, v in opts.items() if k in NET_MODELS), opts.get("macaddr", "")).upper()
 
 
+def not_in_backup(config: dict[str, Any]) -> list[str]:
+    """The disks marked backup=0: vzdump leaves them out and qmrestore writes their line back commented out
+    (qemu-server PVE/QemuServer.pm restore_update_config_line), so a restore cannot bring them back."""
+    return sorted(k for k, v in config.items() if DISK_RE.fullmatch(k)
+                  and str(_options(v)[1].get("backup", "1")).lower() in ("0", "no", "off", "false"))
+
+
 def config_diffs(expected: dict[str, Any], restored: dict[str, Any], beside: bool) -> dict[str, dict[str, Any]]:
     """Key by key, what the restored VM config lacks or changed; {} when it is the backed-up one.
 
@@ -88,7 +95,8 @@ def config_diffs(expected: dict[str, Any], restored: dict[str, Any], beside: boo
         if key in expected or key in restored:
             differ(key, None if key not in expected else str(expected[key]),
                    None if key not in restored else str(restored[key]))
-    for key in sorted(k for k in {*expected, *restored} if DISK_RE.fullmatch(k)):
+    skipped = set(not_in_backup(expected))
+    for key in sorted(k for k in {*expected, *restored} if DISK_RE.fullmatch(k) and k not in skipped):
         want, found = _options(expected.get(key, ""))[1], _options(restored.get(key, ""))[1]
         if want.get("media") == "cdrom" or found.get("media") == "cdrom":
             continue  # an ISO is not backed up; the drive line is
@@ -125,8 +133,9 @@ class QemuHook(PveGuestHook):
         config = self._call(f"VM {vmid} config", qemu.config.get)
         status = str(self._call(f"VM {vmid} status", qemu.status.current.get).get("status", ""))
         ctx.progress(f"VM {vmid}", 0.0)
-        upid, exitstatus, log, duration = self._vzdump(vmid, {"remove": self.remove_param(vmid, limit)},
-                                                       _relay(ctx.progress, f"VM {vmid}"))
+        # the task log is read while vzdump runs only for a live display (cron: no extra API reads)
+        watch = _relay(ctx.progress, f"VM {vmid}") if ctx.shows_progress else None
+        upid, exitstatus, log, duration = self._vzdump(vmid, {"remove": self.remove_param(vmid, limit)}, watch)
         text = "\n".join(log)
         modes = MODE_RE.findall(text)
         mode_used = modes[-1] if modes else src.mode
@@ -184,6 +193,8 @@ class QemuHook(PveGuestHook):
         diffs = config_diffs(meta.get("config") or {}, restored, beside=vmid != int(meta["vmid"]))
         checks: dict[str, Any] = {"config": "ok" if not diffs else diffs, "sha256": True,
                                   "fs_freeze": meta.get("fs_freeze", "unknown")}
+        if skipped := not_in_backup(meta.get("config") or {}):
+            checks["not_in_backup"] = skipped  # backup=0 on the VM: never in the archive, by the owner's choice
         started = False
         # a copy beside the original (a drill, --as-vmid) keeps the static IP set inside the guest: new MACs
         # (unique=1) do not stop it from answering on the original's address, so it stays stopped

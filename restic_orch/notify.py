@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Config
 from .masking import mask, read_secret
 from .notify_apprise import Delivery, Target, read_targets, send
-from .report import RunSummary
+from .report import RunSummary, backup_in_progress
 
 if TYPE_CHECKING:
     from .notify_text import Message
@@ -111,6 +111,9 @@ def announce(config: Config, message: Message) -> Delivery:
 
 
 RPO_STATE = "notify-rpo.json"
+# a backup running now (the night's, started at 03:00) is about to end the breach: not told while it runs,
+# unless it has run that long (hung)
+RPO_RUN_GRACE_SECONDS = 3 * 3600
 
 
 def rpo_breach(config: Config, data: dict[str, Any]) -> Delivery | None:
@@ -121,6 +124,9 @@ def rpo_breach(config: Config, data: dict[str, Any]) -> Delivery | None:
     target accepted is tried again on the next `status`. None when there was nothing to send. Raises nothing.
     """
     if not any("rpo_breach" in route.events for route in config.monitoring.notify):
+        return None
+    if backup_in_progress(config.state_dir, RPO_RUN_GRACE_SECONDS):
+        log.info("a backup is running: the RPO breach is not told before it ends")
         return None
     try:
         return _rpo_breach(config, data)

@@ -101,9 +101,10 @@ def _register_private(plugin: Any) -> None:
 
 
 def _label(target: Target, plugin: Any) -> str:
-    # Apprise's privacy form keeps the service and host but hides its secrets; the query adds only noise
-    private = plugin.url(privacy=True).split("?", 1)[0] if plugin is not None else "(not an Apprise URL)"
-    return mask(f"{target.where} {private}")
+    # FILE:LINE and the service only: Apprise's privacy form still shows what some services treat as the secret
+    # (an ntfy topic is the only thing between the internet and your phone)
+    service = plugin.url(privacy=True).split("://", 1)[0] if plugin is not None else "(not an Apprise URL)"
+    return mask(f"{target.where} {service}")
 
 
 def _instantiate(apprise: Any, target: Target) -> tuple[Any, str]:

@@ -30,7 +30,15 @@ from .config import Config, redacted
 from .init import chunker_source
 from .lock import exclusive
 from .masking import mask
-from .report import RunSummary, load_repositories, new_run_id, remember_repositories, save_summary, write_metrics
+from .report import (
+    IN_PROGRESS_MARKER,
+    RunSummary,
+    load_repositories,
+    new_run_id,
+    remember_repositories,
+    save_summary,
+    write_metrics,
+)
 from .repos import open_all
 from .retention import apply_retention as apply_retention  # its home moved; `forget` and tests import it here
 from .staging import Manifest
@@ -157,7 +165,7 @@ def _outcome(run: Run) -> str:
 @contextmanager
 def _in_progress(config: Config, run_id: str) -> Iterator[bool]:
     """The crash marker, written under the lock; yields whether the previous run left it (it was killed)."""
-    marker = config.state_dir / "run-in-progress.json"
+    marker = config.state_dir / IN_PROGRESS_MARKER
     interrupted = marker.exists()  # only our flock holder writes it: present now means a run was killed
     marker.write_text(json.dumps({"run_id": run_id, "pid": os.getpid()}) + "\n")
     try:
@@ -304,8 +312,9 @@ def stage(config: Config, hooks: list[Hook], day: Path, summary: RunSummary, man
     containers' archives). Files are hashed in the background while the next hook dumps.
     """
     reporter = _DumpReporter()
-    ctx = DumpContext(config=config, day_dir=day, run_id=summary.run_id, log=log, background_hashing=True,
-                      progress=reporter.report)
+    # hooks follow their tasks' progress (extra API reads) only for a live display
+    shown = {"progress": reporter.report} if progress.current() is not progress.NULL else {}
+    ctx = DumpContext(config=config, day_dir=day, run_id=summary.run_id, log=log, background_hashing=True, **shown)
     for hook in hooks:
         with progress.current().phase(f"dump:{hook.kind}:{hook.name}") as task:
             reporter.task = task

@@ -96,6 +96,22 @@ def _write_private(path: Path, text: str, mode: int = 0o640) -> None:
 KEEP_RUNS = 400
 
 
+# written by a backup under its lock, removed when it ends: present with a live pid = a backup is running now
+IN_PROGRESS_MARKER = "run-in-progress.json"
+
+
+def backup_in_progress(state_dir: Path, started_within_seconds: float) -> bool:
+    """Whether a backup is running now and started less than `started_within_seconds` ago (a run killed with
+    SIGKILL leaves the marker: its pid is gone; a run hung for longer than that no longer counts)."""
+    marker = state_dir / IN_PROGRESS_MARKER
+    try:
+        pid = int(json.loads(marker.read_text()).get("pid", 0))
+        started = marker.stat().st_mtime
+    except (OSError, ValueError, AttributeError):
+        return False
+    return pid > 0 and Path(f"/proc/{pid}").exists() and time.time() - started < started_within_seconds
+
+
 def save_summary(state_dir: Path, summary: RunSummary, keep: int = KEEP_RUNS) -> Path:
     """runs/<run_id>.json for history, last-<command>.json (last-run.json for backups) for monitoring; then
     runs/ pruned to the newest `keep` summaries."""

@@ -189,7 +189,9 @@ class ResticStatus:
 
 
 Progress = Callable[[ResticStatus], None]
-PROGRESS_FPS = "10"  # how often check and copy print their counters when a display wants them
+# how often restic prints its status when a display wants it (check, copy, restore --json): a display needs no more,
+# and the runner keeps every line of a run that may last hours
+PROGRESS_FPS = "4"
 
 
 def _count(value: Any) -> int | None:
@@ -489,7 +491,8 @@ class Repo:
             args += ["--include", pattern]
         if verify:
             args.append("--verify")
-        self._run(args, timeout=timeout, heavy=True, progress=self._restore_progress(progress))
+        self._run(args, timeout=timeout, heavy=True, progress=self._restore_progress(progress),
+                  env=_fps(self._restore_progress(progress)))
 
     def _restore_args(self, snapshot: str, target: Path, progress: Progress | None) -> list[str]:
         # --json only for a display: without one the command stays as it always was
@@ -513,7 +516,8 @@ class Repo:
             args = self._restore_args(snapshot, target, progress)
             for pattern in batch:
                 args += ["--include", pattern]
-            self._run(args, timeout=timeout, heavy=True, progress=self._restore_progress(progress))
+            self._run(args, timeout=timeout, heavy=True, progress=self._restore_progress(progress),
+                  env=_fps(self._restore_progress(progress)))
         return len(batches)
 
     # --- copy, retention, checks -----------------------------------------------------------------

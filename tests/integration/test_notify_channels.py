@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import socket
 import subprocess
 import threading
@@ -152,6 +153,7 @@ def test_a_failure_reaches_mail_ntfy_and_gotify_naming_the_source_and_the_comman
     # the down receiver was reported, named without its token, in the run log and the summary neither
     log_text = run.log_file.read_text()
     assert "notification failed" in log_text and "route0.urls:6" in log_text
+    assert "ops-alerts" not in log_text  # an ntfy topic is its only secret: receivers are named by FILE:LINE
     saved = (config.state_dir / "runs" / f"{run.run_id}-check.json").read_text()
     for secret in (GOTIFY_TOKEN, GOTIFY_DOWN_TOKEN, MAIL_PASSWORD):
         assert secret not in log_text and secret not in saved
@@ -233,6 +235,13 @@ def test_status_tells_rpo_breach_routes_once_per_breach(tmp_path, receivers):
     restic(config, "backup", "--host", "pve1", "--tag", "restic-orch,status:complete", "--time", "2020-01-02 03:04:05",
            str(tmp_path / "data"))
     Http.calls.clear()
+
+    # tonight's backup is running (its marker, a live pid): the breach it is about to end is not told yet
+    marker = config.state_dir / "run-in-progress.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"run_id": "tonight", "pid": os.getpid()}))
+    assert notify.rpo_breach(config, status.collect(config)) is None and ntfy("rpo-topic") == []
+    marker.write_text(json.dumps({"run_id": "killed", "pid": 2**22 + 1}))  # a SIGKILLed run's marker: no pid
 
     assert restic_orch(path, "status").returncode == 1
     [breach] = ntfy("rpo-topic")

@@ -12,7 +12,7 @@ from restic_orch.hooks import build_hooks, registry
 from restic_orch.hooks._vzdump_log import FsFreeze, fs_freeze, fs_freeze_window, last_progress, progress_line
 from restic_orch.hooks.base import Artifact, RestoreOptions
 from restic_orch.hooks.proxmox import ProxmoxHook
-from restic_orch.hooks.qemu import QemuHook, _relay, agent_enabled, config_diffs, freeze_state
+from restic_orch.hooks.qemu import QemuHook, _relay, agent_enabled, config_diffs, freeze_state, not_in_backup
 from tests.hookhelp import one_source_config
 
 # The task log of a running VM's snapshot backup, as PVE 8 writes it (pve-manager PVE/VZDump.pm and
@@ -186,6 +186,16 @@ def test_config_check_key_by_key():
     assert config_diffs(VM_CONFIG, shrunk, beside=True) == {"scsi0": {"expected": "32G", "found": "16G"}}
     lost = {k: v for k, v in beside.items() if k != "scsi0"}
     assert config_diffs(VM_CONFIG, lost, beside=True) == {"scsi0": {"expected": "32G", "found": None}}
+
+
+def test_a_disk_left_out_of_the_backup_is_no_difference():
+    # backup=0: vzdump leaves the disk out, qmrestore writes its line back commented out (no scsi1 key)
+    expected = {**VM_CONFIG, "scsi1": "local-zfs:vm-200-disk-1,backup=0,size=500G"}
+    assert not_in_backup(expected) == ["scsi1"] and not_in_backup(VM_CONFIG) == []
+    assert config_diffs(expected, VM_CONFIG, beside=False) == {}
+    # a disk that was backed up and did not come back still is one
+    assert config_diffs({**expected, "scsi2": "local-zfs:vm-200-disk-2,size=8G"}, VM_CONFIG, beside=False) == {
+        "scsi2": {"expected": "8G", "found": None}}
 
 
 def test_rights_messages_name_the_vm():
