@@ -492,6 +492,8 @@ class PveGuestHook(Hook):
             if options.drill and vmid in self.taken_ids():
                 return RestoreOutcome(component, False, f"VMID {vmid} is in use in the cluster: a drill never"
                                       " restores over a guest it did not create")
+            if options.drill and (crowded := self._no_room(artifact)):
+                return RestoreOutcome(component, False, crowded)
             name = Path(artifact.path).name
             exitstatus, log, stopped_here = self._replace(artifact, fetch, vmid, existing, created)
             if not task_ok(exitstatus):
@@ -502,6 +504,22 @@ class PveGuestHook(Hook):
             return self._verify(artifact, vmid, name, options, created)
         except (PveError, OSError) as exc:
             return RestoreOutcome(component, False, str(exc), created=created)
+
+    def _no_room(self, artifact: Artifact) -> str:
+        """Why a drill must not restore this guest next to production's volumes, or "" when there is room.
+
+        The need is the archive's size (what the guest's volumes hold: vzdump leaves free blocks out), three times
+        that for a compressed one; PVE's thin volumes take no more than what is written into them."""
+        sid = self.source.restore_storage
+        status = self._call(f"storage {sid} status", self.api.nodes(self.node).storage(sid).status.get)
+        total, avail = int(status.get("total") or 0), int(status.get("avail") or 0)
+        need = artifact.size * (1 if artifact.meta.get("compress", "0") in ("0", 0, None) else 3)
+        keep = total * self.source.drill_min_free_percent / 100
+        if avail - need >= keep:
+            return ""
+        return (f"not restored: storage {sid} has {avail / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB; this"
+                f" {self.noun} needs ~{need / 2**30:.1f} GiB and a drill keeps"
+                f" {self.source.drill_min_free_percent:g} % free (drill_min_free_percent) next to production")
 
     def _replace(self, artifact: Artifact, fetch: Fetch, vmid: int, existing: dict[int, dict[str, Any]],
                  created: dict[str, Any]) -> tuple[str, list[str], bool]:

@@ -127,6 +127,9 @@ class ProxmoxSource(Strict):
     lockwait_minutes: int = Field(10, ge=0)
     timeout_seconds: int = Field(3600, ge=1)
     restore_storage: PveStorage = "local-zfs"
+    # a drill restores next to production on restore_storage: it refuses a guest whose archive would leave less
+    # than this share of the storage free (0: never refuse)
+    drill_min_free_percent: float = Field(10, ge=0, le=100)
 
     @field_validator("compress", mode="before")
     @classmethod

@@ -156,3 +156,16 @@ def test_restore_without_vm_allocate_names_it(night, config: Config, pve: FakePv
     assert f"missing VM.Allocate on /vms/{SPARE + 1} (needed to create the restored VM)" in outcome.message
     assert "pveum role modify ResticOrchRestore --append 1 --privs VM.Allocate" in outcome.message
     assert SPARE + 1 not in {int(g["vmid"]) for g in pve.root_api().nodes(pve.node).qemu.get()}
+
+
+def test_a_drill_keeps_room_on_the_restore_storage(night, config: Config, pve: FakePve):
+    """A drill restores next to production: with drill_min_free_percent above what the storage has free, the VM
+    is refused before anything is created, and the message gives the figures."""
+    day, _, _ = night
+    artifact = _vm_artifact(night)
+    crowded = QemuHook(config.sources.proxmox.model_copy(update={"drill_min_free_percent": 100.0}))
+    outcome = crowded.restore(artifact, fetch_from(day, artifact), RestoreOptions(drill=True,
+                                                                                params={"as_vmid": SPARE}))
+    assert not outcome.ok and not outcome.created
+    assert "storage local-zfs has" in outcome.message and "drill_min_free_percent" in outcome.message
+    assert SPARE not in {int(g["vmid"]) for g in pve.root_api().nodes(pve.node).qemu.get()}

@@ -79,6 +79,7 @@ EVERYTHING: dict[str, Any] = {
     "backup_proxmox_lockwait_minutes": 5,
     "backup_proxmox_timeout_seconds": 60,
     "backup_proxmox_restore_storage": "fast",
+    "backup_proxmox_drill_min_free_percent": 25,
     "backup_postgres_sources": [
         {"name": "main", "host": "10.0.0.2", "port": 5433, "user": "backup", "password": "pg-pw",
          "restore_user": "restore", "restore_password": "pg-restore-pw", "databases": ["app"], "exclude": ["tmp"],
