@@ -11,6 +11,10 @@ needs the same privileges as a container (qemu-server PVE/API2/Qemu.pm create_vm
   access (the original guest's VM.Backup when restoring beside it, PVE/Storage.pm check_volume_access),
   SDN.Use on every bridge of the restored network config (PVE::GuestHelpers check_vnet_access; for a VM
   qemu-server PVE/QemuServer.pm check_restore_permissions -> check_bridge_access, run in the restore task);
+- restore beside the original: the restore POST also gives onboot=0 (hooks/_pve_guest.py BESIDE_OVERRIDES),
+  which PVE checks as an edit of that option on the new VMID: VM.Config.Options on /vms/<target>
+  (qemu-server PVE/API2/Qemu.pm create_vm -> $check_vm_modify_config_perm, onboot in $generaloptions;
+  pve-container PVE/API2/LXC.pm create_vm -> PVE/LXC.pm check_ct_modify_config_perm, its default branch);
 - start/stop: VM.PowerMgmt; destroying a drill's guest: VM.Allocate.
 """
 
@@ -68,6 +72,9 @@ def restore_needs(targets: list[tuple[int | None, int | None]], storage: str, re
         if original is not None and original != target:
             needs.append(Need(_vm(original), "VM.Backup", f"read the original {noun}'s archive", BACKUP_ROLE,
                               "/vms"))
+            # the copy's onboot=0 is checked as an option edit of the new guest (see the module's docstring)
+            needs.append(Need(path, "VM.Config.Options", f"keep the copy beside the original {noun} from starting"
+                              " at the host's next boot (onboot=0)", RESTORE_ROLE, "/vms"))
     needs.append(Need(f"/storage/{storage}", "Datastore.AllocateSpace", "put the archive into the dump storage",
                       BACKUP_ROLE, f"/storage/{storage}"))
     needs.append(Need(f"/storage/{restore_storage}", "Datastore.AllocateSpace", f"create the {noun}'s volumes",

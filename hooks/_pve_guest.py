@@ -54,6 +54,16 @@ POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.1, 1.5, 0.5
 # one option for both guest types: a restore beside the original, under another VMID
 AS_VMID = KindOption("as_vmid", "--as-vmid", int, "Restore a container or VM beside the original, as this VMID.")
 GUEST_TYPES = ("lxc", "qemu")
+# A copy restored beside the original (a drill, --as-vmid) is left stopped: the static IP inside it is the
+# original's. It must not start at the host's next boot either, so the restore POST overrides the backed-up
+# onboot. PVE 8 applies such keys over the archive's config: qemu-server PVE/API2/Qemu.pm create_vm passes
+# them as override_conf to PVE/QemuServer.pm restore_merge_config; pve-container PVE/API2/LXC.pm create_vm
+# puts them into the new config (update_pct_config) and PVE/LXC/Create.pm sanitize_and_merge_config only
+# fills keys not given. Both check them first as edits of the option, on /vms/<new vmid>: onboot is a general
+# option, VM.Config.Options (Qemu.pm $check_vm_modify_config_perm / $generaloptions, PVE/LXC.pm
+# check_ct_modify_config_perm's default branch); _pve_access.restore_needs names it.
+BESIDE_OVERRIDES: dict[str, Any] = {"onboot": 0}
+BESIDE_ONBOOT = "0 (restored beside the original: it does not start at the host's next boot)"
 
 
 class PveError(Exception):
@@ -93,6 +103,14 @@ def backup_subdir(storage: dict[str, Any]) -> str:
         if vtype.strip() == "backup" and str(value).strip():
             return str(value).strip().lstrip("/")
     return "dump"
+
+
+def onboot_check(restored: dict[str, Any]) -> tuple[str, bool]:
+    """What a copy beside the original has for onboot, and whether that is the 0 the restore asked for."""
+    found = str(restored.get("onboot", "0"))  # PVE's default is 0: an absent key never starts at boot
+    if found in ("0", "False", "false"):
+        return BESIDE_ONBOOT, True
+    return f"{found}: the copy beside the original would start at the host's next boot (onboot=0 not applied)", False
 
 
 def cause(log: list[str]) -> str:
@@ -521,6 +539,31 @@ class PveGuestHook(Hook):
                 f" {self.noun} needs ~{need / 2**30:.1f} GiB and a drill keeps"
                 f" {self.source.drill_min_free_percent:g} % free (drill_min_free_percent) next to production")
 
+    def _finish(self, artifact: Artifact, vmid: int, name: str, options: RestoreOptions, restored: dict[str, Any],
+                checks: dict[str, Any], created: dict[str, Any]) -> RestoreOutcome:
+        """After the config check: start the guest when it ran and is back in its own place, and the outcome.
+
+        A copy beside the original (a drill, --as-vmid) keeps the static IP set inside the guest: new MACs do not
+        stop it from answering on the original's address, so it stays stopped, and the restore asked for
+        onboot=0 so a copy left behind never starts at boot next to production either."""
+        meta = artifact.meta
+        beside = vmid != int(meta["vmid"])
+        ran = meta.get("status") == "running"
+        onboot_ok, started = True, False
+        if beside:
+            checks["onboot"], onboot_ok = onboot_check(restored)
+            if ran:
+                checks["started"] = "not started: restored beside the original (same IP address inside the guest)"
+        elif ran and not options.drill:
+            upid = self._call(f"start {self.short} {vmid}", self.guest_api(vmid).status.start.post)
+            start_status, log = self.wait_task(upid, 300)
+            started = task_ok(start_status)  # 'WARNINGS: n' is a started guest
+            checks["started"] = started if started else f"{start_status}{cause(log)}"
+        message = f"{self.short} {vmid} restored on {self.node} from {name}" + (" and started" if started else "")
+        ok = checks["config"] == "ok" and onboot_ok and (started or not ran or options.drill or beside)
+        return RestoreOutcome(artifact.component, ok, message, checks, restored_to=f"{self.short} {vmid}",
+                              created=created)
+
     def _replace(self, artifact: Artifact, fetch: Fetch, vmid: int, existing: dict[int, dict[str, Any]],
                  created: dict[str, Any]) -> tuple[str, list[str], bool]:
         """Put the archive back, stop the guest it replaces, run PVE's restore task and wait for it:
@@ -536,6 +579,8 @@ class PveGuestHook(Hook):
                 stopped_here = True
             params = self._create_params(vmid, f"{self.source.storage}:backup/{name}", artifact.meta,
                                          vmid in existing)
+            if vmid != int(artifact.meta["vmid"]):
+                params.update(BESIDE_OVERRIDES)  # in place, the backed-up onboot stays
             upid = self._call(f"restore {self.short} {vmid}", self.guest_api().post, **params)
             if vmid not in existing:
                 created.update(vmid=vmid, upid=upid)

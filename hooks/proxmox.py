@@ -23,7 +23,6 @@ from ._pve_guest import (
     backup_limit,
     backup_subdir,
     bridges,
-    cause,
     task_ok,
 )
 from ._vzdump_log import ONLINE_AGAIN, freeze_bounds, guest_freeze
@@ -156,7 +155,7 @@ class ProxmoxHook(PveGuestHook):
 
     def _verify(self, artifact: Artifact, vmid: int, name: str, options: RestoreOptions,
                 created: dict[str, Any]) -> RestoreOutcome:
-        meta, component = artifact.meta, artifact.component
+        meta = artifact.meta
         restored = self._call(f"CT {vmid} config", self.guest_api(vmid).config.get)
         expected = meta.get("config") or {}
         diffs = {k: {"expected": expected.get(k), "found": restored.get(k)} for k in CHECKED_KEYS
@@ -165,19 +164,7 @@ class ProxmoxHook(PveGuestHook):
         if meta.get("exclude_paths"):
             # left out by vzdump at backup time: the restored CT lacks them (e.g. a database's files)
             checks["not_in_backup"] = list(meta["exclude_paths"])
-        started = False
-        # a copy beside the original keeps its static IP: starting it would clash on the network
-        beside = vmid != int(meta["vmid"])
-        if beside and meta.get("status") == "running":
-            checks["started"] = "not started: restored beside the original (same IP address)"
-        if meta.get("status") == "running" and not options.drill and not beside:
-            upid = self._call(f"start CT {vmid}", self.guest_api(vmid).status.start.post)
-            start_status, log = self.wait_task(upid, 300)
-            started = task_ok(start_status)  # 'WARNINGS: n' is a started container
-            checks["started"] = started if started else f"{start_status}{cause(log)}"
-        message = f"CT {vmid} restored on {self.node} from {name}" + (" and started" if started else "")
-        ok = not diffs and (started or meta.get("status") != "running" or options.drill or beside)
-        return RestoreOutcome(component, ok, message, checks, restored_to=f"CT {vmid}", created=created)
+        return self._finish(artifact, vmid, name, options, restored, checks, created)
 
 
 HOOK = ProxmoxHook

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._pve_guest import AS_VMID, MODE_RE, PveGuestHook, cause, task_ok
+from ._pve_guest import AS_VMID, MODE_RE, PveGuestHook
 from ._vzdump_log import FsFreeze, fs_freeze, fs_freeze_window, last_progress
 from .base import Artifact, DumpContext, DumpOutcome, Notice, RestoreOptions, RestoreOutcome
 from .registry import SourceKind
@@ -188,27 +188,14 @@ class QemuHook(PveGuestHook):
 
     def _verify(self, artifact: Artifact, vmid: int, name: str, options: RestoreOptions,
                 created: dict[str, Any]) -> RestoreOutcome:
-        meta, component = artifact.meta, artifact.component
+        meta = artifact.meta
         restored = self._call(f"VM {vmid} config", self.guest_api(vmid).config.get)
         diffs = config_diffs(meta.get("config") or {}, restored, beside=vmid != int(meta["vmid"]))
         checks: dict[str, Any] = {"config": "ok" if not diffs else diffs, "sha256": True,
                                   "fs_freeze": meta.get("fs_freeze", "unknown")}
         if skipped := not_in_backup(meta.get("config") or {}):
             checks["not_in_backup"] = skipped  # backup=0 on the VM: never in the archive, by the owner's choice
-        started = False
-        # a copy beside the original (a drill, --as-vmid) keeps the static IP set inside the guest: new MACs
-        # (unique=1) do not stop it from answering on the original's address, so it stays stopped
-        beside = vmid != int(meta["vmid"])
-        if beside and meta.get("status") == "running":
-            checks["started"] = "not started: restored beside the original (same IP address inside the guest)"
-        if meta.get("status") == "running" and not options.drill and not beside:
-            upid = self._call(f"start VM {vmid}", self.guest_api(vmid).status.start.post)
-            start_status, log = self.wait_task(upid, 300)
-            started = task_ok(start_status)
-            checks["started"] = started if started else f"{start_status}{cause(log)}"
-        message = f"VM {vmid} restored on {self.node} from {name}" + (" and started" if started else "")
-        ok = not diffs and (started or meta.get("status") != "running" or options.drill or beside)
-        return RestoreOutcome(component, ok, message, checks, restored_to=f"VM {vmid}", created=created)
+        return self._finish(artifact, vmid, name, options, restored, checks, created)
 
 
 def _relay(progress: Callable[[str, float | None], None], label: str) -> Callable[[list[str]], None]:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 from .restic import ResticStatus
+from .units import human_bytes
 
 if TYPE_CHECKING:  # rich is imported when a display is shown: the CLI starts faster without it
     from rich.console import Console
@@ -37,15 +38,6 @@ def should_show(stream: IO[str] | None = None, *, as_json: bool = False, quiet: 
         return False
 
 
-def size(value: float) -> str:
-    """Bytes in binary units, as the report page writes them."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
 def clock(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -56,9 +48,9 @@ def figures(status: ResticStatus) -> str:
     """The counts of one status report as one short text: bytes done / total, files, a counter's items."""
     parts = []
     if status.total_bytes:
-        parts.append(f"{size(status.bytes_done or 0)} / {size(status.total_bytes)}")
+        parts.append(f"{human_bytes(status.bytes_done or 0)} / {human_bytes(status.total_bytes)}")
     elif status.bytes_done:
-        parts.append(size(status.bytes_done))
+        parts.append(human_bytes(status.bytes_done))
     if status.total_files:
         parts.append(f"{status.files_done or 0}/{status.total_files} files")
     if status.unit:

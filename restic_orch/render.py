@@ -11,20 +11,13 @@ from rich.table import Table
 from restic_orch.hooks import registry
 
 from .report import RunSummary
+from .units import human_bytes
 
 
 def _render(table: Table) -> str:
     buffer = io.StringIO()
     Console(file=buffer, width=120, no_color=True, force_terminal=False).print(table)
     return buffer.getvalue().rstrip()
-
-
-def human_bytes(value: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def backup_table(summary: RunSummary) -> str:

@@ -123,8 +123,10 @@ def _container(lab: Lab, repo: Repo, snap: Snapshot, component: str, want: dict[
             return
         root = lab.pve_root
         got = {"config": record.ct_config(root, vmid), "rootfs": record.tree(pve.rootfs_dir(root, vmid))}
-        if got["config"] != want["config"]:
-            done.problems.append(f"{where} {component}: config {got['config']} != {want['config']}")
+        # a copy beside the original is restored with onboot=0 (it must never start at boot next to production)
+        expected = {**want["config"], "onboot": "0"}
+        if got["config"] != expected:
+            done.problems.append(f"{where} {component}: config {got['config']} != {expected}")
         elif got["rootfs"] != want["rootfs"]:
             differs = _tree_diff(want["rootfs"], got["rootfs"])
             done.problems.append(f"{where} {component}: root filesystem differs: {differs}")

@@ -152,6 +152,29 @@ def test_restore_refusals(pve: FakePve, dumped):
     assert not (pve.root / "qemu/203").exists()
 
 
+def test_restore_config_keys_are_checked_then_applied(pve: FakePve, dumped):
+    """Keys given beside the archive override the backed-up config (QemuServer.pm restore_merge_config), each
+    checked first as an edit of that option on the new VMID (Qemu.pm $check_vm_modify_config_perm)."""
+    api = pve.api().nodes(pve.node)
+    (entry,) = api.storage("local").content.get(content="backup", vmid=200)
+    token = _new_token_secret(pve, "noopts")
+    pve.pveum("role", "add", "AllocOnly", "--privs", "VM.Allocate")
+    pve.pveum("acl", "modify", "/vms", "--tokens", "backup@pve!noopts", "--roles", "ResticOrchBackup,AllocOnly")
+    weak = ProxmoxAPI(pve.host, port=pve.port, user="backup@pve", token_name="noopts", token_value=token,
+                      verify_ssl=False, backend="https", timeout=30).nodes(pve.node)
+    for key, value, priv in (("onboot", 0, "VM.Config.Options"), ("memory", 256, "VM.Config.Memory"),
+                             ("cores", 2, "VM.Config.CPU")):
+        with pytest.raises(ResourceException) as exc:
+            weak.qemu.post(vmid=204, archive=entry["volid"], storage="local-zfs", unique=1, **{key: value})
+        assert (exc.value.status_code, exc.value.content) == (403, f"Permission check failed (/vms/204, {priv})")
+    assert not (pve.root / "qemu/204").exists()
+    assert api.qemu(200).config.get()["onboot"] == 1
+    status = pve.wait_task(api.qemu.post(vmid=204, archive=entry["volid"], storage="local-zfs", unique=1, onboot=0))
+    assert status["exitstatus"] == "OK", pve.task_log(status["upid"])
+    assert api.qemu(204).config.get()["onboot"] == 0 and api.qemu(200).config.get()["onboot"] == 1
+    assert pve.wait_task(api.qemu(204).delete(purge=1))["exitstatus"] == "OK"
+
+
 def _new_token_secret(pve: FakePve, name: str) -> str:
     secret = pve.pveum("user", "token", "add", "backup@pve", name, "--privsep", "1")["value"]
     pve.pveum("acl", "modify", "/vms", "--tokens", f"backup@pve!{name}", "--roles", "ResticOrchBackup")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proxmoxer.core import ResourceException
 from pve_helpers import FakePve, running_node
 
 from restic_orch.config import Config, ConfigError, load_config
@@ -117,8 +118,31 @@ def test_restore_says_what_the_backup_left_out(pve: FakePve, tmp_path: Path):
         assert res.checks["not_in_backup"] == ["/var/lib/postgresql"]
         restored = rootfs_dir(pve.root, 212)
         assert (restored / "var/lib").is_dir() and not (restored / "var/lib/postgresql").exists()
+        # onboot=0 beside the original: a copy left behind never starts at the host's next boot; CT 102 keeps 1
+        node = pve.root_api().nodes(pve.node)
+        assert art.meta["config"]["onboot"] == 1 and node.lxc(102).config.get()["onboot"] == 1
+        assert node.lxc(212).config.get()["onboot"] == 0
+        assert res.checks["onboot"].startswith("0 (restored beside the original")
     finally:
         hook.discard(art, res, options)
+
+
+def test_a_config_key_beside_the_archive_needs_its_privilege(pve: FakePve):
+    """PVE checks a key given with the restore (the product's onboot=0) as an edit of the new CT's options
+    (PVE/LXC.pm check_ct_modify_config_perm), before it even looks at the archive."""
+    privs = pve.pveum("role", "list")
+    kept = next(r["privs"] for r in privs if r["roleid"] == "ResticOrchRestore").split(",")
+    assert "VM.Config.Options" in kept
+    pve.pveum("role", "modify", "ResticOrchRestore", "--privs", ",".join(p for p in kept if p != "VM.Config.Options"))
+    try:
+        with pytest.raises(ResourceException) as exc:
+            pve.api().nodes(pve.node).lxc.post(vmid=9213, ostemplate="local:backup/vzdump-lxc-102-x.tar", restore=1,
+                                               storage="local", unique=1, onboot=0)
+    finally:
+        pve.pveum("role", "modify", "ResticOrchRestore", "--privs", ",".join(kept))
+    assert exc.value.status_code == 403
+    assert "Permission check failed (/vms/9213, VM.Config.Options)" in str(exc.value)
+    assert 9213 not in {int(c["vmid"]) for c in pve.root_api().nodes(pve.node).lxc.get()}
 
 
 @pytest.mark.parametrize(("snippet", "message"), [

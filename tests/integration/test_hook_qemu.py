@@ -20,6 +20,7 @@ from restic_orch.hooks.base import Artifact, DumpContext, DumpOutcome, RestoreOp
 from restic_orch.hooks.qemu import QemuHook
 from restic_orch.lab.pve import dump_dir, token_secret
 from restic_orch.lab.pve import qemu as fake_qemu
+from restic_orch.lab.pve.pveum import doc_commands
 from restic_orch.lab.pve.qmconf import parse_drive
 from restic_orch.lab.secrets import write_secret
 from tests.hookhelp import fetch_from, one_source_config
@@ -118,6 +119,9 @@ def test_restore_beside_the_original_then_the_drill_clean_up(night, config: Conf
         assert copy.get(key) == original.get(key), key
     # unique=1: a copy beside the original gets its own MAC, vmgenid and SMBIOS uuid
     assert copy["net0"] != original["net0"] and copy["vmgenid"] != original["vmgenid"]
+    # onboot=0: a copy left behind never starts at the host's next boot next to production
+    assert artifact.meta["config"]["onboot"] == 1 and original["onboot"] == 1
+    assert copy["onboot"] == 0 and outcome.checks["onboot"].startswith("0 (restored beside the original")
     assert hook.discard(artifact, outcome, options) == f"destroyed VM {SPARE}"
     assert SPARE not in {int(g["vmid"]) for g in node.qemu.get()}
     assert not fake_qemu.owned_volumes(pve.root, SPARE)
@@ -138,12 +142,20 @@ def test_restore_in_place_needs_force_and_keeps_the_mac(night, config: Config, p
     assert node.qemu(200).status.current.get()["status"] == "running"
     assert node.qemu(200).config.get()["net0"] == mac
     assert _disk_bytes(pve, 200) == before
+    # in place the backed-up onboot comes back: production starts at boot as before
+    assert node.qemu(200).config.get()["onboot"] == 1 and "onboot" not in outcome.checks
+
+
+def _restore_privs() -> list[str]:
+    """The documented ResticOrchRestore role's privileges (the lab's token is made from those lines)."""
+    (argv,) = [a for a in doc_commands() if a[:3] == ["role", "add", "ResticOrchRestore"]]
+    return argv[argv.index("--privs") + 1].split(",")
 
 
 def test_restore_without_vm_allocate_names_it(night, config: Config, pve: FakePve):
     day, _, _ = night
     artifact = _vm_artifact(night)
-    privs = "VM.Allocate,VM.PowerMgmt,Datastore.AllocateSpace,SDN.Use"
+    privs = ",".join(_restore_privs())
     pve.pveum("role", "modify", "ResticOrchRestore", "--privs", privs.replace("VM.Allocate,", ""))
     try:
         hook = _hook(config)
@@ -169,3 +181,29 @@ def test_a_drill_keeps_room_on_the_restore_storage(night, config: Config, pve: F
     assert not outcome.ok and not outcome.created
     assert "storage local-zfs has" in outcome.message and "drill_min_free_percent" in outcome.message
     assert SPARE not in {int(g["vmid"]) for g in pve.root_api().nodes(pve.node).qemu.get()}
+
+
+def test_a_copy_beside_needs_vm_config_options(night, config: Config, pve: FakePve,
+                                               monkeypatch: pytest.MonkeyPatch):
+    """onboot=0 is checked by PVE as an edit of the copy's options: without VM.Config.Options the product names
+    the right before anything is fetched, and PVE itself (the fake, preflight skipped) answers its 403."""
+    day, _, _ = night
+    artifact = _vm_artifact(night)
+    privs = _restore_privs()
+    assert "VM.Config.Options" in privs
+    pve.pveum("role", "modify", "ResticOrchRestore", "--privs", ",".join(p for p in privs if p != "VM.Config.Options"))
+    try:
+        hook = _hook(config)
+        assert hook.drill_vmids is not None
+        listed = [m.right for m in hook.missing_rights("all")]
+        assert listed == [f"VM.Config.Options on /vms/{hook.drill_vmids[0]}"], listed
+        options = RestoreOptions(params={"as_vmid": SPARE + 2})
+        refused = hook.restore(artifact, lambda dest: pytest.fail("fetched"), options)
+        assert not refused.ok and f"VM.Config.Options on /vms/{SPARE + 2}" in refused.message
+        assert "pveum role modify ResticOrchRestore --append 1 --privs VM.Config.Options" in refused.message
+        monkeypatch.setattr(QemuHook, "missing", lambda self, needs: [])
+        raw = _hook(config).restore(artifact, fetch_from(day, artifact), options)
+    finally:
+        pve.pveum("role", "modify", "ResticOrchRestore", "--privs", ",".join(privs))
+    assert not raw.ok and f"Permission check failed (/vms/{SPARE + 2}, VM.Config.Options)" in raw.message
+    assert not raw.created and SPARE + 2 not in {int(g["vmid"]) for g in pve.root_api().nodes(pve.node).qemu.get()}

@@ -170,6 +170,7 @@ PVE_REFUSAL = {
     ("ResticOrchRestore", "Datastore.AllocateSpace"):
         "Permission check failed (/storage/local-zfs, Datastore.AllocateSpace)",
     ("ResticOrchRestore", "SDN.Use"): "Permission check failed (/sdn/zones/localnetwork/vmbr0, SDN.Use)",
+    ("ResticOrchRestore", "VM.Config.Options"): "Permission check failed (/vms/9950, VM.Config.Options)",
 }
 
 

@@ -206,6 +206,12 @@ def test_rights_messages_name_the_vm():
     assert whys["VM.Allocate on /vms/9001"] == "create the restored VM"
     assert whys["VM.Backup on /vms/200"] == "read the original VM's archive"
     assert whys["SDN.Use on /sdn/zones/localnetwork/vmbr0/20"] == "attach the VM to vmbr0/20"
+    # beside the original the restore gives onboot=0, an option edit PVE checks on the new VMID
+    options = next(n for n in needs if n.priv == "VM.Config.Options")
+    assert (options.path, options.role) == ("/vms/9001", "ResticOrchRestore") and "onboot=0" in options.why
+    assert "--append 1 --privs VM.Config.Options" in options.grant("backup@pve", "backup@pve!restic-orch")
+    in_place = _pve_access.restore_needs([(200, None)], "local", "local-zfs", [], QemuHook.noun)
+    assert not [n for n in in_place if n.priv == "VM.Config.Options"]
     # the container's wording is unchanged
     ct = _pve_access.backup_needs([101], "local")
     assert ct[0].why == "list and read the container" and ProxmoxHook.noun == "container"

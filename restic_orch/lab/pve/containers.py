@@ -5,101 +5,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import layout, pctconf
+from . import guestconf, layout, pctconf
 from .errors import TaskError
 
-_locks: dict[tuple[str, int], threading.RLock] = {}
-_locks_guard = threading.Lock()
-
-
-def config_lock(root: Path, vmid: int) -> threading.RLock:
-    """Per-container lock standing in for PVE's lock_config flock (within this server)."""
-    key = (str(root), vmid)
-    with _locks_guard:
-        return _locks.setdefault(key, threading.RLock())
-
-
-def conf_path(root: Path, vmid: int) -> Path:
-    return layout.ct_dir(root, vmid) / "pct.conf"
-
-
-def cfs_path(node: str, vmid: int) -> str:
-    return f"nodes/{node}/lxc/{vmid}.conf"
-
-
-def exists(root: Path, vmid: int) -> bool:
-    return conf_path(root, vmid).is_file()
-
-
-def load_text(root: Path, vmid: int, node: str) -> str:
-    try:
-        return conf_path(root, vmid).read_text()
-    except FileNotFoundError:
-        raise TaskError(f"Configuration file '{cfs_path(node, vmid)}' does not exist") from None
-
-
-def load(root: Path, vmid: int, node: str) -> dict[str, Any]:
-    return pctconf.parse(load_text(root, vmid, node))
-
-
-def write(root: Path, vmid: int, conf: dict[str, Any]) -> None:
-    layout.ct_dir(root, vmid).mkdir(parents=True, exist_ok=True)
-    layout.write_atomic(conf_path(root, vmid), pctconf.render(conf))
-
-
-def update(root: Path, vmid: int, node: str, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    with config_lock(root, vmid):
-        conf = load(root, vmid, node)
-        fn(conf)
-        write(root, vmid, conf)
-        return conf
-
-
-def check_lock(conf: dict[str, Any]) -> None:
-    """PVE::AbstractConfig::check_lock for containers ('CT is locked (backup)')."""
-    if conf.get("lock"):
-        raise TaskError(f"CT is locked ({conf['lock']})")
-
-
-def set_lock(root: Path, vmid: int, node: str, lock: str) -> None:
-    def _set(conf: dict[str, Any]) -> None:
-        check_lock(conf)
-        conf["lock"] = lock
-
-    update(root, vmid, node, _set)
-
-
-def remove_lock(root: Path, vmid: int, node: str, lock: str | None = None) -> None:
-    def _remove(conf: dict[str, Any]) -> None:
-        if not conf.get("lock"):
-            what = f"'{lock}' " if lock else "any"
-            raise TaskError(f"no lock found trying to remove {what}lock")
-        if lock and conf["lock"] != lock:
-            raise TaskError(f"found lock '{conf['lock']}' trying to remove '{lock}' lock")
-        del conf["lock"]
-
-    update(root, vmid, node, _remove)
-
-
-def state_path(root: Path, vmid: int) -> Path:
-    return layout.ct_dir(root, vmid) / "state.json"
-
-
-def read_state(root: Path, vmid: int) -> dict[str, Any]:
-    try:
-        return json.loads(state_path(root, vmid).read_text())
-    except (FileNotFoundError, ValueError):
-        return {"status": "stopped"}
-
-
-def is_running(root: Path, vmid: int) -> bool:
-    return read_state(root, vmid).get("status") == "running"
+_CONFIGS = guestconf.GuestConfigs("CT", layout.ct_dir, "pct.conf", "lxc", pctconf.parse, pctconf.render)
+config_lock = guestconf.config_lock
+conf_path, cfs_path, exists = _CONFIGS.conf_path, _CONFIGS.cfs_path, _CONFIGS.exists
+load_text, load, write, update = _CONFIGS.load_text, _CONFIGS.load, _CONFIGS.write, _CONFIGS.update
+check_lock, set_lock, remove_lock = _CONFIGS.check_lock, _CONFIGS.set_lock, _CONFIGS.remove_lock
+state_path, read_state, is_running = _CONFIGS.state_path, _CONFIGS.read_state, _CONFIGS.is_running
 
 
 def set_running(root: Path, vmid: int, running: bool) -> None:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import access, layout, qemu, qmconf, storage, vma
+from . import access, config_perms, layout, qemu, qmconf, storage, vma
 from .api_storage import check_volume_access
 from .app import Ctx
 from .errors import ApiError, ParamError, TaskError
@@ -61,7 +61,10 @@ def start(ctx: Ctx, p: dict[str, Any]) -> str:
                             "line 582.")
         raise TaskError("restoring from absolute paths is not supported by the fake node")
     check_volume_access(ctx, archive, vmid, "backup")
+    # the keys left beside the archive override the backed-up config (restore_merge_config), each checked as
+    # an edit of that option first (Qemu.pm create_vm -> $check_vm_modify_config_perm: onboot is VM.Config.Options)
     overrides = {k: str(v) for k, v in p.items() if k not in _OPTIONS}
+    config_perms.check_qemu_options(ctx, vmid, overrides)
     _check_bridges(ctx.root, ctx.user, overrides)
     for key in [k for k in overrides if re.fullmatch(r"net\d+", k)]:  # add_random_macs
         net = qmconf.parse_net(overrides[key])

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import access, archive, containers, layout, pctconf, storage
+from . import access, archive, config_perms, containers, layout, pctconf, storage
 from .api_storage import check_volume_access
 from .app import Ctx
 from .errors import ApiError, ParamError, TaskError
@@ -43,6 +43,9 @@ SCHEMA = schema({
     **_CT_PROPS,
 }, patterns=((r"net\d+", Prop()), (r"mp\d+", Prop()), (r"unused\d+", Prop()), (r"dev\d+", Prop())))
 
+# The parameters create_vm extracts before check_ct_modify_config_perm sees the rest.
+_EXTRACTED = ("node", "vmid", "ignore-unpack-errors", "bwlimit", "start", "ha-managed", "unprivileged", "restore",
+              "unique", "force", "password", "ssh-public-keys", "pool", "ostemplate", "storage")
 # Keys never taken over from the backed-up config (PVE's sanitize_and_merge_config).
 _NOT_RESTORED = ("digest", "rootfs", "snapshots", "unprivileged", "parent", "template", "lock")
 
@@ -70,6 +73,9 @@ def start(ctx: Ctx, p: dict[str, Any]) -> str:
     if not (ctx.check(f"/vms/{vmid}", "VM.Allocate", noerr=True)
             or (same_exists and force and ctx.check(f"/vms/{vmid}", "VM.Backup", noerr=True))):
         raise ApiError(403, "Permission check failed\n")
+    # then every config key given beside the archive (e.g. onboot=0), before the archive is looked at
+    given = {k: v for k, v in p.items() if k not in _EXTRACTED}
+    config_perms.check_ct_options(ctx, vmid, given, bool(p.get("unprivileged")))
     archive_volid = p["ostemplate"]
     if archive_volid == "-":
         raise TaskError("pipe requires cli environment")
