@@ -8,45 +8,17 @@ and moto's in-memory buckets stay as they are.
 from __future__ import annotations
 
 import argparse
-import signal
-import socket
-import sys
-import threading
 import time
 
-
-def _pipe(src: socket.socket, dst: socket.socket, delay: float, rate: float) -> None:
-    try:
-        while data := src.recv(65536):
-            time.sleep(delay + len(data) / rate)
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+from restic_orch.lab import tcpproxy
 
 
 def serve(listen_port: int, target_port: int, delay: float, rate: float, host: str = "127.0.0.1") -> None:
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind((host, listen_port))
-    server.listen(128)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"slow forwarding {host}:{listen_port} -> {host}:{target_port} (+{delay}s, {rate:.0f} B/s)", flush=True)
-    while True:
-        client, _ = server.accept()
-        try:
-            upstream = socket.create_connection((host, target_port), timeout=10)
-            upstream.settimeout(None)
-        except OSError:
-            client.close()
-            continue
-        for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pipe, args=(a, b, delay, rate), daemon=True).start()
+    def hold(nbytes: int) -> None:
+        time.sleep(delay + nbytes / rate)
+
+    tcpproxy.serve(listen_port, target_port, host, hold=hold,
+                   what=f"slow forwarding (+{delay}s, {rate:.0f} B/s)")
 
 
 def main() -> None:

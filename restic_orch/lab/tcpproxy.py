@@ -12,11 +12,17 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
+
+# called with each chunk's size before it is passed on: how a slow link is played (soak/slowproxy.py)
+Hold = Callable[[int], None]
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
+def _pipe(src: socket.socket, dst: socket.socket, hold: Hold | None = None) -> None:
     try:
         while data := src.recv(65536):
+            if hold is not None:
+                hold(len(data))
             dst.sendall(data)
     except OSError:
         pass
@@ -28,13 +34,14 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
                 pass
 
 
-def serve(listen_port: int, target_port: int, host: str = "127.0.0.1") -> None:
+def serve(listen_port: int, target_port: int, host: str = "127.0.0.1", hold: Hold | None = None,
+          what: str = "forwarding") -> None:
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind((host, listen_port))
     server.listen(128)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"forwarding {host}:{listen_port} -> {host}:{target_port}", flush=True)
+    print(f"{what} {host}:{listen_port} -> {host}:{target_port}", flush=True)
     while True:
         client, _ = server.accept()
         try:
@@ -44,7 +51,7 @@ def serve(listen_port: int, target_port: int, host: str = "127.0.0.1") -> None:
             client.close()
             continue
         for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+            threading.Thread(target=_pipe, args=(a, b, hold), daemon=True).start()
 
 
 def main() -> None:
